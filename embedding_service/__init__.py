@@ -1,0 +1,1 @@
+"""The shared sentence-embedding service: tokenizer -> dynamic batcher -> TF encoder."""

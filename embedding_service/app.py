@@ -1,0 +1,87 @@
+"""create_app: the embedding service's FastAPI app, whose lifespan loads, warms up and drains the model."""
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from fastapi import FastAPI
+
+from embedding_service.api import router
+from embedding_service.batcher import DynamicBatcher
+from embedding_service.buckets import Buckets
+from embedding_service.embedder import Embedder
+from embedding_service.encoder import TFEncoder
+from embedding_service.settings import EmbeddingSettings
+from embedding_service.tokenizer import Tokenizer
+from models.manifest import TOKENIZER_DIR, EncoderManifest
+from service_common.errors import install_error_handlers
+from service_common.middleware import RequestContextMiddleware
+from service_common.ops import add_ops_routes
+
+logger = logging.getLogger(__name__)
+
+
+class ModelSlot:
+    """Holds the embedder once it is loaded and warm; the server answers health checks meanwhile."""
+
+    def __init__(self, settings: EmbeddingSettings) -> None:
+        self.settings = settings
+        self.manifest = EncoderManifest.read(settings.model_dir)
+        self.embedder: Embedder | None = None
+        self.failure: str | None = None
+
+    def not_ready_reason(self) -> str | None:
+        if self.embedder is not None:
+            return None
+        return self.failure or "the model is loading and warming up"
+
+    async def load(self, stack: AsyncExitStack) -> None:
+        settings = self.settings
+        buckets = Buckets.powers_of_two(settings.max_batch_size, self.manifest.max_seq_length)
+        try:
+            encoder = await asyncio.to_thread(
+                TFEncoder, settings.model_dir, buckets, xla=settings.xla, mixed_precision=settings.mixed_precision
+            )
+            tokenizer = Tokenizer(settings.model_dir / TOKENIZER_DIR, self.manifest.max_seq_length)
+            await asyncio.to_thread(encoder.warm_up, settings.max_batch_tokens)
+            batcher = await stack.enter_async_context(
+                DynamicBatcher(
+                    encoder,
+                    buckets,
+                    max_batch_tokens=settings.max_batch_tokens,
+                    max_wait_s=settings.max_wait_ms / 1e3,
+                    max_queue_texts=settings.max_queue_texts,
+                )
+            )
+        except Exception as exc:
+            self.failure = f"model failed to load: {exc}"
+            logger.exception("model failed to load; stopping")
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        self.embedder = Embedder(self.manifest, tokenizer, batcher, settings)
+        logger.info("ready: %s", self.manifest.model_name)
+
+
+def create_app(settings: EmbeddingSettings) -> FastAPI:
+    slot = ModelSlot(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            loading = asyncio.create_task(slot.load(stack))
+            yield
+            loading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loading
+
+    app = FastAPI(title="Embedding service", version="0.1.0", lifespan=lifespan)
+    app.state.model = slot
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    install_error_handlers(app)
+    add_ops_routes(app, slot.not_ready_reason)
+    app.include_router(router)
+    return app

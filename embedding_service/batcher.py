@@ -1,0 +1,178 @@
+"""The dynamic batcher: coalesces concurrent texts into padded encoder calls on one worker thread.
+
+Tuning:
+- `max_batch_size` caps texts per call. Throughput on CPU flattens past ~32; on a GPU raise it to
+  64-256 and check the p99 you can afford.
+- `max_batch_tokens` caps padded tokens (rows x sequence bucket) per call, so one batch of long
+  texts cannot stall everything behind it; it must hold one text of the model's max length.
+- `max_wait_s` is how long the first text of a batch may wait for company. 0 (the default) is
+  right when the encoder is busy under load anyway, since texts queue while a batch runs; raise it
+  (1-5 ms) only where per-call overhead dominates, e.g. a GPU at low concurrency.
+- `max_queue_texts` bounds the queue: past it, callers get `OverloadedError` (429) at once instead
+  of a growing wait. Size it to what the encoder clears within your latency target.
+Texts whose caller has gone (timeout, disconnect) are dropped before they reach the encoder.
+"""
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from types import TracebackType
+
+import numpy as np
+import numpy.typing as npt
+
+from embedding_service.buckets import Buckets
+from embedding_service.encoder import Embedding
+from service_common.errors import OverloadedError, ServiceError, UnavailableError
+from service_common.metrics import BATCH_PADDED_TOKENS, BATCH_TEXTS, QUEUE_TEXTS, REJECTED_TOTAL, STAGE_SECONDS
+
+logger = logging.getLogger(__name__)
+
+RunBatch = Callable[[list[npt.NDArray[np.int32]]], list[Embedding]]
+
+
+@dataclass(frozen=True)
+class BatchedEmbedding:
+    embedding: Embedding
+    queue_s: float
+    infer_s: float
+    batch_texts: int
+
+
+@dataclass
+class _Pending:
+    ids: npt.NDArray[np.int32]
+    future: asyncio.Future[BatchedEmbedding]
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+class DynamicBatcher:
+    def __init__(
+        self,
+        run_batch: RunBatch,
+        buckets: Buckets,
+        *,
+        max_batch_tokens: int,
+        max_wait_s: float,
+        max_queue_texts: int,
+    ) -> None:
+        if buckets.seq_lengths[-1] > max_batch_tokens:
+            raise ValueError(f"max_batch_tokens {max_batch_tokens} cannot hold one text of {buckets.seq_lengths[-1]}")
+        self._run_batch = run_batch
+        self._buckets = buckets
+        self._max_batch_size = buckets.batch_sizes[-1]
+        self._max_batch_tokens = max_batch_tokens
+        self._max_wait_s = max_wait_s
+        self._max_queue_texts = max_queue_texts
+        self._queue: deque[_Pending] = deque()
+        self._arrived = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder")
+        self._worker: asyncio.Task[None] | None = None
+        self._closing = False
+        self._in_flight = 0
+
+    async def __aenter__(self) -> "DynamicBatcher":
+        self._worker = asyncio.create_task(self._work(), name="batcher")
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        """Refuses new texts, lets queued and running ones finish, then stops the worker thread."""
+        self._closing = True
+        while self._queue or self._in_flight:
+            await asyncio.sleep(0.01)
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+        self._executor.shutdown(wait=True)
+
+    @property
+    def queued_texts(self) -> int:
+        return len(self._queue)
+
+    async def embed(self, texts: Sequence[npt.NDArray[np.int32]]) -> list[BatchedEmbedding]:
+        """Embeds the token id arrays, in order. Cancelling the caller drops its queued texts."""
+        if self._closing:
+            raise UnavailableError("the service is shutting down", code="shutting_down")
+        if len(self._queue) + len(texts) > self._max_queue_texts:
+            REJECTED_TOTAL.labels("queue_full").inc(len(texts))
+            raise OverloadedError(
+                f"the encoder queue is full ({len(self._queue)} of {self._max_queue_texts} texts); retry shortly"
+            )
+        loop = asyncio.get_running_loop()
+        pending = [_Pending(ids, loop.create_future()) for ids in texts]
+        self._queue.extend(pending)
+        QUEUE_TEXTS.set(len(self._queue))
+        self._arrived.set()
+        try:
+            return list(await asyncio.gather(*(p.future for p in pending)))
+        finally:
+            for p in pending:
+                p.future.cancel()
+
+    async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            while not self._queue:
+                self._arrived.clear()
+                await self._arrived.wait()
+            await self._wait_for_company()
+            batch = self._take_batch()
+            if not batch:
+                continue
+            self._in_flight = len(batch)
+            started = time.perf_counter()
+            try:
+                outputs = await loop.run_in_executor(self._executor, self._run_batch, [p.ids for p in batch])
+            except Exception:
+                logger.exception("encoder call failed for a batch of %d", len(batch))
+                for p in batch:
+                    if not p.future.done():
+                        p.future.set_exception(ServiceError("the encoder failed on this batch", code="encoder_error"))
+            else:
+                infer_s = time.perf_counter() - started
+                STAGE_SECONDS.labels("infer").observe(infer_s)
+                for p, embedding in zip(batch, outputs, strict=True):
+                    if not p.future.done():
+                        p.future.set_result(BatchedEmbedding(embedding, started - p.enqueued, infer_s, len(batch)))
+            finally:
+                self._in_flight = 0
+
+    async def _wait_for_company(self) -> None:
+        """Holds the batch open until it is full or its oldest text has waited `max_wait_s`."""
+        deadline = self._queue[0].enqueued + self._max_wait_s
+        while len(self._queue) < self._max_batch_size and (remaining := deadline - time.perf_counter()) > 0:
+            self._arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+
+    def _take_batch(self) -> list[_Pending]:
+        """Takes live texts in arrival order while the batch stays within the size and token budgets."""
+        batch: list[_Pending] = []
+        longest = 0
+        while self._queue:
+            head = self._queue[0]
+            if head.future.done():
+                self._queue.popleft()
+                continue
+            rows = self._buckets.batch_size(min(len(batch) + 1, self._max_batch_size))
+            length = self._buckets.seq_length(max(longest, len(head.ids)))
+            if batch and (len(batch) == self._max_batch_size or rows * length > self._max_batch_tokens):
+                break
+            batch.append(self._queue.popleft())
+            longest = max(longest, len(head.ids))
+        QUEUE_TEXTS.set(len(self._queue))
+        if batch:
+            now = time.perf_counter()
+            for p in batch:
+                STAGE_SECONDS.labels("queue").observe(now - p.enqueued)
+            BATCH_TEXTS.observe(len(batch))
+            BATCH_PADDED_TOKENS.observe(self._buckets.batch_size(len(batch)) * self._buckets.seq_length(longest))
+        return batch

@@ -1,0 +1,23 @@
+"""EmbeddingSettings: every knob of the embedding service, read from EMBEDDING_* variables."""
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from service_common.settings import ServiceSettings
+
+
+class EmbeddingSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="EMBEDDING_", frozen=True, extra="ignore")
+
+    port: int = Field(8081, ge=1, le=65535)
+    model_dir: Path = Field(Path("build/encoder"), description="exported encoder (python -m models.export_encoder)")
+    max_batch_size: int = Field(32, ge=1, le=1024, description="texts per encoder call")
+    max_batch_tokens: int = Field(8192, ge=16, description="padded tokens per encoder call")
+    max_wait_ms: float = Field(0.0, ge=0, le=1000, description="how long a batch waits to fill")
+    max_queue_texts: int = Field(1024, ge=1, description="queued texts before 429")
+    max_texts_per_request: int = Field(256, ge=1, description="texts in one request")
+    max_chars_per_text: int = Field(20_000, ge=1, description="characters in one text")
+    xla: bool = Field(True, description="XLA-compile the encoder (jit_compile)")
+    mixed_precision: bool = Field(False, description="fp16 on GPU, bf16 on CPU (graph mode; XLA off)")

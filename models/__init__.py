@@ -1,0 +1,1 @@
+"""Build-time tools: encoder export (and, later, head training)."""

@@ -1,0 +1,38 @@
+"""The encoder manifest: what an exported encoder directory holds, read by the embedding service."""
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+Pooling = Literal["mean", "cls", "max"]
+
+MANIFEST_FILE = "manifest.json"
+SAVED_MODEL_DIR = "saved_model"
+TOKENIZER_DIR = "tokenizer"
+
+
+class EncoderManifest(BaseModel):
+    """Facts about an exported encoder; the SavedModel's graph already applies `pooling` and `normalize`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model_name: str
+    embedding_dim: int
+    max_seq_length: int
+    pooling: Pooling
+    normalize: bool
+    vocab_size: int
+    source: str
+
+    def write(self, export_dir: Path) -> None:
+        (export_dir / MANIFEST_FILE).write_text(self.model_dump_json(indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def read(cls, export_dir: Path) -> "EncoderManifest":
+        path = export_dir / MANIFEST_FILE
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path} not found: {export_dir} is not an exported encoder (run `python -m models.export_encoder`)"
+            )
+        return cls.model_validate_json(path.read_text(encoding="utf-8"))

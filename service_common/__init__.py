@@ -1,0 +1,1 @@
+"""What every service needs the same way: settings base, errors, logging, middleware, ops routes, serving."""

@@ -1,0 +1,110 @@
+"""One error tree, one table, one JSON shape (OpenAI's) for every service."""
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+logger = logging.getLogger(__name__)
+
+
+class ServiceError(Exception):
+    """Base of every error a client sees; subclasses fix the status and type."""
+
+    status_code = 500
+    error_type = "server_error"
+    headers: dict[str, str] = {}  # noqa: RUF012 - class default, never mutated
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code
+
+    def body(self) -> dict[str, dict[str, str | None]]:
+        return {"error": {"message": self.message, "type": self.error_type, "param": self.param, "code": self.code}}
+
+
+class InvalidRequestError(ServiceError):
+    status_code = 400
+    error_type = "invalid_request_error"
+
+
+class NotFoundError(InvalidRequestError):
+    status_code = 404
+
+
+class PayloadTooLargeError(InvalidRequestError):
+    status_code = 413
+
+
+class OverloadedError(ServiceError):
+    """The queue is full: the caller should back off and retry."""
+
+    status_code = 429
+    error_type = "overloaded_error"
+
+    def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
+        super().__init__(message, code="overloaded")
+        self.headers = {"Retry-After": str(retry_after_s)}
+
+
+class UnavailableError(ServiceError):
+    status_code = 503
+    error_type = "unavailable_error"
+    headers = {"Retry-After": "1"}  # noqa: RUF012
+
+
+class DeadlineExceededError(ServiceError):
+    status_code = 504
+    error_type = "timeout_error"
+
+
+def _param(loc: tuple[int | str, ...]) -> str:
+    """('body', 'input', 3) -> 'input[3]'."""
+    parts = [p for p in loc if p != "body"]
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "body"
+
+
+def validation_error(exc: RequestValidationError) -> InvalidRequestError:
+    first = exc.errors()[0]
+    param = _param(tuple(first.get("loc", ())))
+    if first.get("type") == "json_invalid":
+        return InvalidRequestError("request body is not valid JSON", param="body", code="invalid_json")
+    if param == "body":
+        return InvalidRequestError(
+            "request body must be a JSON object sent with Content-Type: application/json",
+            param="body", code="invalid_body",
+        )
+    return InvalidRequestError(f"{param}: {first.get('msg', 'invalid value')}", param=param, code="invalid_value")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def on_service_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ServiceError)
+        return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers)
+
+    async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        return await on_service_error(request, validation_error(exc))
+
+    async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, HTTPException)
+        error = ServiceError(str(exc.detail), code=str(exc.status_code))
+        error.status_code = exc.status_code
+        error.error_type = "invalid_request_error" if exc.status_code < 500 else "server_error"
+        return await on_service_error(request, error)
+
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        return await on_service_error(request, ServiceError("internal error", code="internal"))
+
+    app.add_exception_handler(ServiceError, on_service_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(HTTPException, on_http_error)
+    app.add_exception_handler(Exception, on_unexpected)

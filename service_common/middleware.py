@@ -1,0 +1,107 @@
+"""ASGI middleware every service runs: request id, access log and latency metric, body size limit."""
+
+import json
+import logging
+import time
+import uuid
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service_common.errors import PayloadTooLargeError
+from service_common.logs import request_id_var
+from service_common.metrics import REQUEST_SECONDS
+
+logger = logging.getLogger(__name__)
+
+REQUEST_ID_HEADER = "x-request-id"
+_MAX_REQUEST_ID = 128
+
+
+class RequestContextMiddleware:
+    """Takes X-Request-ID (or makes one), echoes it, logs one line per request and observes its latency.
+
+    Bodies over `max_body_bytes` are refused with 413 before the app reads them: at once when
+    Content-Length says so, else while the chunked body streams in (it is buffered, bounded)."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        given = headers.get(REQUEST_ID_HEADER.encode(), b"").decode("latin-1")[:_MAX_REQUEST_ID]
+        request_id = given if given.isprintable() and given else uuid.uuid4().hex
+        token = request_id_var.set(request_id)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (REQUEST_ID_HEADER.encode(), request_id.encode())]
+            await send(message)
+
+        try:
+            replay = await self._bounded_body(headers, receive)
+            if replay is None:
+                await self.app(scope, receive, send_with_id)
+            elif isinstance(replay, PayloadTooLargeError):
+                await _send_error(send_with_id, replay)
+            else:
+                await self.app(scope, replay, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = getattr(scope.get("route"), "path", "unmatched")
+            REQUEST_SECONDS.labels(scope["method"], route, str(status)).observe(elapsed)
+            logger.info(
+                "%s %s %d %.1fms", scope["method"], scope["path"], status, elapsed * 1e3,
+                extra={"status": status, "duration_ms": round(elapsed * 1e3, 2)},
+            )
+            request_id_var.reset(token)
+
+    async def _bounded_body(self, headers: dict[bytes, bytes], receive: Receive) -> Receive | PayloadTooLargeError | None:
+        """None: pass through (Content-Length within the limit); an error: refuse; else a replaying receive."""
+        too_large = PayloadTooLargeError(
+            f"request body exceeds {self.max_body_bytes} bytes", param="body", code="body_too_large"
+        )
+        length = headers.get(b"content-length")
+        if length is not None:
+            return too_large if not length.isdigit() or int(length) > self.max_body_bytes else None
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_body_bytes:
+                return too_large
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return replay
+
+
+async def _send_error(send: Send, error: PayloadTooLargeError) -> None:
+    body = json.dumps(error.body()).encode()
+    await send({
+        "type": "http.response.start",
+        "status": error.status_code,
+        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close")],
+    })
+    await send({"type": "http.response.body", "body": body})
