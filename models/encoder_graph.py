@@ -27,7 +27,7 @@ def load_bert(checkpoint: Checkpoint) -> TFBertModel:
     state = {k: v for k, v in state.items() if not k.startswith(_UNUSED_WEIGHTS)}
     try:
         load_pytorch_state_dict_in_tf2_model(model, state, allow_missing_keys=False)
-    except (RuntimeError, ValueError) as exc:
+    except (AttributeError, RuntimeError, ValueError) as exc:
         raise CheckpointError(f"{checkpoint.weights} does not fit {checkpoint.path}/config.json: {exc}") from exc
     return model
 

@@ -1,0 +1,70 @@
+"""Servers under test as subprocesses: start `python -m module` on a free loopback port, wait for it, stop it."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+
+import httpx
+
+LOOPBACK = "127.0.0.1"
+
+
+class ServerStartError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    """A loopback port free right now (the OS picks it); the server binds it a moment later."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def start_module(module: str, args: Sequence[str], env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+    """Runs `module` with this interpreter (the venv's); its output goes to our stderr."""
+    return subprocess.Popen([sys.executable, "-m", module, *args], env=dict(env), stdout=sys.stderr)
+
+
+def wait_until_ok(proc: subprocess.Popen[bytes], url: str, timeout_s: float) -> float:
+    """Polls `url` until it answers 200; returns the seconds waited. Fails early if the process exits."""
+    started = time.perf_counter()
+    while (waited := time.perf_counter() - started) < timeout_s:
+        if proc.poll() is not None:
+            raise ServerStartError(f"{proc.args} exited with status {proc.returncode} before {url} was ready")
+        try:
+            if httpx.get(url, timeout=2.0).status_code == 200:
+                return waited
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise ServerStartError(f"{url} did not answer 200 within {timeout_s:.0f}s")
+
+
+def stop(proc: subprocess.Popen[bytes], grace_s: float = 30.0) -> None:
+    """SIGTERM by PID, then SIGKILL if it has not exited within `grace_s`."""
+    if proc.poll() is not None:
+        return
+    os.kill(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+@contextmanager
+def running_module(
+    module: str, args: Sequence[str], env: Mapping[str, str], ready_url: str, timeout_s: float = 180.0
+) -> Iterator[float]:
+    """Starts the server, yields once `ready_url` answers 200 (with the seconds that took), always stops it."""
+    proc = start_module(module, args, env)
+    try:
+        yield wait_until_ok(proc, ready_url, timeout_s)
+    finally:
+        stop(proc)
