@@ -43,7 +43,8 @@ async def create_embeddings(body: EmbeddingsRequest, embedder: EmbedderDep, requ
     if body.dimensions is not None and body.dimensions != embedder.manifest.embedding_dim:
         raise InvalidRequestError(
             f"dimensions: this model's embeddings have {embedder.manifest.embedding_dim} dimensions",
-            param="dimensions", code="unsupported_dimensions",
+            param="dimensions",
+            code="unsupported_dimensions",
         )
     embedded = await unless_disconnected(request, embedder.embed(body.input, truncate=body.truncate, field="input"))
     vectors = [e.sentence for e in embedded.embeddings]
@@ -53,8 +54,13 @@ async def create_embeddings(body: EmbeddingsRequest, embedder: EmbedderDep, requ
         encoded = [v.tolist() for v in vectors]
     data = [{"object": "embedding", "index": i, "embedding": e} for i, e in enumerate(encoded)]
     return _json(
-        {"object": "list", "data": data, "model": embedder.manifest.model_name, "usage": _usage(embedded),
-         "truncated": embedded.truncated},
+        {
+            "object": "list",
+            "data": data,
+            "model": embedder.manifest.model_name,
+            "usage": _usage(embedded),
+            "truncated": embedded.truncated,
+        },
         embedded,
     )
 
@@ -75,9 +81,15 @@ async def embed(body: EmbedRequest, embedder: EmbedderDep, request: Request) -> 
         pooled = np.stack([pool(e.tokens, pooling) for e in embedded.embeddings])
         vectors = (l2_normalize(pooled) if normalize else pooled).tolist()
     return _json(
-        {"model": manifest.model_name, "pooling": pooling, "normalize": normalize,
-         "dimensions": manifest.embedding_dim, "embeddings": vectors, "truncated": embedded.truncated,
-         "usage": _usage(embedded)},
+        {
+            "model": manifest.model_name,
+            "pooling": pooling,
+            "normalize": normalize,
+            "dimensions": manifest.embedding_dim,
+            "embeddings": vectors,
+            "truncated": embedded.truncated,
+            "usage": _usage(embedded),
+        },
         embedded,
     )
 
@@ -86,6 +98,11 @@ async def embed(body: EmbedRequest, embedder: EmbedderDep, request: Request) -> 
 async def list_models(embedder: EmbedderDep) -> ModelList:
     manifest = embedder.manifest
     return ModelList(
-        data=[ModelCard(id=manifest.model_name, dimensions=manifest.embedding_dim,
-                        max_seq_length=manifest.max_seq_length)]
+        data=[
+            ModelCard(
+                id=manifest.model_name,
+                dimensions=manifest.embedding_dim,
+                max_seq_length=manifest.max_seq_length,
+            )
+        ]
     )

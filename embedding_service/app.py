@@ -44,7 +44,11 @@ class ModelSlot:
         buckets = Buckets.powers_of_two(settings.max_batch_size, self.manifest.max_seq_length)
         try:
             encoder = await asyncio.to_thread(
-                TFEncoder, settings.model_dir, buckets, xla=settings.xla, mixed_precision=settings.mixed_precision
+                TFEncoder,
+                settings.model_dir,
+                buckets,
+                xla=settings.xla,
+                mixed_precision=settings.mixed_precision,
             )
             tokenizer = Tokenizer(settings.model_dir / TOKENIZER_DIR, self.manifest.max_seq_length)
             await asyncio.to_thread(encoder.warm_up, settings.max_batch_tokens)

@@ -29,7 +29,13 @@ import numpy.typing as npt
 from embedding_service.buckets import Buckets
 from embedding_service.encoder import Embedding
 from service_common.errors import OverloadedError, ServiceError, UnavailableError
-from service_common.metrics import BATCH_PADDED_TOKENS, BATCH_TEXTS, QUEUE_TEXTS, REJECTED_TOTAL, STAGE_SECONDS
+from service_common.metrics import (
+    BATCH_PADDED_TOKENS,
+    BATCH_TEXTS,
+    QUEUE_TEXTS,
+    REJECTED_TOTAL,
+    STAGE_SECONDS,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -71,10 +77,11 @@ class DynamicBatcher:
         self._max_queue_texts = max_queue_texts
         self._queue: deque[_Pending] = deque()
         self._arrived = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder")
         self._worker: asyncio.Task[None] | None = None
         self._closing = False
-        self._in_flight = 0
 
     async def __aenter__(self) -> "DynamicBatcher":
         self._worker = asyncio.create_task(self._work(), name="batcher")
@@ -85,8 +92,7 @@ class DynamicBatcher:
     ) -> None:
         """Refuses new texts, lets queued and running ones finish, then stops the worker thread."""
         self._closing = True
-        while self._queue or self._in_flight:
-            await asyncio.sleep(0.01)
+        await self._idle.wait()
         if self._worker is not None:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -110,6 +116,7 @@ class DynamicBatcher:
         pending = [_Pending(ids, loop.create_future()) for ids in texts]
         self._queue.extend(pending)
         QUEUE_TEXTS.set(len(self._queue))
+        self._idle.clear()
         self._arrived.set()
         try:
             return list(await asyncio.gather(*(p.future for p in pending)))
@@ -121,13 +128,13 @@ class DynamicBatcher:
         loop = asyncio.get_running_loop()
         while True:
             while not self._queue:
+                self._idle.set()
                 self._arrived.clear()
                 await self._arrived.wait()
             await self._wait_for_company()
             batch = self._take_batch()
             if not batch:
                 continue
-            self._in_flight = len(batch)
             started = time.perf_counter()
             try:
                 outputs = await loop.run_in_executor(self._executor, self._run_batch, [p.ids for p in batch])
@@ -142,8 +149,6 @@ class DynamicBatcher:
                 for p, embedding in zip(batch, outputs, strict=True):
                     if not p.future.done():
                         p.future.set_result(BatchedEmbedding(embedding, started - p.enqueued, infer_s, len(batch)))
-            finally:
-                self._in_flight = 0
 
     async def _wait_for_company(self) -> None:
         """Holds the batch open until it is full or its oldest text has waited `max_wait_s`."""

@@ -28,13 +28,21 @@ class Embedded:
     def server_timing(self) -> str:
         return ", ".join(
             f"{name};dur={seconds * 1e3:.2f}"
-            for name, seconds in (("tokenize", self.tokenize_s), ("queue", self.queue_s), ("infer", self.infer_s))
+            for name, seconds in (
+                ("tokenize", self.tokenize_s),
+                ("queue", self.queue_s),
+                ("infer", self.infer_s),
+            )
         )
 
 
 class Embedder:
     def __init__(
-        self, manifest: EncoderManifest, tokenizer: Tokenizer, batcher: DynamicBatcher, settings: EmbeddingSettings
+        self,
+        manifest: EncoderManifest,
+        tokenizer: Tokenizer,
+        batcher: DynamicBatcher,
+        settings: EmbeddingSettings,
     ) -> None:
         self.manifest = manifest
         self._tokenizer = tokenizer
@@ -45,8 +53,11 @@ class Embedder:
         """Accepts the served name or its last path part (`all-MiniLM-L6-v2`), or none at all."""
         served = self.manifest.model_name
         if requested is not None and requested not in (served, served.rsplit("/", 1)[-1]):
-            raise NotFoundError(f"model {requested!r} is not served here; this service serves {served!r}",
-                                param="model", code="model_not_found")
+            raise NotFoundError(
+                f"model {requested!r} is not served here; this service serves {served!r}",
+                param="model",
+                code="model_not_found",
+            )
 
     async def embed(self, texts: list[str], *, truncate: bool, field: str) -> Embedded:
         """`field` names the request field in errors, e.g. `input[3]`."""
@@ -89,13 +100,17 @@ class Embedder:
         limit = self._settings.max_texts_per_request
         if len(texts) > limit:
             REJECTED_TOTAL.labels("too_many_texts").inc(len(texts))
-            raise InvalidRequestError(f"{field} has {len(texts)} texts; at most {limit} are allowed per request",
-                                      param=field, code="too_many_texts")
+            raise InvalidRequestError(
+                f"{field} has {len(texts)} texts; at most {limit} are allowed per request",
+                param=field,
+                code="too_many_texts",
+            )
         max_chars = self._settings.max_chars_per_text
         for index, text in enumerate(texts):
             if len(text) > max_chars:
                 REJECTED_TOTAL.labels("too_many_chars").inc(len(texts))
                 raise InvalidRequestError(
                     f"{field}[{index}] has {len(text)} characters; at most {max_chars} are allowed",
-                    param=f"{field}[{index}]", code="text_too_long",
+                    param=f"{field}[{index}]",
+                    code="text_too_long",
                 )

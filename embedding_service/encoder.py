@@ -48,7 +48,10 @@ class TFEncoder:
         )
         logger.info(
             "encoder %s loaded on %s (xla=%s, mixed_precision=%s)",
-            self.manifest.model_name, self.device, xla, mixed_precision,
+            self.manifest.model_name,
+            self.device,
+            xla,
+            mixed_precision,
         )
 
     def __call__(self, batch: list[npt.NDArray[np.int32]]) -> list[Embedding]:

@@ -12,12 +12,14 @@ Pooling = Literal["mean", "cls", "max"]
 def pool(tokens: FloatArray, pooling: Pooling) -> FloatArray:
     """[tokens, D] -> [D]; padding is already gone, so no mask is needed."""
     if pooling == "cls":
-        return tokens[0]
-    if pooling == "max":
-        return tokens.max(axis=0)
-    return tokens.mean(axis=0)
+        pooled = tokens[0]
+    elif pooling == "max":
+        pooled = tokens.max(axis=0)
+    else:
+        pooled = tokens.mean(axis=0)
+    return np.asarray(pooled, dtype=np.float32)
 
 
 def l2_normalize(vectors: FloatArray) -> FloatArray:
     norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
-    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+    return np.asarray(vectors / np.maximum(norms, 1e-12), dtype=np.float32)

@@ -1,8 +1,9 @@
 """EmbeddingSettings: every knob of the embedding service, read from EMBEDDING_* variables."""
 
 from pathlib import Path
+from typing import Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from service_common.settings import ServiceSettings
@@ -21,3 +22,9 @@ class EmbeddingSettings(ServiceSettings):
     max_chars_per_text: int = Field(20_000, ge=1, description="characters in one text")
     xla: bool = Field(True, description="XLA-compile the encoder (jit_compile)")
     mixed_precision: bool = Field(False, description="fp16 on GPU, bf16 on CPU (graph mode; XLA off)")
+
+    @model_validator(mode="after")
+    def _a_request_fits_the_queue(self) -> Self:
+        if self.max_texts_per_request > self.max_queue_texts:
+            raise ValueError("max_texts_per_request must not exceed max_queue_texts: such a request could never run")
+        return self

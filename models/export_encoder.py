@@ -83,8 +83,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--checkpoint", type=Path, help="Hugging Face checkpoint directory (default: all-MiniLM-L6-v2)")
     parser.add_argument("--output", type=Path, required=True, help="export directory (replaced if it exists)")
-    parser.add_argument("--name", help=f"model name served to clients (default: {DEFAULT_MODEL_NAME} for the "
-                        "default checkpoint, else the checkpoint directory's name)")
+    parser.add_argument(
+        "--name",
+        help=f"model name served to clients (default: {DEFAULT_MODEL_NAME} for the "
+        "default checkpoint, else the checkpoint directory's name)",
+    )
     args = parser.parse_args(argv)
     checkpoint = args.checkpoint or default_checkpoint()
     name = args.name or (DEFAULT_MODEL_NAME if args.checkpoint is None else checkpoint.resolve().name)

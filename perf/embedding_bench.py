@@ -1,6 +1,6 @@
-"""Embedding benchmark: the encoder's in-process and FLOP ceilings, the service, a naive server and the client.
+"""Embedding benchmark: encoder ceilings (in-process, FLOPs), the service, a naive server, the load client.
 
-`python -m perf.embedding_bench [--requests N] [--duration-s S] [--out DIR]`; writes a JSON and a markdown report."""
+`python -m perf.embedding_bench [--requests N] [--duration-s S] [--out DIR]`: JSON and markdown reports."""
 
 import argparse
 import asyncio
@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import numpy as np
@@ -105,6 +105,8 @@ MATMUL_SIZE = 2048
 LIBRARIES = ("tensorflow", "transformers", "tokenizers", "numpy", "fastapi", "uvicorn", "httpx", "pydantic")
 REPO = Path(__file__).resolve().parents[1]
 
+T = TypeVar("T")
+
 
 @dataclass(frozen=True)
 class Row:
@@ -115,6 +117,7 @@ class Row:
 @dataclass(frozen=True)
 class InProcess:
     rows: list[Row]  # batch 1, then the service's largest batch
+    batch: int  # that largest batch
     token_lengths: list[int]
     device: str
 
@@ -133,7 +136,8 @@ def _progress(message: str) -> None:
 
 def _summary(row: Row) -> str:
     m = row.measurement
-    return f"{row.name}: {m.throughput_per_s:.1f}/s p50 {m.p50_ms or 0:.2f}ms p99 {m.p99_ms or 0:.2f}ms errors {m.errors}"
+    latency = f"p50 {_num(m.p50_ms)} ms, p99 {_num(m.p99_ms)} ms"
+    return f"{row.name}: {m.throughput_per_s:.1f}/s, {latency}, {m.errors} errors"
 
 
 def _time_calls(call: Callable[[], object], calls: int, duration_s: float, items_per_call: int) -> Measurement:
@@ -148,22 +152,25 @@ def _time_calls(call: Callable[[], object], calls: int, duration_s: float, items
     return Measurement.of(latencies, Counter(), time.perf_counter() - started, items_per_call)
 
 
+def _distinct_batches(items: Sequence[T], batch: int) -> list[list[T]]:
+    """Consecutive batches of `batch` items, cycling through `items`, until they would repeat."""
+    cycled = itertools.cycle(items)
+    return [list(itertools.islice(cycled, batch)) for _ in range(len(items) // math.gcd(len(items), batch))]
+
+
 def _time_encoder(
     encoder: TFEncoder, ids: list[npt.NDArray[np.int32]], batch: int, sentences: int, duration_s: float
 ) -> Measurement:
-    """Batches cycle through the sentences; each distinct batch runs once untimed first, compiling its shape."""
-    texts = itertools.cycle(ids)
-
-    def call() -> None:
-        encoder(list(itertools.islice(texts, batch)))
-
-    for _ in range(len(ids) // math.gcd(len(ids), batch)):
-        call()
-    return _time_calls(call, math.ceil(sentences / batch), duration_s, batch)
+    """Each distinct batch runs once untimed first, which compiles its shape."""
+    batches = _distinct_batches(ids, batch)
+    for texts in batches:
+        encoder(texts)
+    cycled = itertools.cycle(batches)
+    return _time_calls(lambda: encoder(next(cycled)), math.ceil(sentences / batch), duration_s, batch)
 
 
 def measure_in_process(settings: EmbeddingSettings, sentences: int, duration_s: float) -> InProcess:
-    """The ceiling: the encoder as the service loads it, fed pre-tokenized batches with no HTTP or queueing."""
+    """The ceiling: the encoder loaded as the service loads it, fed tokenized batches, no HTTP or queue."""
     manifest = EncoderManifest.read(settings.model_dir)
     buckets = Buckets.powers_of_two(settings.max_batch_size, manifest.max_seq_length)
     encoder = TFEncoder(settings.model_dir, buckets, xla=settings.xla, mixed_precision=settings.mixed_precision)
@@ -173,7 +180,7 @@ def measure_in_process(settings: EmbeddingSettings, sentences: int, duration_s: 
     for batch in (1, settings.max_batch_size):
         rows.append(Row(f"in-process batch {batch}", _time_encoder(encoder, ids, batch, sentences, duration_s)))
         _progress(_summary(rows[-1]))
-    return InProcess(rows, [len(i) for i in ids], encoder.device)
+    return InProcess(rows, settings.max_batch_size, [len(i) for i in ids], encoder.device)
 
 
 def matmul_gflops(size: int = MATMUL_SIZE, repeats: int = 5) -> float:
@@ -206,17 +213,32 @@ class EncoderShape:
         return self.layers * tokens * (2 * (4 * h * h + 2 * h * i) + 2 * 2 * tokens * h)
 
 
+def _batch_padded_tokens(lengths: list[int], batch: int, buckets: Buckets) -> float:
+    """Sequence length per sentence as the in-process batches ran, each padded to its longest's bucket."""
+    return float(np.mean([buckets.seq_length(max(b)) for b in _distinct_batches(lengths, batch)]))
+
+
 def flop_ceiling(shape: EncoderShape, gflops: float, in_process: InProcess, buckets: Buckets) -> dict[str, Any]:
+    """Sentences/s the matmul rate allows at three sequence lengths, and the in-process share of that."""
     mean_tokens = float(np.mean(in_process.token_lengths))
-    padded_tokens = buckets.seq_length(math.ceil(mean_tokens))
+    lengths = {
+        "unpadded": mean_tokens,
+        "mean padded to its bucket": buckets.seq_length(math.ceil(mean_tokens)),
+        f"as batch {in_process.batch} ran (padded to each batch's longest)": _batch_padded_tokens(
+            in_process.token_lengths, in_process.batch, buckets
+        ),
+    }
     ceiling = in_process.rows[-1].measurement.throughput_per_s
-    result: dict[str, Any] = {"matmul_size": MATMUL_SIZE, "matmul_gflops": gflops, "model": asdict(shape),
-                              "mean_tokens": mean_tokens, "padded_tokens": padded_tokens}
-    for kind, tokens in (("unpadded", mean_tokens), ("padded", padded_tokens)):
+    result: dict[str, Any] = {"matmul_gflops": gflops, "model": asdict(shape), "lengths": {}}
+    for kind, tokens in lengths.items():
         flops = shape.flops_per_sentence(tokens)
         bound = gflops * 1e9 / flops
-        result[kind] = {"gflop_per_sentence": flops / 1e9, "bound_sentences_per_s": bound,
-                        "in_process_fraction_of_bound": ceiling / bound}
+        result["lengths"][kind] = {
+            "tokens": tokens,
+            "gflop_per_sentence": flops / 1e9,
+            "bound_sentences_per_s": bound,
+            "in_process_fraction_of_bound": ceiling / bound,
+        }
     return result
 
 
@@ -245,8 +267,14 @@ def _server_env(extra: dict[str, str]) -> dict[str, str]:
 
 def bench_service(settings: EmbeddingSettings, args: argparse.Namespace) -> tuple[list[Row], list[Row]]:
     """The real service at each level, then its /healthz: (service rows, healthz rows)."""
-    env = _server_env({"EMBEDDING_HOST": settings.host, "EMBEDDING_PORT": str(settings.port),
-                       "EMBEDDING_LOG_LEVEL": settings.log_level, "EMBEDDING_MODEL_DIR": str(settings.model_dir)})
+    env = _server_env(
+        {
+            "EMBEDDING_HOST": settings.host,
+            "EMBEDDING_PORT": str(settings.port),
+            "EMBEDDING_LOG_LEVEL": settings.log_level,
+            "EMBEDDING_MODEL_DIR": str(settings.model_dir),
+        }
+    )
     base_url = f"http://{settings.host}:{settings.port}"
     _progress(f"starting the embedding service on {base_url}")
     with running_module("embedding_service", [], env, f"{base_url}/readyz") as waited_s:
@@ -281,12 +309,17 @@ def _ratio(a: float, b: float) -> float | None:
 def targets(rows: dict[str, Measurement], ceiling_row: str) -> list[Target]:
     service = rows["service c64"].throughput_per_s
     c1, b1 = rows["service c1"].p50_ms, rows["in-process batch 1"].p50_ms
+    ceiling = rows[ceiling_row].throughput_per_s
     return [
-        _at_least(f"service c64 / {ceiling_row} throughput", _ratio(service, rows[ceiling_row].throughput_per_s), 0.85),
+        _at_least(f"service c64 / {ceiling_row} throughput", _ratio(service, ceiling), 0.85),
         _at_least("service c64 / naive c64 throughput", _ratio(service, rows["naive c64"].throughput_per_s), 2.5),
         _at_most("service c1 p50 - in-process batch 1 p50 (ms)", None if c1 is None or b1 is None else c1 - b1, 2.0),
-        Target("healthz c64 / service c64 throughput (load-generator headroom)",
-               _ratio(rows["healthz c64"].throughput_per_s, service), "several x", None),
+        Target(
+            "healthz c64 / service c64 throughput (load-generator headroom)",
+            _ratio(rows["healthz c64"].throughput_per_s, service),
+            "several x",
+            None,
+        ),
     ]
 
 
@@ -316,41 +349,69 @@ def machine_info(device: str) -> dict[str, Any]:
     }
 
 
+_MET = {None: "-", True: "yes", False: "NO"}
+
+
 def _num(value: float | None, digits: int = 2) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
+def _runs_table(rows: list[Row]) -> list[str]:
+    return [
+        "| run | throughput /s | p50 ms | p99 ms | errors |",
+        "|---|---:|---:|---:|---:|",
+        *(
+            f"| {r.name} | {r.measurement.throughput_per_s:.1f} | {_num(r.measurement.p50_ms)} | "
+            f"{_num(r.measurement.p99_ms)} | {r.measurement.errors} |"
+            for r in rows
+        ),
+        "",
+        "Throughput: sentences/s in-process, requests/s (one sentence each) over HTTP. "
+        "In-process latency is per encoder call (a whole batch).",
+    ]
+
+
+def _targets_table(goals: list[Target]) -> list[str]:
+    return [
+        "| target | value | goal | met |",
+        "|---|---:|---:|---|",
+        *(f"| {t.name} | {_num(t.value)} | {t.goal} | {_MET[t.met]} |" for t in goals),
+    ]
+
+
+def _flops_table(flops: dict[str, Any]) -> list[str]:
+    lines = [
+        f"FLOP ceiling: fp32 matmul at {flops['matmul_gflops']:.1f} GFLOP/s ({MATMUL_SIZE}x{MATMUL_SIZE}, "
+        "best of 5) over the encoder's matmul FLOPs per sentence.",
+        "",
+        "| sequence length | tokens | GFLOP/sentence | bound sentences/s | in-process fraction of bound |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for kind, row in flops["lengths"].items():
+        lines.append(
+            f"| {kind} | {row['tokens']:.1f} | {row['gflop_per_sentence']:.4f} | "
+            f"{row['bound_sentences_per_s']:.0f} | {row['in_process_fraction_of_bound']:.3f} |"
+        )
+    return lines
+
+
 def markdown(report: dict[str, Any], rows: list[Row], goals: list[Target]) -> str:
-    machine, bench, flops = report["machine"], report["settings"]["bench"], report["results"]["flops"]
+    machine, bench = report["machine"], report["settings"]["bench"]
+    dirty = " (with uncommitted changes)" if machine["git_dirty"] else ""
     lines = [
         f"# Embedding benchmark, {report['started_utc']}",
         "",
         f"{machine['cpu_model']}, {machine['nproc']} CPUs, TensorFlow {machine['tensorflow']} on "
-        f"{machine['tensorflow_device']}, commit {machine['git_commit'][:12]}{' (dirty)' if machine['git_dirty'] else ''}.",
+        f"{machine['tensorflow_device']}, commit {machine['git_commit'][:12]}{dirty}. "
         f"Up to {bench['requests']} requests and {bench['duration_s']:.0f}s per level, on loopback.",
         "",
-        "| run | throughput /s | p50 ms | p99 ms | errors |",
-        "|---|---:|---:|---:|---:|",
-        *(f"| {r.name} | {r.measurement.throughput_per_s:.1f} | {_num(r.measurement.p50_ms)} | "
-          f"{_num(r.measurement.p99_ms)} | {r.measurement.errors} |" for r in rows),
-        "",
-        "Throughput: sentences/s in-process, requests/s (one sentence each) over HTTP. "
-        "In-process latency is per encoder call (a whole batch).",
+        *_runs_table(rows),
         "",
         "## Targets",
         "",
-        "| target | value | goal | met |",
-        "|---|---:|---:|---|",
-        *(f"| {t.name} | {_num(t.value)} | {t.goal} | {'-' if t.met is None else 'yes' if t.met else 'NO'} |"
-          for t in goals),
+        *_targets_table(goals),
         "",
-        f"FLOP ceiling: fp32 matmul {flops['matmul_gflops']:.1f} GFLOP/s ({MATMUL_SIZE}x{MATMUL_SIZE}); "
-        f"mean {flops['mean_tokens']:.1f} tokens per sentence, bucket {flops['padded_tokens']}.",
-        "",
-        "| tokens | GFLOP/sentence | bound sentences/s | in-process fraction of bound |",
-        "|---|---:|---:|---:|",
-        *(f"| {kind} | {flops[kind]['gflop_per_sentence']:.4f} | {flops[kind]['bound_sentences_per_s']:.0f} | "
-          f"{flops[kind]['in_process_fraction_of_bound']:.3f} |" for kind in ("unpadded", "padded")),
+        *_flops_table(report["results"]["flops"]),
     ]
     return "\n".join(lines) + "\n"
 
@@ -374,7 +435,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     gflops = matmul_gflops()
     _progress(f"matmul: {gflops:.1f} GFLOP/s; loading and warming the in-process encoder")
     in_process = measure_in_process(settings, args.requests, args.duration_s)
-    service_settings = settings.model_copy(update={"port": free_port(), "model_dir": settings.model_dir.resolve()})
+    model_dir = settings.model_dir.resolve()
+    service_settings = settings.model_copy(update={"port": free_port(), "model_dir": model_dir})
     service, healthz = bench_service(service_settings, args)
     rows = [*in_process.rows, *service, *bench_naive(service_settings.model_dir, args), *healthz]
     buckets = Buckets.powers_of_two(settings.max_batch_size, manifest.max_seq_length)
@@ -382,11 +444,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     report = {
         "started_utc": started.isoformat(timespec="seconds"),
         "machine": machine_info(in_process.device),
-        "settings": {"bench": {"requests": args.requests, "duration_s": args.duration_s, "levels": LEVELS,
-                               "healthz_concurrency": HEALTHZ_CONCURRENCY, "sentences": len(SENTENCES)},
-                     "service": service_settings.model_dump(mode="json")},
-        "results": {"rows": [asdict(r) for r in rows], "flops": flop_ceiling(shape, gflops, in_process, buckets),
-                    "targets": [asdict(t) for t in goals]},
+        "settings": {
+            "bench": {
+                "requests": args.requests,
+                "duration_s": args.duration_s,
+                "levels": LEVELS,
+                "healthz_concurrency": HEALTHZ_CONCURRENCY,
+                "sentences": len(SENTENCES),
+            },
+            "service": service_settings.model_dump(mode="json"),
+        },
+        "results": {
+            "rows": [asdict(r) for r in rows],
+            "flops": flop_ceiling(shape, gflops, in_process, buckets),
+            "targets": [asdict(t) for t in goals],
+        },
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / "embedding_bench.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

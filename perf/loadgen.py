@@ -4,6 +4,7 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
 import httpx
@@ -25,7 +26,7 @@ class Measurement:
 
     @classmethod
     def of(
-        cls, latencies_s: Sequence[float], error_kinds: Counter[str], elapsed_s: float, items_per_call: int = 1
+        cls, latencies_s: Sequence[float], error_kinds: Counter[str], elapsed_s: float, items_per_call: int
     ) -> "Measurement":
         """`latencies_s` holds successful calls only; errors are counted in `error_kinds`."""
         p50, p99 = np.percentile(np.asarray(latencies_s) * 1e3, [50, 99]) if latencies_s else (None, None)
@@ -47,9 +48,7 @@ class _Tally:
     error_kinds: Counter[str]
 
 
-async def _worker(
-    client: httpx.AsyncClient, send: SendRequest, indices: range, deadline: float, tally: _Tally
-) -> None:
+async def _worker(client: httpx.AsyncClient, send: SendRequest, indices: range, deadline: float, tally: _Tally) -> None:
     for index in indices:
         if time.perf_counter() >= deadline:
             return
@@ -65,17 +64,16 @@ async def _worker(
             tally.error_kinds[str(status)] += 1
 
 
-async def _run(
-    client: httpx.AsyncClient, send: SendRequest, concurrency: int, requests: int, duration_s: float
-) -> Measurement:
-    """Worker w sends requests w, w + concurrency, ... until they are done or `duration_s` has passed."""
+async def _run(clients: list[httpx.AsyncClient], send: SendRequest, requests: int, duration_s: float) -> Measurement:
+    """Worker w sends requests w, w + workers, ... until they are done or `duration_s` has passed."""
     tally = _Tally([], Counter())
     started = time.perf_counter()
     deadline = started + duration_s
+    workers = len(clients)
     await asyncio.gather(
-        *(_worker(client, send, range(w, requests, concurrency), deadline, tally) for w in range(concurrency))
+        *(_worker(client, send, range(w, requests, workers), deadline, tally) for w, client in enumerate(clients))
     )
-    return Measurement.of(tally.latencies_s, tally.error_kinds, time.perf_counter() - started)
+    return Measurement.of(tally.latencies_s, tally.error_kinds, time.perf_counter() - started, 1)
 
 
 async def closed_loop(
@@ -90,10 +88,16 @@ async def closed_loop(
 ) -> Measurement:
     """`concurrency` workers, each sending its next request as soon as its last one returns.
 
+    Each worker has its own client holding one keep-alive connection: one httpx pool shared by many
+    concurrent requests slows down sharply (encode/httpx#3215), and the client would be what is measured.
     A warm-up of `warmup_per_worker` requests per worker goes first and is not measured, so every
-    pooled connection is open before timing starts. Bounded by `requests` and by `duration_s`
-    (requests in flight at the deadline finish, within `timeout_s`)."""
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=timeout_s) as client:
-        await _run(client, send, concurrency, warmup_per_worker * concurrency, duration_s)
-        return await _run(client, send, concurrency, requests, duration_s)
+    connection is open before timing starts. Bounded by `requests` and by `duration_s` (requests in
+    flight at the deadline finish, within `timeout_s`)."""
+    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+    async with AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(httpx.AsyncClient(base_url=base_url, limits=limits, timeout=timeout_s))
+            for _ in range(concurrency)
+        ]
+        await _run(clients, send, warmup_per_worker * concurrency, duration_s)
+        return await _run(clients, send, requests, duration_s)

@@ -80,7 +80,8 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--model-dir", type=Path, required=True)
     args = parser.parse_args()
-    uvicorn.run(create_app(args.model_dir), host=LOOPBACK, port=args.port, log_level="warning", access_log=False)
+    app = create_app(args.model_dir)
+    uvicorn.run(app, host=LOOPBACK, port=args.port, log_level="warning", access_log=False)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Servers under test as subprocesses: start `python -m module` on a free loopback port, wait for it, stop it."""
+"""Servers under test as subprocesses: `python -m module` on a free loopback port, awaited, then stopped."""
 
 import os
 import signal
@@ -36,7 +36,7 @@ def wait_until_ok(proc: subprocess.Popen[bytes], url: str, timeout_s: float) -> 
     started = time.perf_counter()
     while (waited := time.perf_counter() - started) < timeout_s:
         if proc.poll() is not None:
-            raise ServerStartError(f"{proc.args} exited with status {proc.returncode} before {url} was ready")
+            raise ServerStartError(f"the server exited with status {proc.returncode} before {url} was ready")
         try:
             if httpx.get(url, timeout=2.0).status_code == 200:
                 return waited
@@ -62,7 +62,7 @@ def stop(proc: subprocess.Popen[bytes], grace_s: float = 30.0) -> None:
 def running_module(
     module: str, args: Sequence[str], env: Mapping[str, str], ready_url: str, timeout_s: float = 180.0
 ) -> Iterator[float]:
-    """Starts the server, yields once `ready_url` answers 200 (with the seconds that took), always stops it."""
+    """Starts the server, yields the seconds until `ready_url` answered 200, and always stops it."""
     proc = start_module(module, args, env)
     try:
         yield wait_until_ok(proc, ready_url, timeout_s)

@@ -24,7 +24,14 @@ class ServiceError(Exception):
         self.code = code
 
     def body(self) -> dict[str, dict[str, str | None]]:
-        return {"error": {"message": self.message, "type": self.error_type, "param": self.param, "code": self.code}}
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.error_type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
 
 
 class InvalidRequestError(ServiceError):
@@ -79,7 +86,8 @@ def validation_error(exc: RequestValidationError) -> InvalidRequestError:
     if param == "body":
         return InvalidRequestError(
             "request body must be a JSON object sent with Content-Type: application/json",
-            param="body", code="invalid_body",
+            param="body",
+            code="invalid_body",
         )
     return InvalidRequestError(f"{param}: {first.get('msg', 'invalid value')}", param=param, code="invalid_value")
 

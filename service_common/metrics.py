@@ -17,9 +17,7 @@ REQUEST_SECONDS = Histogram(
 STAGE_SECONDS = Histogram(
     "stage_duration_seconds", "Latency of one pipeline stage", ["stage"], buckets=_LATENCY_BUCKETS
 )
-BATCH_TEXTS = Histogram(
-    "embedding_batch_texts", "Texts per encoder call", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256)
-)
+BATCH_TEXTS = Histogram("embedding_batch_texts", "Texts per encoder call", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
 BATCH_PADDED_TOKENS = Histogram(
     "embedding_batch_padded_tokens",
     "Padded tokens (batch x sequence bucket) per encoder call",

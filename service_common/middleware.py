@@ -42,7 +42,10 @@ class RequestContextMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []), (REQUEST_ID_HEADER.encode(), request_id.encode())]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (REQUEST_ID_HEADER.encode(), request_id.encode()),
+                ]
             await send(message)
 
         try:
@@ -58,12 +61,18 @@ class RequestContextMiddleware:
             route = getattr(scope.get("route"), "path", "unmatched")
             REQUEST_SECONDS.labels(scope["method"], route, str(status)).observe(elapsed)
             logger.info(
-                "%s %s %d %.1fms", scope["method"], scope["path"], status, elapsed * 1e3,
+                "%s %s %d %.1fms",
+                scope["method"],
+                scope["path"],
+                status,
+                elapsed * 1e3,
                 extra={"status": status, "duration_ms": round(elapsed * 1e3, 2)},
             )
             request_id_var.reset(token)
 
-    async def _bounded_body(self, headers: dict[bytes, bytes], receive: Receive) -> Receive | PayloadTooLargeError | None:
+    async def _bounded_body(
+        self, headers: dict[bytes, bytes], receive: Receive
+    ) -> Receive | PayloadTooLargeError | None:
         """None: pass through (Content-Length within the limit); an error: refuse; else a replaying receive."""
         too_large = PayloadTooLargeError(
             f"request body exceeds {self.max_body_bytes} bytes", param="body", code="body_too_large"
@@ -98,10 +107,15 @@ class RequestContextMiddleware:
 
 async def _send_error(send: Send, error: PayloadTooLargeError) -> None:
     body = json.dumps(error.body()).encode()
-    await send({
-        "type": "http.response.start",
-        "status": error.status_code,
-        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close")],
-    })
+    await send(
+        {
+            "type": "http.response.start",
+            "status": error.status_code,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

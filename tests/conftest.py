@@ -36,7 +36,6 @@ def constrained_server(encoder_dir: Path, tmp_path_factory: pytest.TempPathFacto
         "EMBEDDING_MAX_BATCH_SIZE": "8",
         "EMBEDDING_MAX_QUEUE_TEXTS": "256",
         "EMBEDDING_REQUEST_TIMEOUT_S": "2",
-        "EMBEDDING_MAX_TEXTS_PER_REQUEST": "300",
     }
     with running("embedding_service", env, port, tmp_path_factory.mktemp("logs") / "constrained.log") as server:
         yield server

@@ -30,7 +30,9 @@ class Server:
     def metric(self, name: str) -> float:
         """Sum of a Prometheus sample's values, e.g. `embedding_batch_texts_count`."""
         text = httpx.get(f"{self.url}/metrics").text
-        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.split("{")[0].split(" ")[0] == name)
+        return sum(
+            float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.split("{")[0].split(" ")[0] == name
+        )
 
 
 @contextmanager

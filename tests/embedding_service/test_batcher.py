@@ -29,17 +29,30 @@ class CountingEncoder:
         self.batches.append([int(ids[0]) for ids in batch])
         if any(ids[0] < 0 for ids in batch):
             raise RuntimeError("poisoned batch")
-        return [Embedding(np.array([ids.sum(), len(ids)], np.float32), ids[:, None].astype(np.float32)) for ids in batch]
+        return [
+            Embedding(np.array([ids.sum(), len(ids)], np.float32), ids[:, None].astype(np.float32)) for ids in batch
+        ]
 
 
 def ids(first: int, length: int = 4) -> npt.NDArray[np.int32]:
     return np.full(length, first, dtype=np.int32)
 
 
-def make(encoder: CountingEncoder, *, max_batch_size: int = 8, max_batch_tokens: int = 1024,
-         max_wait_s: float = 0.0, max_queue_texts: int = 100) -> DynamicBatcher:
-    return DynamicBatcher(encoder, Buckets.powers_of_two(max_batch_size, 64), max_batch_tokens=max_batch_tokens,
-                          max_wait_s=max_wait_s, max_queue_texts=max_queue_texts)
+def make(
+    encoder: CountingEncoder,
+    *,
+    max_batch_size: int = 8,
+    max_batch_tokens: int = 1024,
+    max_wait_s: float = 0.0,
+    max_queue_texts: int = 100,
+) -> DynamicBatcher:
+    return DynamicBatcher(
+        encoder,
+        Buckets.powers_of_two(max_batch_size, 64),
+        max_batch_tokens=max_batch_tokens,
+        max_wait_s=max_wait_s,
+        max_queue_texts=max_queue_texts,
+    )
 
 
 async def test_concurrent_requests_are_coalesced_and_each_gets_its_own_result() -> None:
@@ -55,7 +68,10 @@ async def test_concurrent_requests_are_coalesced_and_each_gets_its_own_result() 
     for i, [result] in enumerate(results, start=1):
         assert result.embedding.sentence.tolist() == [i * i, i]
     assert encoder.batches[0] == [1]  # the first text did not wait for company
-    assert [len(b) for b in encoder.batches[1:]] == [8, 8]  # the rest queued meanwhile, capped at max_batch_size
+    assert [len(b) for b in encoder.batches[1:]] == [
+        8,
+        8,
+    ]  # the rest queued meanwhile, capped at max_batch_size
     assert max(r.batch_texts for [r] in results) == 8
 
 

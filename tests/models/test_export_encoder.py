@@ -19,8 +19,20 @@ from tests.servers import ROOT
 
 def export(checkpoint: Path, output: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "models.export_encoder", "--checkpoint", str(checkpoint), "--output", str(output)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+        [
+            sys.executable,
+            "-m",
+            "models.export_encoder",
+            "--checkpoint",
+            str(checkpoint),
+            "--output",
+            str(output),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
 
 
@@ -93,5 +105,8 @@ def test_without_sentence_transformers_extras_defaults_apply(tmp_path: Path) -> 
 def test_default_checkpoint_honours_its_sentence_transformers_config(encoder_dir: Path) -> None:
     manifest = EncoderManifest.read(encoder_dir)
     assert (manifest.pooling, manifest.normalize, manifest.max_seq_length, manifest.embedding_dim) == (
-        "mean", True, 256, 384,
+        "mean",
+        True,
+        256,
+        384,
     )

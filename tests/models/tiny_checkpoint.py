@@ -8,10 +8,31 @@ from safetensors.numpy import save_file
 from transformers import BertConfig, BertTokenizerFast, TFBertModel
 from transformers.modeling_tf_pytorch_utils import TransposeType, convert_tf_weight_name_to_pt_weight_name
 
-WORDS = "the good bad film food service great terrible love hate very not is was it this and or".split()
+WORDS = [
+    "the",
+    "good",
+    "bad",
+    "film",
+    "food",
+    "service",
+    "great",
+    "terrible",
+    "love",
+    "hate",
+    "very",
+    "not",
+    "is",
+    "was",
+    "it",
+    "this",
+    "and",
+    "or",
+]
 
 
-def write_tiny_checkpoint(path: Path, *, pooling: str = "mean", normalize: bool = True, max_seq_length: int = 32) -> TFBertModel:
+def write_tiny_checkpoint(
+    path: Path, *, pooling: str = "mean", normalize: bool = True, max_seq_length: int = 32
+) -> TFBertModel:
     """Writes config.json, model.safetensors (PyTorch names), tokenizer and sentence-transformers
     extras to `path`; returns the TF model the weights came from, as the ground truth."""
     path.mkdir(parents=True, exist_ok=True)
@@ -19,8 +40,12 @@ def write_tiny_checkpoint(path: Path, *, pooling: str = "mean", normalize: bool 
     (path / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
     BertTokenizerFast(vocab_file=str(path / "vocab.txt")).save_pretrained(str(path))
     config = BertConfig(
-        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-        intermediate_size=64, max_position_embeddings=64,
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
     )
     config.save_pretrained(str(path))
     model = TFBertModel(config, add_pooling_layer=False)
@@ -35,9 +60,14 @@ def write_tiny_checkpoint(path: Path, *, pooling: str = "mean", normalize: bool 
     save_file(state, str(path / "model.safetensors"))
     (path / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": max_seq_length}))
     (path / "1_Pooling").mkdir(exist_ok=True)
-    pooling_config = {f"pooling_mode_{key}": key.startswith(pooling) for key in ("mean_tokens", "cls_token", "max_tokens")}
+    pooling_config = {
+        f"pooling_mode_{key}": key.startswith(pooling) for key in ("mean_tokens", "cls_token", "max_tokens")
+    }
     (path / "1_Pooling" / "config.json").write_text(json.dumps(pooling_config))
-    modules = [{"type": "sentence_transformers.models.Transformer"}, {"type": "sentence_transformers.models.Pooling"}]
+    modules = [
+        {"type": "sentence_transformers.models.Transformer"},
+        {"type": "sentence_transformers.models.Pooling"},
+    ]
     if normalize:
         modules.append({"type": "sentence_transformers.models.Normalize"})
     (path / "modules.json").write_text(json.dumps(modules))
