@@ -1,6 +1,7 @@
 """`python -m embedding_service`: settings from EMBEDDING_* variables, logging, then serve."""
 
-from embedding_service.app import create_app
+import os
+
 from embedding_service.settings import EmbeddingSettings
 from service_common.logs import configure_logging
 from service_common.serve import serve
@@ -9,6 +10,12 @@ from service_common.serve import serve
 def main() -> None:
     settings = EmbeddingSettings()
     configure_logging(settings.log_level, settings.log_json)
+    if settings.xla and settings.xla_cache_dir:
+        # TensorFlow reads its XLA flags when first imported, so they are set before the app is.
+        flag = f"--tf_xla_persistent_cache_directory={settings.xla_cache_dir}"
+        os.environ["TF_XLA_FLAGS"] = f"{os.environ.get('TF_XLA_FLAGS', '')} {flag}".strip()
+    from embedding_service.app import create_app
+
     serve(create_app(settings), settings)
 
 

@@ -119,6 +119,8 @@ class DynamicBatcher:
         self._idle.clear()
         self._arrived.set()
         try:
+            if len(pending) == 1:
+                return [await pending[0].future]
             return list(await asyncio.gather(*(p.future for p in pending)))
         finally:
             for p in pending:

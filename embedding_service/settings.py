@@ -21,10 +21,14 @@ class EmbeddingSettings(ServiceSettings):
     max_texts_per_request: int = Field(256, ge=1, description="texts in one request")
     max_chars_per_text: int = Field(20_000, ge=1, description="characters in one text")
     xla: bool = Field(True, description="XLA-compile the encoder (jit_compile)")
+    xla_cache_dir: str = Field("build/xla-cache", description="persistent XLA compile cache; empty: none")
     mixed_precision: bool = Field(False, description="fp16 on GPU, bf16 on CPU (graph mode; XLA off)")
 
     @model_validator(mode="after")
-    def _a_request_fits_the_queue(self) -> Self:
+    def _consistent(self) -> Self:
         if self.max_texts_per_request > self.max_queue_texts:
             raise ValueError("max_texts_per_request must not exceed max_queue_texts: such a request could never run")
+        if self.mixed_precision and self.xla:
+            # TF's auto mixed precision is a graph rewrite that does not reach into XLA-compiled functions.
+            raise ValueError("mixed_precision needs xla=false (EMBEDDING_XLA=false)")
         return self

@@ -22,7 +22,9 @@ class Tokenizer:
         self._backend = backend
 
     def __call__(self, texts: list[str]) -> list[TokenizedText]:
+        # encode_batch hands even one text to the Rust thread pool, which costs more than the text.
+        encodings = [self._backend.encode(texts[0])] if len(texts) == 1 else self._backend.encode_batch(texts)
         return [
             TokenizedText(np.asarray(encoding.ids, dtype=np.int32), truncated=bool(encoding.overflowing))
-            for encoding in self._backend.encode_batch(texts)
+            for encoding in encodings
         ]

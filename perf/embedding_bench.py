@@ -20,7 +20,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-import httpx
 import numpy as np
 import numpy.typing as npt
 import tensorflow as tf
@@ -30,7 +29,7 @@ from embedding_service.encoder import TFEncoder
 from embedding_service.settings import EmbeddingSettings
 from embedding_service.tokenizer import Tokenizer
 from models.manifest import TOKENIZER_DIR, EncoderManifest
-from perf.loadgen import Measurement, SendRequest, closed_loop
+from perf.loadgen import MakeRequest, Measurement, closed_loop, http_request
 from perf.procs import LOOPBACK, free_port, running_module
 
 SENTENCES = (
@@ -172,7 +171,7 @@ def _time_encoder(
 def measure_in_process(settings: EmbeddingSettings, sentences: int, duration_s: float) -> InProcess:
     """The ceiling: the encoder loaded as the service loads it, fed tokenized batches, no HTTP or queue."""
     manifest = EncoderManifest.read(settings.model_dir)
-    buckets = Buckets.powers_of_two(settings.max_batch_size, manifest.max_seq_length)
+    buckets = Buckets.default(settings.max_batch_size, manifest.max_seq_length)
     encoder = TFEncoder(settings.model_dir, buckets, xla=settings.xla, mixed_precision=settings.mixed_precision)
     tokenizer = Tokenizer(settings.model_dir / TOKENIZER_DIR, manifest.max_seq_length)
     ids = [t.ids for t in tokenizer(list(SENTENCES))]
@@ -242,19 +241,27 @@ def flop_ceiling(shape: EncoderShape, gflops: float, in_process: InProcess, buck
     return result
 
 
-async def _embed(client: httpx.AsyncClient, index: int) -> httpx.Response:
-    return await client.post("/v1/embeddings", json={"input": SENTENCES[index % len(SENTENCES)]})
+EMBED_REQUESTS = tuple(
+    http_request("POST", "/v1/embeddings", json.dumps({"input": sentence}).encode()) for sentence in SENTENCES
+)
+HEALTHZ_REQUEST = http_request("GET", "/healthz")
 
 
-async def _healthz(client: httpx.AsyncClient, _: int) -> httpx.Response:
-    return await client.get("/healthz")
+def _embed(index: int) -> bytes:
+    return EMBED_REQUESTS[index % len(EMBED_REQUESTS)]
 
 
-def _load(system: str, base_url: str, send: SendRequest, levels: Sequence[int], args: argparse.Namespace) -> list[Row]:
+def _healthz(_: int) -> bytes:
+    return HEALTHZ_REQUEST
+
+
+def _load(
+    system: str, host: str, port: int, make: MakeRequest, levels: Sequence[int], args: argparse.Namespace
+) -> list[Row]:
     rows = []
     for concurrency in levels:
         measurement = asyncio.run(
-            closed_loop(base_url, send, concurrency=concurrency, requests=args.requests, duration_s=args.duration_s)
+            closed_loop(host, port, make, concurrency=concurrency, requests=args.requests, duration_s=args.duration_s)
         )
         rows.append(Row(f"{system} c{concurrency}", measurement))
         _progress(_summary(rows[-1]))
@@ -279,8 +286,8 @@ def bench_service(settings: EmbeddingSettings, args: argparse.Namespace) -> tupl
     _progress(f"starting the embedding service on {base_url}")
     with running_module("embedding_service", [], env, f"{base_url}/readyz") as waited_s:
         _progress(f"service ready after {waited_s:.0f}s")
-        service = _load("service", base_url, _embed, LEVELS, args)
-        healthz = _load("healthz", base_url, _healthz, (HEALTHZ_CONCURRENCY,), args)
+        service = _load("service", settings.host, settings.port, _embed, LEVELS, args)
+        healthz = _load("healthz", settings.host, settings.port, _healthz, (HEALTHZ_CONCURRENCY,), args)
     return service, healthz
 
 
@@ -291,7 +298,7 @@ def bench_naive(model_dir: Path, args: argparse.Namespace) -> list[Row]:
     server_args = ["--port", str(port), "--model-dir", str(model_dir)]
     with running_module("perf.naive_server", server_args, _server_env({}), f"{base_url}/readyz") as waited_s:
         _progress(f"naive server ready after {waited_s:.0f}s")
-        return _load("naive", base_url, _embed, LEVELS, args)
+        return _load("naive", LOOPBACK, port, _embed, LEVELS, args)
 
 
 def _at_least(name: str, value: float | None, goal: float) -> Target:
@@ -439,7 +446,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     service_settings = settings.model_copy(update={"port": free_port(), "model_dir": model_dir})
     service, healthz = bench_service(service_settings, args)
     rows = [*in_process.rows, *service, *bench_naive(service_settings.model_dir, args), *healthz]
-    buckets = Buckets.powers_of_two(settings.max_batch_size, manifest.max_seq_length)
+    buckets = Buckets.default(settings.max_batch_size, manifest.max_seq_length)
     goals = targets({r.name: r.measurement for r in rows}, in_process.rows[-1].name)
     report = {
         "started_utc": started.isoformat(timespec="seconds"),

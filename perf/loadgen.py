@@ -1,17 +1,19 @@
-"""Closed-loop HTTP load from one asyncio loop, and the summary every benchmark reports: rate, p50, p99."""
+"""Closed-loop HTTP load from one asyncio loop, and the summary every benchmark reports: rate, p50, p99.
+
+The client is a minimal HTTP/1.1 keep-alive client over asyncio streams sending pre-encoded requests:
+on 2 cores the load generator shares the CPU with the server, and httpx costs several times more CPU
+per request, which the encoder would lose and the benchmark would wrongly charge to the service."""
 
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
-from contextlib import AsyncExitStack
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import httpx
 import numpy as np
 
-# Sends request number `index` (workers pick their payload from it) and returns the response.
-SendRequest = Callable[[httpx.AsyncClient, int], Awaitable[httpx.Response]]
+# Request number -> the complete request bytes to send for it.
+MakeRequest = Callable[[int], bytes]
 
 
 @dataclass(frozen=True)
@@ -42,20 +44,65 @@ class Measurement:
         )
 
 
+def http_request(method: str, path: str, body: bytes = b"", content_type: str = "application/json") -> bytes:
+    head = f"{method} {path} HTTP/1.1\r\nHost: bench\r\nContent-Length: {len(body)}\r\n"
+    if body:
+        head += f"Content-Type: {content_type}\r\n"
+    return head.encode("ascii") + b"\r\n" + body
+
+
+class _Connection:
+    """One keep-alive connection; reopened after the server closes it or an error."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self._address = (host, port)
+        self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+
+    async def exchange(self, request: bytes) -> int:
+        """Sends `request`, reads the whole response, returns its status code."""
+        if self._streams is None:
+            self._streams = await asyncio.open_connection(*self._address)
+        reader, writer = self._streams
+        try:
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            headers = head.lower()
+            length_at = headers.find(b"\r\ncontent-length:")
+            if length_at < 0:
+                raise ConnectionError("response without Content-Length")
+            length = int(headers[length_at + 17 : headers.index(b"\r\n", length_at + 2)])
+            await reader.readexactly(length)
+            if b"\r\nconnection: close" in headers:
+                self.close()
+            return int(head[9:12])
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self._streams is not None:
+            self._streams[1].close()
+            self._streams = None
+
+
 @dataclass
 class _Tally:
     latencies_s: list[float]
     error_kinds: Counter[str]
 
 
-async def _worker(client: httpx.AsyncClient, send: SendRequest, indices: range, deadline: float, tally: _Tally) -> None:
+async def _worker(
+    connection: _Connection, make: MakeRequest, indices: range, deadline: float, timeout_s: float, tally: _Tally
+) -> None:
     for index in indices:
         if time.perf_counter() >= deadline:
             return
+        request = make(index)
         started = time.perf_counter()
         try:
-            status = (await send(client, index)).status_code
-        except httpx.HTTPError as exc:
+            async with asyncio.timeout(timeout_s):
+                status = await connection.exchange(request)
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError) as exc:
             tally.error_kinds[type(exc).__name__] += 1
             continue
         if status == 200:
@@ -64,21 +111,27 @@ async def _worker(client: httpx.AsyncClient, send: SendRequest, indices: range, 
             tally.error_kinds[str(status)] += 1
 
 
-async def _run(clients: list[httpx.AsyncClient], send: SendRequest, requests: int, duration_s: float) -> Measurement:
+async def _run(
+    connections: list[_Connection], make: MakeRequest, requests: int, duration_s: float, timeout_s: float
+) -> Measurement:
     """Worker w sends requests w, w + workers, ... until they are done or `duration_s` has passed."""
     tally = _Tally([], Counter())
     started = time.perf_counter()
     deadline = started + duration_s
-    workers = len(clients)
+    workers = len(connections)
     await asyncio.gather(
-        *(_worker(client, send, range(w, requests, workers), deadline, tally) for w, client in enumerate(clients))
+        *(
+            _worker(connection, make, range(w, requests, workers), deadline, timeout_s, tally)
+            for w, connection in enumerate(connections)
+        )
     )
     return Measurement.of(tally.latencies_s, tally.error_kinds, time.perf_counter() - started, 1)
 
 
 async def closed_loop(
-    base_url: str,
-    send: SendRequest,
+    host: str,
+    port: int,
+    make: MakeRequest,
     *,
     concurrency: int,
     requests: int,
@@ -86,18 +139,14 @@ async def closed_loop(
     warmup_per_worker: int = 2,
     timeout_s: float = 30.0,
 ) -> Measurement:
-    """`concurrency` workers, each sending its next request as soon as its last one returns.
-
-    Each worker has its own client holding one keep-alive connection: one httpx pool shared by many
-    concurrent requests slows down sharply (encode/httpx#3215), and the client would be what is measured.
-    A warm-up of `warmup_per_worker` requests per worker goes first and is not measured, so every
-    connection is open before timing starts. Bounded by `requests` and by `duration_s` (requests in
-    flight at the deadline finish, within `timeout_s`)."""
-    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-    async with AsyncExitStack() as stack:
-        clients = [
-            await stack.enter_async_context(httpx.AsyncClient(base_url=base_url, limits=limits, timeout=timeout_s))
-            for _ in range(concurrency)
-        ]
-        await _run(clients, send, warmup_per_worker * concurrency, duration_s)
-        return await _run(clients, send, requests, duration_s)
+    """`concurrency` workers, each with its own keep-alive connection, each sending its next request
+    as soon as its last one returns. A warm-up of `warmup_per_worker` requests per worker goes first
+    and is not measured, so every connection is open before timing starts. Bounded by `requests` and
+    by `duration_s` (requests in flight at the deadline finish, within `timeout_s`)."""
+    connections = [_Connection(host, port) for _ in range(concurrency)]
+    try:
+        await _run(connections, make, warmup_per_worker * concurrency, duration_s, timeout_s)
+        return await _run(connections, make, requests, duration_s, timeout_s)
+    finally:
+        for connection in connections:
+            connection.close()

@@ -34,7 +34,7 @@ class NaiveModel:
 
     def __init__(self, model_dir: Path) -> None:
         self.manifest = EncoderManifest.read(model_dir)
-        buckets = Buckets.powers_of_two(32, self.manifest.max_seq_length)
+        buckets = Buckets.default(32, self.manifest.max_seq_length)
         self._encoder = TFEncoder(model_dir, buckets, xla=True, mixed_precision=False)
         self._tokenizer = Tokenizer(model_dir / TOKENIZER_DIR, self.manifest.max_seq_length)
         for length in buckets.seq_lengths:

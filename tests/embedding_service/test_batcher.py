@@ -48,7 +48,7 @@ def make(
 ) -> DynamicBatcher:
     return DynamicBatcher(
         encoder,
-        Buckets.powers_of_two(max_batch_size, 64),
+        Buckets.default(max_batch_size, 64),
         max_batch_tokens=max_batch_tokens,
         max_wait_s=max_wait_s,
         max_queue_texts=max_queue_texts,
