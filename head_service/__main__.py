@@ -1,0 +1,41 @@
+"""`python -m head_service`: `tensorflow_model_server` when it is on PATH, else the stand-in, with the same flags."""
+
+import asyncio
+import logging
+import os
+import shutil
+import sys
+
+from head_service.options import STAND_IN_ONLY_FLAGS, parse
+from head_service.server import serve
+
+BINARY = "tensorflow_model_server"
+
+
+def _binary_argv(argv: list[str]) -> list[str]:
+    """The real server's arguments: ours without the stand-in-only flags (`--host x` or `--host=x`)."""
+    kept: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in STAND_IN_ONLY_FLAGS:
+            skip = True
+        elif not arg.startswith(tuple(f"{flag}=" for flag in STAND_IN_ONLY_FLAGS)):
+            kept.append(arg)
+    return kept
+
+
+def main() -> None:
+    argv = sys.argv[1:]
+    options = parse(argv)
+    binary = shutil.which(BINARY)
+    if binary is not None:
+        os.execv(binary, [binary, *_binary_argv(argv)])
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger(__name__).info("%s not on PATH: serving with the stand-in", BINARY)
+    asyncio.run(serve(options))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+"""Model versions on disk -> servables in memory, as TF Serving's manager keeps them.
+
+Polls each base path; a new version is loaded and warmed up while the old one serves, becomes the
+"latest" atomically, and only then is the old one unloaded. Requests already running on the old
+version hold their own reference and finish. A version that fails to load is reported (state END
+with its error) and never replaces the serving one; it is retried when its directory changes."""
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from tensorflow_serving.apis import get_model_status_pb2
+from tensorflow_serving.config import model_server_config_pb2
+
+from head_service.errors import invalid_argument, not_found
+from head_service.servable import Servable
+
+logger = logging.getLogger(__name__)
+
+State = get_model_status_pb2.ModelVersionStatus.State
+
+
+@dataclass
+class _Failure:
+    mtime: float
+    message: str
+
+
+@dataclass(frozen=True)
+class _OnDisk:
+    path: Path
+    mtime: float
+
+
+def _versions_on_disk(base_path: Path) -> dict[int, _OnDisk]:
+    """Children whose names parse as integers ('001' is version 1); anything else is ignored."""
+    if not base_path.is_dir():
+        return {}
+    return {int(p.name): _OnDisk(p, p.stat().st_mtime) for p in base_path.iterdir() if p.is_dir() and p.name.isdigit()}
+
+
+def _aspired(config: model_server_config_pb2.ModelConfig, available: list[int]) -> set[int]:
+    policy = config.model_version_policy
+    kind = policy.WhichOneof("policy_choice")
+    if kind == "all":
+        return set(available)
+    if kind == "specific":
+        return set(policy.specific.versions) & set(available)
+    count = policy.latest.num_versions if kind == "latest" and policy.latest.num_versions > 0 else 1
+    return set(sorted(available)[-count:])
+
+
+class Model:
+    """One configured model: its loaded versions, failures and labels."""
+
+    def __init__(self, config: model_server_config_pb2.ModelConfig) -> None:
+        self.config = config
+        self.name = config.name
+        self.base_path = Path(config.base_path)
+        self.loaded: dict[int, Servable] = {}
+        self.failed: dict[int, _Failure] = {}
+        self.unloaded: set[int] = set()
+
+    def resolve(self, version: int | None, label: str | None) -> Servable:
+        if label is not None:
+            if label not in self.config.version_labels:
+                raise invalid_argument(f"Unrecognized servable version label: {label}")
+            version = self.config.version_labels[label]
+        if version is None:
+            if not self.loaded:
+                raise not_found(f"Servable not found for request: Latest({self.name})")
+            return self.loaded[max(self.loaded)]
+        if version not in self.loaded:
+            raise not_found(f"Servable not found for request: Specific({self.name}, {version})")
+        return self.loaded[version]
+
+    def status(self, version: int | None) -> list[get_model_status_pb2.ModelVersionStatus]:
+        """Versions in descending order, as TF Serving lists them."""
+        known = {
+            **dict.fromkeys(self.unloaded, State.END),
+            **dict.fromkeys(self.failed, State.END),
+            **dict.fromkeys(self.loaded, State.AVAILABLE),
+        }
+        if version is not None:
+            if version not in known:
+                raise not_found(f"Could not find version {version} of model {self.name}")
+            known = {version: known[version]}
+        if not known:
+            raise not_found(f"Could not find any versions of model {self.name}")
+        statuses = []
+        for number in sorted(known, reverse=True):
+            status = get_model_status_pb2.ModelVersionStatus(version=number, state=known[number])
+            status.status.SetInParent()  # TF Serving always reports it, OK included
+            if number in self.failed and number not in self.loaded:
+                status.status.error_code = grpc.StatusCode.UNKNOWN.value[0]
+                status.status.error_message = self.failed[number].message
+            statuses.append(status)
+        return statuses
+
+    async def sync(self) -> None:
+        """One poll: load aspired versions not yet loaded, then unload loaded ones no longer aspired."""
+        on_disk = await asyncio.to_thread(_versions_on_disk, self.base_path)
+        loadable = [v for v, found in on_disk.items() if v not in self.failed or self.failed[v].mtime != found.mtime]
+        aspired = _aspired(self.config, loadable)
+        for version in sorted(aspired - set(self.loaded)):
+            await self._load(version, on_disk[version])
+        if not (aspired & set(self.loaded)):
+            return  # nothing aspired could load: keep serving what there is
+        for version in sorted(set(self.loaded) - _aspired(self.config, [*self.loaded, *loadable])):
+            logger.info("unloading %s version %d", self.name, version)
+            del self.loaded[version]
+            self.unloaded.add(version)
+
+    async def _load(self, version: int, found: _OnDisk) -> None:
+        path = found.path
+        logger.info("loading %s version %d from %s", self.name, version, path)
+        try:
+            servable = await asyncio.to_thread(Servable, self.name, version, path)
+            records = await asyncio.to_thread(servable.warm_up)
+        except Exception as exc:  # a broken version must never take the server down
+            logger.error("%s version %d failed to load: %s", self.name, version, exc)
+            self.failed[version] = _Failure(found.mtime, f"Failed to load {path}: {exc}")
+            return
+        self.failed.pop(version, None)
+        self.unloaded.discard(version)
+        self.loaded[version] = servable
+        logger.info("%s version %d available (%d warm-up records)", self.name, version, records)
+
+
+class ModelManager:
+    def __init__(self, configs: list[model_server_config_pb2.ModelConfig]) -> None:
+        self.models = {config.name: Model(config) for config in configs}
+
+    def model(self, name: str) -> Model:
+        if not name:
+            raise invalid_argument("ModelSpec has no name specified.")
+        if name not in self.models:
+            raise not_found(f"Could not find any versions of model {name}")
+        return self.models[name]
+
+    def resolve(self, name: str, version: int | None, label: str | None) -> Servable:
+        if name not in self.models:
+            what = f"Specific({name}, {version})" if version is not None else f"Latest({name})"
+            raise not_found(f"Servable not found for request: {what}")
+        return self.model(name).resolve(version, label)
+
+    async def sync(self) -> None:
+        for model in self.models.values():
+            await model.sync()
+
+    def all_available(self) -> bool:
+        return all(model.loaded for model in self.models.values())
+
+    async def poll(self, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            await self.sync()
