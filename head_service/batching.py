@@ -39,13 +39,14 @@ def _value(params: Message, name: str, default: int) -> int:
 class BatchScheduler:
     """Defaults are TF Serving's: max_batch_size 1000, batch_timeout 0, 10 enqueued batches, a thread per CPU."""
 
-    def __init__(self, params: Message, executor: Executor, cpus: int) -> None:
+    def __init__(self, params: Message, executor: Executor, cpus: int, on_run: Callable[[], None]) -> None:
         self.max_batch_size = _value(params, "max_batch_size", 1000)
         self.timeout_s = _value(params, "batch_timeout_micros", 0) / 1e6
         self.max_enqueued_batches = _value(params, "max_enqueued_batches", 10)
         self.allowed = sorted(getattr(params, "allowed_batch_sizes"))  # noqa: B009 - dynamic message class
         self._threads = asyncio.Semaphore(_value(params, "num_batch_threads", cpus))
         self._executor = executor
+        self._on_run = on_run
         self._queues: dict[tuple[object, ...], _Queue] = {}
         self._running: set[asyncio.Task[None]] = set()
 
@@ -97,6 +98,7 @@ class BatchScheduler:
             name: np.concatenate([t.inputs[name] for t in batch] + [batch[-1].inputs[name][-1:]] * (padded - rows))
             for name in batch[0].inputs
         }
+        self._on_run()
         try:
             outputs = await self._call(signature.run, joined, output_filter)
         except Exception as exc:

@@ -8,6 +8,7 @@ _BUCKETS_US = (10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 5
 REQUEST_COUNT = ":tensorflow:serving:request_count"
 REQUEST_LATENCY = ":tensorflow:serving:request_latency"
 RUNTIME_LATENCY = ":tensorflow:serving:runtime_latency"
+WRAPPED_RUN_COUNT = ":tensorflow:serving:batching_session:wrapped_run_count"
 
 Labels = tuple[tuple[str, str], ...]
 
@@ -21,6 +22,10 @@ class Metrics:
     def count_request(self, model: str, status: str) -> None:
         with self._lock:
             self._counters[REQUEST_COUNT][(("model_name", model), ("status", status))] += 1
+
+    def count_batch_run(self) -> None:
+        with self._lock:
+            self._counters[WRAPPED_RUN_COUNT][()] += 1
 
     def observe_request(self, model: str, api: str, entrypoint: str, seconds: float) -> None:
         self._observe(REQUEST_LATENCY, (("model_name", model), ("API", api), ("entrypoint", entrypoint)), seconds)

@@ -22,7 +22,9 @@ class Runner:
         self.metrics = metrics
         cpus = os.cpu_count() or 1
         self._executor = ThreadPoolExecutor(max_workers=cpus, thread_name_prefix="head")
-        self._batcher = None if batching is None else BatchScheduler(batching, self._executor, cpus)
+        self._batcher = (
+            None if batching is None else BatchScheduler(batching, self._executor, cpus, metrics.count_batch_run)
+        )
 
     async def run(
         self, servable: Servable, signature: Signature, inputs: Arrays, output_filter: list[str], api: str
