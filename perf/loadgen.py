@@ -7,7 +7,7 @@ per request, which the encoder would lose and the benchmark would wrongly charge
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,68 +85,80 @@ class _Connection:
             self._streams = None
 
 
+class CallFailed(Exception):
+    """A call that returned, but not successfully; `kind` is what the report counts it under."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(kind)
+        self.kind = kind
+
+
+# Makes call number `index` on one worker's own connection; raises CallFailed (or an OSError) on failure.
+Call = Callable[[int], Awaitable[None]]
+
+
 @dataclass
 class _Tally:
     latencies_s: list[float]
     error_kinds: Counter[str]
 
 
-async def _worker(
-    connection: _Connection, make: MakeRequest, indices: range, deadline: float, timeout_s: float, tally: _Tally
-) -> None:
+async def _worker(call: Call, indices: range, deadline: float, timeout_s: float, tally: _Tally) -> None:
     for index in indices:
         if time.perf_counter() >= deadline:
             return
-        request = make(index)
         started = time.perf_counter()
         try:
             async with asyncio.timeout(timeout_s):
-                status = await connection.exchange(request)
+                await call(index)
+        except CallFailed as failure:
+            tally.error_kinds[failure.kind] += 1
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError) as exc:
             tally.error_kinds[type(exc).__name__] += 1
-            continue
-        if status == 200:
-            tally.latencies_s.append(time.perf_counter() - started)
         else:
-            tally.error_kinds[str(status)] += 1
+            tally.latencies_s.append(time.perf_counter() - started)
 
 
-async def _run(
-    connections: list[_Connection], make: MakeRequest, requests: int, duration_s: float, timeout_s: float
-) -> Measurement:
-    """Worker w sends requests w, w + workers, ... until they are done or `duration_s` has passed."""
+async def _run(calls: list[Call], requests: int, duration_s: float, timeout_s: float) -> Measurement:
+    """Worker w makes calls w, w + workers, ... until they are done or `duration_s` has passed."""
     tally = _Tally([], Counter())
     started = time.perf_counter()
     deadline = started + duration_s
-    workers = len(connections)
+    workers = len(calls)
     await asyncio.gather(
-        *(
-            _worker(connection, make, range(w, requests, workers), deadline, timeout_s, tally)
-            for w, connection in enumerate(connections)
-        )
+        *(_worker(call, range(w, requests, workers), deadline, timeout_s, tally) for w, call in enumerate(calls))
     )
     return Measurement.of(tally.latencies_s, tally.error_kinds, time.perf_counter() - started, 1)
 
 
-async def closed_loop(
-    host: str,
-    port: int,
-    make: MakeRequest,
-    *,
-    concurrency: int,
-    requests: int,
-    duration_s: float,
-    warmup_per_worker: int = 2,
-    timeout_s: float = 30.0,
+async def run_closed_loop(
+    calls: list[Call], *, requests: int, duration_s: float, warmup_per_worker: int = 2, timeout_s: float = 30.0
 ) -> Measurement:
-    """`concurrency` workers, each with its own keep-alive connection, each sending its next request
-    as soon as its last one returns. A warm-up of `warmup_per_worker` requests per worker goes first
-    and is not measured, so every connection is open before timing starts. Bounded by `requests` and
-    by `duration_s` (requests in flight at the deadline finish, within `timeout_s`)."""
+    """One worker per call function, each making its next call as soon as its last one returns. A
+    warm-up of `warmup_per_worker` calls per worker goes first and is not measured, so every
+    connection is open before timing starts. Bounded by `requests` and by `duration_s` (calls in
+    flight at the deadline finish, within `timeout_s`)."""
+    await _run(calls, warmup_per_worker * len(calls), duration_s, timeout_s)
+    return await _run(calls, requests, duration_s, timeout_s)
+
+
+def _http_call(connection: _Connection, make: MakeRequest) -> Call:
+    async def call(index: int) -> None:
+        status = await connection.exchange(make(index))
+        if status != 200:
+            raise CallFailed(str(status))
+
+    return call
+
+
+async def closed_loop(
+    host: str, port: int, make: MakeRequest, *, concurrency: int, requests: int, duration_s: float
+) -> Measurement:
+    """HTTP load: `concurrency` workers, each on its own keep-alive connection."""
     connections = [_Connection(host, port) for _ in range(concurrency)]
     try:
-        await _run(connections, make, warmup_per_worker * concurrency, duration_s, timeout_s)
-        return await _run(connections, make, requests, duration_s, timeout_s)
+        calls = [_http_call(connection, make) for connection in connections]
+        return await run_closed_loop(calls, requests=requests, duration_s=duration_s)
     finally:
         for connection in connections:
             connection.close()

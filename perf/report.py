@@ -39,7 +39,7 @@ def _at_least(name: str, value: float | None, goal: float) -> Target:
     return Target(name, value, f">= {goal}", None if value is None else value >= goal)
 
 
-def _at_most(name: str, value: float | None, goal: float) -> Target:
+def at_most(name: str, value: float | None, goal: float) -> Target:
     return Target(name, value, f"<= {goal}", None if value is None else value <= goal)
 
 
@@ -54,7 +54,7 @@ def targets(rows: dict[str, Measurement], ceiling_row: str) -> list[Target]:
     return [
         _at_least(f"service c64 / {ceiling_row} throughput", _ratio(service, ceiling), 0.85),
         _at_least("service c64 / naive c64 throughput", _ratio(service, rows["naive c64"].throughput_per_s), 2.5),
-        _at_most("service c1 p50 - in-process batch 1 p50 (ms)", None if c1 is None or b1 is None else c1 - b1, 2.0),
+        at_most("service c1 p50 - in-process batch 1 p50 (ms)", None if c1 is None or b1 is None else c1 - b1, 2.0),
         Target(
             "healthz c64 / service c64 throughput (load-generator headroom)",
             _ratio(rows["healthz c64"].throughput_per_s, service),
@@ -93,7 +93,7 @@ def machine_info(device: str) -> dict[str, Any]:
 _MET = {None: "-", True: "yes", False: "NO"}
 
 
-def _runs_table(rows: list[Row]) -> list[str]:
+def runs_table(rows: list[Row], footnote: str) -> list[str]:
     return [
         "| run | throughput /s | p50 ms | p99 ms | errors |",
         "|---|---:|---:|---:|---:|",
@@ -103,12 +103,11 @@ def _runs_table(rows: list[Row]) -> list[str]:
             for r in rows
         ),
         "",
-        "Throughput: sentences/s in-process, requests/s (one sentence each) over HTTP. "
-        "In-process latency is per encoder call (a whole batch).",
+        footnote,
     ]
 
 
-def _targets_table(goals: list[Target]) -> list[str]:
+def targets_table(goals: list[Target]) -> list[str]:
     return [
         "| target | value | goal | met |",
         "|---|---:|---:|---|",
@@ -142,11 +141,15 @@ def markdown(report: dict[str, Any], rows: list[Row], goals: list[Target]) -> st
         f"{machine['tensorflow_device']}, commit {machine['git_commit'][:12]}{dirty}. "
         f"Up to {bench['requests']} requests and {bench['duration_s']:.0f}s per level, on loopback.",
         "",
-        *_runs_table(rows),
+        *runs_table(
+            rows,
+            "Throughput: sentences/s in-process, requests/s (one sentence each) over HTTP. "
+            "In-process latency is per encoder call (a whole batch).",
+        ),
         "",
         "## Targets",
         "",
-        *_targets_table(goals),
+        *targets_table(goals),
         "",
         *_flops_table(report["results"]["flops"]),
     ]
