@@ -48,7 +48,9 @@ $(ENCODER)/manifest.json: $(INSTALLED)
 	$(PY) -m models.export_encoder --output $(ENCODER)
 
 # The default demo head: English sentiment, trained on the committed data set, as version 1.
+# A new encoder makes old head versions meaningless, so they go.
 $(HEAD)/1/saved_model.pb: $(ENCODER)/manifest.json
+	rm -rf $(HEAD)
 	$(PY) -m models.train_head --encoder $(ENCODER) --output $(HEAD) --version 1
 
 clean:

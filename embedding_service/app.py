@@ -45,23 +45,21 @@ class ModelSlot:
         buckets = Buckets.default(settings.max_batch_size, self.manifest.max_seq_length)
         try:
             encoder = await asyncio.to_thread(
-                TFEncoder,
-                settings.model_dir,
+                TFEncoder, settings.model_dir, buckets, xla=settings.xla, mixed_precision=settings.mixed_precision
+            )
+            tokenizer = await asyncio.to_thread(
+                Tokenizer, settings.model_dir / TOKENIZER_DIR, self.manifest.max_seq_length
+            )
+            batcher = DynamicBatcher(  # built before the long warm-up, so a bad budget fails at once
+                encoder,
                 buckets,
-                xla=settings.xla,
-                mixed_precision=settings.mixed_precision,
+                max_batch_tokens=settings.max_batch_tokens,
+                max_wait_s=settings.max_wait_ms / 1e3,
+                max_queue_texts=settings.max_queue_texts,
+                drain_timeout_s=settings.graceful_shutdown_s,
             )
-            tokenizer = Tokenizer(settings.model_dir / TOKENIZER_DIR, self.manifest.max_seq_length)
             await asyncio.to_thread(encoder.warm_up, settings.max_batch_tokens)
-            batcher = await stack.enter_async_context(
-                DynamicBatcher(
-                    encoder,
-                    buckets,
-                    max_batch_tokens=settings.max_batch_tokens,
-                    max_wait_s=settings.max_wait_ms / 1e3,
-                    max_queue_texts=settings.max_queue_texts,
-                )
-            )
+            await stack.enter_async_context(batcher)
         except Exception as exc:
             self.failure = f"model failed to load: {exc}"
             logger.exception("model failed to load; stopping")

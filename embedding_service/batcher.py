@@ -55,6 +55,7 @@ class _Pending:
     ids: npt.NDArray[np.int32]
     future: asyncio.Future[BatchedEmbedding]
     enqueued: float = field(default_factory=time.perf_counter)
+    waiting: bool = True  # counted in the queue: not yet taken into a batch, nor abandoned by its caller
 
 
 class DynamicBatcher:
@@ -66,6 +67,7 @@ class DynamicBatcher:
         max_batch_tokens: int,
         max_wait_s: float,
         max_queue_texts: int,
+        drain_timeout_s: float = 30.0,
     ) -> None:
         if buckets.seq_lengths[-1] > max_batch_tokens:
             raise ValueError(f"max_batch_tokens {max_batch_tokens} cannot hold one text of {buckets.seq_lengths[-1]}")
@@ -75,7 +77,9 @@ class DynamicBatcher:
         self._max_batch_tokens = max_batch_tokens
         self._max_wait_s = max_wait_s
         self._max_queue_texts = max_queue_texts
+        self._drain_timeout_s = drain_timeout_s
         self._queue: deque[_Pending] = deque()
+        self._waiting = 0  # live texts in the queue; abandoned ones stay in the deque until the worker skips them
         self._arrived = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -90,9 +94,10 @@ class DynamicBatcher:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        """Refuses new texts, lets queued and running ones finish, then stops the worker thread."""
+        """Refuses new texts, lets queued and running ones finish (up to `drain_timeout_s`), then stops."""
         self._closing = True
-        await self._idle.wait()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), self._drain_timeout_s)
         if self._worker is not None:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -101,21 +106,22 @@ class DynamicBatcher:
 
     @property
     def queued_texts(self) -> int:
-        return len(self._queue)
+        return self._waiting
 
     async def embed(self, texts: Sequence[npt.NDArray[np.int32]]) -> list[BatchedEmbedding]:
         """Embeds the token id arrays, in order. Cancelling the caller drops its queued texts."""
         if self._closing:
             raise UnavailableError("the service is shutting down", code="shutting_down")
-        if len(self._queue) + len(texts) > self._max_queue_texts:
+        if self._waiting + len(texts) > self._max_queue_texts:
             REJECTED_TOTAL.labels("queue_full").inc(len(texts))
             raise OverloadedError(
-                f"the encoder queue is full ({len(self._queue)} of {self._max_queue_texts} texts); retry shortly"
+                f"the encoder queue is full ({self._waiting} of {self._max_queue_texts} texts); retry shortly"
             )
         loop = asyncio.get_running_loop()
         pending = [_Pending(ids, loop.create_future()) for ids in texts]
         self._queue.extend(pending)
-        QUEUE_TEXTS.set(len(self._queue))
+        self._waiting += len(pending)
+        QUEUE_TEXTS.set(self._waiting)
         self._idle.clear()
         self._arrived.set()
         try:
@@ -125,32 +131,39 @@ class DynamicBatcher:
         finally:
             for p in pending:
                 p.future.cancel()
+                if p.waiting:  # abandoned: the worker will skip it
+                    p.waiting = False
+                    self._waiting -= 1
+            QUEUE_TEXTS.set(self._waiting)
 
     async def _work(self) -> None:
-        loop = asyncio.get_running_loop()
+        """Runs batches for ever; a failure outside the encoder call fails that batch, never the worker."""
         while True:
             while not self._queue:
                 self._idle.set()
                 self._arrived.clear()
                 await self._arrived.wait()
-            await self._wait_for_company()
-            batch = self._take_batch()
-            if not batch:
-                continue
-            started = time.perf_counter()
+            batch: list[_Pending] = []
             try:
-                outputs = await loop.run_in_executor(self._executor, self._run_batch, [p.ids for p in batch])
+                await self._wait_for_company()
+                batch = self._take_batch()
+                if batch:
+                    await self._run(batch)
             except Exception:
-                logger.exception("encoder call failed for a batch of %d", len(batch))
+                logger.exception("batcher failed on a batch of %d", len(batch))
                 for p in batch:
                     if not p.future.done():
                         p.future.set_exception(ServiceError("the encoder failed on this batch", code="encoder_error"))
-            else:
-                infer_s = time.perf_counter() - started
-                STAGE_SECONDS.labels("infer").observe(infer_s)
-                for p, embedding in zip(batch, outputs, strict=True):
-                    if not p.future.done():
-                        p.future.set_result(BatchedEmbedding(embedding, started - p.enqueued, infer_s, len(batch)))
+
+    async def _run(self, batch: list[_Pending]) -> None:
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        outputs = await loop.run_in_executor(self._executor, self._run_batch, [p.ids for p in batch])
+        infer_s = time.perf_counter() - started
+        STAGE_SECONDS.labels("infer").observe(infer_s)
+        for p, embedding in zip(batch, outputs, strict=True):
+            if not p.future.done():
+                p.future.set_result(BatchedEmbedding(embedding, started - p.enqueued, infer_s, len(batch)))
 
     async def _wait_for_company(self) -> None:
         """Holds the batch open until it is full or its oldest text has waited `max_wait_s`."""
@@ -166,7 +179,7 @@ class DynamicBatcher:
         longest = 0
         while self._queue:
             head = self._queue[0]
-            if head.future.done():
+            if not head.waiting:
                 self._queue.popleft()
                 continue
             rows = self._buckets.batch_size(min(len(batch) + 1, self._max_batch_size))
@@ -174,8 +187,10 @@ class DynamicBatcher:
             if batch and (len(batch) == self._max_batch_size or rows * length > self._max_batch_tokens):
                 break
             batch.append(self._queue.popleft())
+            head.waiting = False
+            self._waiting -= 1
             longest = max(longest, len(head.ids))
-        QUEUE_TEXTS.set(len(self._queue))
+        QUEUE_TEXTS.set(self._waiting)
         if batch:
             now = time.perf_counter()
             for p in batch:

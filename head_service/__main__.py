@@ -13,7 +13,8 @@ BINARY = "tensorflow_model_server"
 
 
 def _binary_argv(argv: list[str]) -> list[str]:
-    """The real server's arguments: ours without the stand-in-only flags (`--host x` or `--host=x`)."""
+    """The real server's arguments: ours without the stand-in-only flags (`--host x` or `--host=x`), and
+    with REST on 8501 unless asked otherwise, as the stand-in does (the binary alone defaults to no REST)."""
     kept: list[str] = []
     skip = False
     for arg in argv:
@@ -23,6 +24,8 @@ def _binary_argv(argv: list[str]) -> list[str]:
             skip = True
         elif not arg.startswith(tuple(f"{flag}=" for flag in STAND_IN_ONLY_FLAGS)):
             kept.append(arg)
+    if not any(arg == "--rest_api_port" or arg.startswith("--rest_api_port=") for arg in kept):
+        kept.append("--rest_api_port=8501")
     return kept
 
 

@@ -1,8 +1,14 @@
 """Server-side batching as TF Serving's `--enable_batching` does it: concurrent Predict calls on the same
-signature are joined along dim 0, padded to an allowed batch size, run once and split again."""
+signature are joined along dim 0, padded to an allowed batch size, run once and split again.
+
+A batch closes when it is full or its oldest call has waited `batch_timeout_micros`, and runs when
+one of `num_batch_threads` is free; calls that arrive meanwhile queue, so even a timeout of 0 (the
+default) batches under load. Past `max_enqueued_batches` waiting batches, calls fail at once (503)."""
 
 import asyncio
 import math
+import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -12,9 +18,8 @@ import numpy as np
 from google.protobuf.message import Message
 
 from head_service.errors import HeadError, invalid_argument
-from head_service.servable import Signature
+from head_service.servable import Arrays, Signature
 
-Arrays = dict[str, np.ndarray]
 QUEUE_FULL = "The batch scheduling queue to which this task was submitted is full"
 
 
@@ -23,13 +28,16 @@ class _Task:
     inputs: Arrays
     rows: int
     future: asyncio.Future[Arrays]
+    enqueued: float = field(default_factory=time.monotonic)
 
 
 @dataclass
 class _Queue:
-    tasks: list[_Task] = field(default_factory=list)
+    signature: Signature
+    output_filter: list[str]
+    tasks: deque[_Task] = field(default_factory=deque)
     rows: int = 0
-    flusher: asyncio.TimerHandle | None = None
+    timer: asyncio.TimerHandle | None = None
 
 
 def _value(params: Message, name: str, default: int) -> int:
@@ -44,7 +52,8 @@ class BatchScheduler:
         self.timeout_s = _value(params, "batch_timeout_micros", 0) / 1e6
         self.max_enqueued_batches = _value(params, "max_enqueued_batches", 10)
         self.allowed = sorted(getattr(params, "allowed_batch_sizes"))  # noqa: B009 - dynamic message class
-        self._threads = asyncio.Semaphore(_value(params, "num_batch_threads", cpus))
+        self._threads = _value(params, "num_batch_threads", cpus)
+        self._busy = 0
         self._executor = executor
         self._on_run = on_run
         self._queues: dict[tuple[object, ...], _Queue] = {}
@@ -53,46 +62,65 @@ class BatchScheduler:
     async def run(self, signature: Signature, inputs: Arrays, output_filter: list[str]) -> Arrays:
         rows = {value.shape[0] if value.ndim else -1 for value in inputs.values()}
         if len(rows) != 1 or -1 in rows:  # nothing to batch along
-            return await self._call(signature.run, inputs, output_filter)
+            return await self._call(signature, inputs, output_filter)
         (size,) = rows
         if size > self.max_batch_size:
             raise invalid_argument(f"Task size {size} is larger than maximum input batch size {self.max_batch_size}")
         key = (
-            signature.key,
             id(signature),
             tuple(output_filter),
             tuple((name, value.dtype.str, value.shape[1:]) for name, value in sorted(inputs.items())),
         )
-        queue = self._queues.setdefault(key, _Queue())
+        queue = self._queues.setdefault(key, _Queue(signature, output_filter))
         if math.ceil((queue.rows + size) / self.max_batch_size) > self.max_enqueued_batches:
             raise HeadError(grpc.StatusCode.UNAVAILABLE, QUEUE_FULL)
         task = _Task(inputs, size, asyncio.get_running_loop().create_future())
         queue.tasks.append(task)
         queue.rows += size
-        if queue.rows >= self.max_batch_size or self.timeout_s == 0:
-            self._flush(key, signature, output_filter)
-        elif queue.flusher is None:
-            queue.flusher = asyncio.get_running_loop().call_later(
-                self.timeout_s, self._flush, key, signature, output_filter
-            )
+        self._dispatch()
         return await task.future
 
-    def _flush(self, key: tuple[object, ...], signature: Signature, output_filter: list[str]) -> None:
-        queue = self._queues.pop(key, None)
-        if queue is None:
-            return
-        if queue.flusher is not None:
-            queue.flusher.cancel()
-        while queue.tasks:
-            batch, rows = [], 0
-            while queue.tasks and rows + queue.tasks[0].rows <= self.max_batch_size:
-                rows += queue.tasks[0].rows
-                batch.append(queue.tasks.pop(0))
-            running = asyncio.create_task(self._run_batch(signature, batch, rows, output_filter))
-            self._running.add(running)
-            running.add_done_callback(self._running.discard)
+    def _ready(self, queue: _Queue) -> bool:
+        return queue.rows >= self.max_batch_size or time.monotonic() - queue.tasks[0].enqueued >= self.timeout_s
 
-    async def _run_batch(self, signature: Signature, batch: list[_Task], rows: int, output_filter: list[str]) -> None:
+    def _dispatch(self) -> None:
+        """Starts batches on free threads; a queue not yet ready gets a timer that calls back here."""
+        loop = asyncio.get_running_loop()
+        for key, queue in list(self._queues.items()):
+            while queue.tasks and self._busy < self._threads and self._ready(queue):
+                self._start(queue)
+            if not queue.tasks:
+                del self._queues[key]
+            elif queue.timer is None and not self._ready(queue):
+                wait = queue.tasks[0].enqueued + self.timeout_s - time.monotonic()
+                queue.timer = loop.call_later(max(wait, 0), self._on_timer, queue)
+
+    def _on_timer(self, queue: _Queue) -> None:
+        queue.timer = None
+        self._dispatch()
+
+    def _start(self, queue: _Queue) -> None:
+        batch, rows = [], 0
+        while queue.tasks and rows + queue.tasks[0].rows <= self.max_batch_size:
+            task = queue.tasks.popleft()
+            rows += task.rows
+            if not task.future.done():  # its caller has gone: nothing to compute
+                batch.append(task)
+        queue.rows -= rows
+        if not batch:
+            return
+        self._busy += 1
+        running = asyncio.create_task(self._run_batch(queue.signature, batch, queue.output_filter))
+        self._running.add(running)
+        running.add_done_callback(self._finished)
+
+    def _finished(self, running: asyncio.Task[None]) -> None:
+        self._running.discard(running)
+        self._busy -= 1
+        self._dispatch()
+
+    async def _run_batch(self, signature: Signature, batch: list[_Task], output_filter: list[str]) -> None:
+        rows = sum(task.rows for task in batch)
         padded = next((size for size in self.allowed if size >= rows), rows)
         joined = {
             name: np.concatenate([t.inputs[name] for t in batch] + [batch[-1].inputs[name][-1:]] * (padded - rows))
@@ -100,7 +128,13 @@ class BatchScheduler:
         }
         self._on_run()
         try:
-            outputs = await self._call(signature.run, joined, output_filter)
+            outputs = await self._call(signature, joined, output_filter)
+            misaligned = [name for name, value in outputs.items() if value.ndim == 0 or value.shape[0] != padded]
+            if misaligned:
+                raise invalid_argument(
+                    f"Batched output tensor's 0th dimension does not equal the number of rows in the batch: "
+                    f"{', '.join(misaligned)}"
+                )
         except Exception as exc:
             for task in batch:
                 if not task.future.done():
@@ -112,8 +146,6 @@ class BatchScheduler:
                 task.future.set_result({k: v[start : start + task.rows] for k, v in outputs.items()})
             start += task.rows
 
-    async def _call(
-        self, run: Callable[[Arrays, list[str]], Arrays], inputs: Arrays, output_filter: list[str]
-    ) -> Arrays:
-        async with self._threads:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, run, inputs, output_filter)
+    async def _call(self, signature: Signature, inputs: Arrays, output_filter: list[str]) -> Arrays:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, signature.run, inputs, output_filter)

@@ -92,11 +92,8 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer): 
         except HeadError as error:
             await _abort(context, error)
             raise AssertionError("unreachable") from None
-        signature_map = get_model_metadata_pb2.SignatureDefMap()
-        for key, signature in servable.signatures.items():
-            signature_map.signature_def[key].CopyFrom(signature.proto)
         packed = any_pb2.Any()
-        packed.Pack(signature_map)
+        packed.Pack(servable.signature_def_map())
         response = get_model_metadata_pb2.GetModelMetadataResponse()
         response.model_spec.name = servable.name
         response.model_spec.version.value = servable.version

@@ -7,6 +7,7 @@ with its error) and never replaces the serving one; it is retried when its direc
 
 import asyncio
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,9 @@ State = get_model_status_pb2.ModelVersionStatus.State
 class _Failure:
     mtime: float
     message: str
+
+
+_VERSION_NAME = re.compile(r"[0-9]{1,18}")
 
 
 @dataclass(frozen=True)
@@ -154,6 +158,11 @@ class ModelManager:
         return all(model.loaded for model in self.models.values())
 
     async def poll(self, interval_s: float) -> None:
+        """Never ends by itself: a failed poll (a directory vanishing mid-scan, permissions) is logged
+        and the next one tries again, so new versions are never silently ignored."""
         while True:
             await asyncio.sleep(interval_s)
-            await self.sync()
+            try:
+                await self.sync()
+            except Exception:
+                logger.exception("polling the model base paths failed; retrying in %.1fs", interval_s)

@@ -2,7 +2,7 @@
 
 import argparse
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from google.protobuf import text_format
@@ -26,7 +26,6 @@ class ServerOptions:
     models: list[model_server_config_pb2.ModelConfig]
     batching: Message | None  # BatchingParameters when --enable_batching
     prometheus_path: str | None
-    argv: list[str] = field(default_factory=list)  # as given, for handing to the real binary
 
 
 def parser() -> argparse.ArgumentParser:
@@ -94,5 +93,4 @@ def parse(argv: Sequence[str]) -> ServerOptions:
         models=models,
         batching=batching,
         prometheus_path=prometheus_path,
-        argv=list(argv),
     )

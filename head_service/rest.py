@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import logging
 import re
 import time
 from urllib.parse import unquote
@@ -12,12 +13,16 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
-from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
+from tensorflow_serving.apis import get_model_status_pb2
 
-from head_service import json_tensor
 from head_service.errors import HeadError, invalid_argument
+from head_service.json_decode import decode_inputs
+from head_service.json_encode import encode_outputs
+from head_service.json_parse import parse_body, signature_name
 from head_service.runner import Runner
 from head_service.servable import PREDICT_METHOD
+
+logger = logging.getLogger(__name__)
 
 _POST = re.compile(r"/v1/models/([^/:]+)(?:/versions/(\d+)|/labels/([^/:]+))?:(classify|regress|predict)", re.I)
 _GET = re.compile(r"/v1/models(?:/([^/:]+))?(?:/versions/(\d+)|/labels/([^/:]+))?(?:/(metadata))?", re.I)
@@ -30,8 +35,7 @@ def _json(text: str | bytes, status: int = 200) -> Response:
 
 
 def _error(error: HeadError) -> Response:
-    message = error.message.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
-    return _json(f'{{ "error": "{message}" }}', error.http_status)
+    return _json(json.dumps({"error": error.message}, indent=4), error.http_status)
 
 
 def _proto_json(message: object) -> str:
@@ -68,6 +72,9 @@ def create_rest_app(runner: Runner, prometheus_path: str | None, timeout_s: floa
             return _error(error)
         except TimeoutError:
             return _error(HeadError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"))
+        except Exception as exc:  # TF Serving answers INTERNAL with its usual body, never a bare 500
+            logger.exception("unexpected error on %s %s", request.method, path)
+            return _error(HeadError(grpc.StatusCode.INTERNAL, str(exc)))
 
     async def _route(request: Request, path: str) -> Response:
         if request.method == "POST" and (match := _POST.fullmatch(path)):
@@ -88,9 +95,7 @@ def create_rest_app(runner: Runner, prometheus_path: str | None, timeout_s: floa
 
     def _metadata(name: str, version: int | None, label: str | None) -> Response:
         servable = runner.manager.resolve(name, version, label)
-        signature_map = get_model_metadata_pb2.SignatureDefMap()
-        for key, signature in servable.signatures.items():
-            signature_map.signature_def[key].CopyFrom(signature.proto)
+        signature_map = servable.signature_def_map()
         body = {
             "model_spec": {"name": name, "signature_name": "", "version": str(servable.version)},
             "metadata": {
@@ -105,9 +110,9 @@ def create_rest_app(runner: Runner, prometheus_path: str | None, timeout_s: floa
         started = time.perf_counter()
         status = "OK"
         try:
-            doc = json_tensor.parse_body(await request.body())
+            doc = parse_body(await request.body())
             servable = runner.manager.resolve(name, version, label)
-            key = json_tensor.signature_name(doc)
+            key = signature_name(doc)
             signature = servable.signature(key)
             if signature is None:
                 raise invalid_argument(f'Serving signature name: "{key}" not found in signature def')
@@ -116,11 +121,14 @@ def create_rest_app(runner: Runner, prometheus_path: str | None, timeout_s: floa
                     f"Expected {verb} signature method_name to be {_METHOD_FOR[verb]}. "
                     f"Was: {signature.proto.method_name or PREDICT_METHOD}"
                 )
-            inputs, row_format = json_tensor.decode_inputs(doc, signature.inputs)
+            inputs, row_format = decode_inputs(doc, signature.inputs)
             outputs = await runner.run(servable, signature, inputs, [], verb)
-            body = json_tensor.encode_outputs(outputs, row_format)
+            body = encode_outputs(outputs, row_format)
         except HeadError as error:
             status = error.code.name
+            raise
+        except BaseException:  # a timeout's cancellation, or a bug: counted, not as OK
+            status = "INTERNAL"
             raise
         finally:
             runner.metrics.count_request(name, status)

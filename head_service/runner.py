@@ -5,15 +5,12 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
 from google.protobuf.message import Message
 
 from head_service.batching import BatchScheduler
 from head_service.manager import ModelManager
 from head_service.monitoring import Metrics
-from head_service.servable import Servable, Signature
-
-Arrays = dict[str, np.ndarray]
+from head_service.servable import Arrays, Servable, Signature
 
 
 class Runner:

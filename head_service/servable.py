@@ -9,14 +9,15 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
-from tensorflow_serving.apis import prediction_log_pb2
+from tensorflow_serving.apis import get_model_metadata_pb2, prediction_log_pb2
 
 from head_service.errors import invalid_argument
-from head_service.json_tensor import InputSpec
+from head_service.json_decode import InputSpec
 
 logger = logging.getLogger(__name__)
 
 WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
+Arrays = dict[str, np.ndarray]
 PREDICT_METHOD = "tensorflow/serving/predict"
 
 
@@ -95,6 +96,13 @@ class Servable:
             for key, proto in meta_graph.signature_def.items()
             if key in self._model.signatures
         }
+
+    def signature_def_map(self) -> get_model_metadata_pb2.SignatureDefMap:
+        """What GetModelMetadata reports for this version."""
+        signature_map = get_model_metadata_pb2.SignatureDefMap()
+        for key, signature in self.signatures.items():
+            signature_map.signature_def[key].CopyFrom(signature.proto)
+        return signature_map
 
     def signature(self, key: str) -> Signature | None:
         return self.signatures.get(key or "serving_default")

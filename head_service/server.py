@@ -3,6 +3,8 @@
 import asyncio
 import contextlib
 import logging
+import signal
+from collections.abc import Iterator
 
 import grpc
 import uvicorn
@@ -20,34 +22,59 @@ GRACE_S = 10.0
 
 
 async def _load_all(manager: ModelManager, poll_wait_s: float) -> None:
-    """Like TF Serving, the ports open only once every model's aspired versions are available."""
+    """Like TF Serving, the ports open only once every model has a version available; a model with no
+    version directory yet is waited for, one whose versions all failed to load stops the server."""
     while True:
         await manager.sync()
         if manager.all_available():
             return
-        waiting = [m.name for m in manager.models.values() if not m.loaded]
+        waiting = [m for m in manager.models.values() if not m.loaded]
+        failed = [m for m in waiting if m.failed]
+        if failed:
+            reasons = "; ".join(f.message for m in failed for f in m.failed.values())
+            raise SystemExit(
+                f"Failed to start server. Error: {len(failed)} model(s) did not become available: {reasons}"
+            )
         logger.warning(
-            "no servable version of %s yet; did you forget to name your leaf directory as a number "
-            "(eg. '/1/')? retrying",
-            ", ".join(waiting),
+            "No versions of servable %s found under base path %s. Did you forget to name your leaf "
+            "directory as a number (eg. '/1/')?",
+            waiting[0].name,
+            waiting[0].base_path,
         )
         await asyncio.sleep(max(poll_wait_s, 1.0))
 
 
+class _RestServer(uvicorn.Server):
+    """uvicorn without its own signal handling: `serve` stops both front ends together."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 async def serve(options: ServerOptions) -> None:
+    """Runs until SIGINT/SIGTERM, then stops accepting on both ports, lets in-flight calls finish (up to
+    GRACE_S) and exits."""
     manager = ModelManager(options.models)
     await _load_all(manager, options.poll_wait_s)
     runner = Runner(manager, options.batching, Metrics())
-    grpc_server = grpc.aio.server()
+    grpc_server = grpc.aio.server(options=[("grpc.max_receive_message_length", 2**31 - 1)])
     add_services(grpc_server, runner)
     grpc_server.add_insecure_port(f"{options.host}:{options.port}")
     await grpc_server.start()
     logger.info("Running gRPC ModelServer at %s:%d ...", options.host, options.port)
-    poller = asyncio.create_task(manager.poll(options.poll_wait_s)) if options.poll_wait_s > 0 else None
-    try:
-        if options.rest_api_port:
-            app = create_rest_app(runner, options.prometheus_path, options.rest_api_timeout_ms / 1e3)
-            config = uvicorn.Config(
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stopping.set)
+    tasks: set[asyncio.Task[object]] = {asyncio.create_task(stopping.wait())}
+    if options.poll_wait_s > 0:
+        tasks.add(asyncio.create_task(manager.poll(options.poll_wait_s)))
+    rest = None
+    if options.rest_api_port:
+        app = create_rest_app(runner, options.prometheus_path, options.rest_api_timeout_ms / 1e3)
+        rest = _RestServer(
+            uvicorn.Config(
                 app,
                 host=options.host,
                 port=options.rest_api_port,
@@ -55,14 +82,20 @@ async def serve(options: ServerOptions) -> None:
                 access_log=False,
                 timeout_graceful_shutdown=int(GRACE_S),
             )
-            logger.info("Exporting HTTP/REST API at:%s:%d ...", options.host, options.rest_api_port)
-            await uvicorn.Server(config).serve()  # returns on SIGINT/SIGTERM, in-flight requests done
-        else:
-            await grpc_server.wait_for_termination()
+        )
+        tasks.add(asyncio.create_task(rest.serve(), name="rest"))
+        logger.info("Exporting HTTP/REST API at:%s:%d ...", options.host, options.rest_api_port)
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            task.result()  # a front end or the poller that died brings the server down, loudly
     finally:
-        if poller is not None:
-            poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await poller
+        logger.info("stopping: finishing in-flight requests")
+        if rest is not None:
+            rest.should_exit = True
         await grpc_server.stop(GRACE_S)
+        for task in tasks:
+            if task.get_name() != "rest":
+                task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         runner.close()

@@ -73,6 +73,7 @@ def export(checkpoint_dir: Path, output: Path, model_name: str) -> None:
             ).write(staging)
         if output.exists():
             shutil.rmtree(output)
+        staging.chmod(0o755)  # mkdtemp makes it owner-only; a server running as another user must read it
         staging.rename(output)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -11,7 +11,7 @@ import tensorflow as tf
 import tf_keras as keras
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
-WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
+from head_service.servable import WARMUP_FILE
 
 
 def train_head(
@@ -39,7 +39,12 @@ class _Head(tf.Module):  # type: ignore[misc]
         self.serve = tf.function(
             lambda embeddings: {"probabilities": self.model(embeddings, training=False)}, input_signature=[spec]
         )
-        self.labels = tf.function(lambda embeddings: {"labels": self.label_names}, input_signature=[spec])
+        # One row of label names per input row: TF Serving's batching (and REST's row format) need every
+        # output batch-aligned.
+        self.labels = tf.function(
+            lambda embeddings: {"labels": tf.tile(self.label_names[tf.newaxis], [tf.shape(embeddings)[0], 1])},
+            input_signature=[spec],
+        )
 
 
 def export_head(model: Any, labels: list[str], path: Path, model_name: str, metrics: dict[str, Any]) -> None:

@@ -118,6 +118,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"held-out accuracy {accuracy:.4f}, macro F1 {f1:.4f}")
 
     version = args.version or next_version(args.output)
+    if (args.output / str(version)).exists():
+        sys.exit(f"{args.output / str(version)} exists: versions are immutable, pick another --version")
     args.output.mkdir(parents=True, exist_ok=True)
     # Written beside the base path under a name TF Serving ignores, then renamed into place in one step.
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=args.output))
@@ -131,6 +133,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "test_examples": len(test.texts),
         }
         export_head(model, label_names, staging, args.model_name, metrics)
+        staging.chmod(0o755)  # mkdtemp makes it owner-only; a server running as another user must read it
         staging.rename(args.output / str(version))
     finally:
         shutil.rmtree(staging, ignore_errors=True)

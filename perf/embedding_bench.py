@@ -7,7 +7,6 @@ import asyncio
 import itertools
 import json
 import math
-import os
 import sys
 import time
 from collections import Counter
@@ -26,7 +25,7 @@ from embedding_service.tokenizer import Tokenizer
 from models.manifest import TOKENIZER_DIR, EncoderManifest
 from perf.flops import MATMUL_SIZE, EncoderShape, flop_ceiling, matmul_gflops
 from perf.loadgen import MakeRequest, Measurement, closed_loop, http_request
-from perf.procs import LOOPBACK, free_port, running_module
+from perf.procs import LOOPBACK, free_port, running_module, server_env
 from perf.report import REPO, Row, machine_info, markdown, num, targets
 from perf.sentences import SENTENCES, distinct_batches
 
@@ -116,13 +115,9 @@ def _load(
     return rows
 
 
-def _server_env(extra: dict[str, str]) -> dict[str, str]:
-    return {"TF_CPP_MIN_LOG_LEVEL": "2", "HF_HUB_OFFLINE": "1", **os.environ, **extra}
-
-
 def bench_service(settings: EmbeddingSettings, args: argparse.Namespace) -> tuple[list[Row], list[Row]]:
     """The real service at each level, then its /healthz: (service rows, healthz rows)."""
-    env = _server_env(
+    env = server_env(
         {
             "EMBEDDING_HOST": settings.host,
             "EMBEDDING_PORT": str(settings.port),
@@ -144,7 +139,7 @@ def bench_naive(model_dir: Path, args: argparse.Namespace) -> list[Row]:
     base_url = f"http://{LOOPBACK}:{port}"
     _progress(f"starting the naive server on {base_url}")
     server_args = ["--port", str(port), "--model-dir", str(model_dir)]
-    with running_module("perf.naive_server", server_args, _server_env({}), f"{base_url}/readyz") as waited_s:
+    with running_module("perf.naive_server", server_args, server_env({}), f"{base_url}/readyz") as waited_s:
         _progress(f"naive server ready after {waited_s:.0f}s")
         return _load("naive", LOOPBACK, port, _embed, LEVELS, args)
 

@@ -27,7 +27,7 @@ from tensorflow_serving.apis import (
 
 from head_service.servable import Servable
 from perf.loadgen import Call, CallFailed, Measurement, closed_loop, http_request, run_closed_loop
-from perf.procs import LOOPBACK, free_port, running_module
+from perf.procs import LOOPBACK, free_port, running_module, server_env
 from perf.report import REPO, Row, at_most, machine_info, runs_table, targets_table
 
 LEVELS = (1, 16)
@@ -109,8 +109,9 @@ def bench_server(args: argparse.Namespace) -> list[Row]:
     body = json.dumps({"instances": _row().tolist()}).encode()
     predict_http = http_request("POST", "/v1/models/head:predict", body)
     rows = []
-    env = {"TF_CPP_MIN_LOG_LEVEL": "2"}
-    with running_module("head_service", server_args, env, f"http://{LOOPBACK}:{rest_port}/v1/models/head/metadata"):
+    with running_module(
+        "head_service", server_args, server_env({}), f"http://{LOOPBACK}:{rest_port}/v1/models/head/metadata"
+    ):
         rows.append(Row("gRPC GetModelStatus c1", asyncio.run(_grpc_load(target, 1, False, args))))
         _progress(f"{rows[-1].name}: p50 {rows[-1].measurement.p50_ms:.3f} ms")
         for level in LEVELS:

@@ -18,6 +18,11 @@ class ServerStartError(RuntimeError):
     pass
 
 
+def server_env(extra: Mapping[str, str]) -> dict[str, str]:
+    """This process's environment for a server under test, with TensorFlow's logs quieted."""
+    return {"TF_CPP_MIN_LOG_LEVEL": "2", "HF_HUB_OFFLINE": "1", **os.environ, **extra}
+
+
 def free_port() -> int:
     """A loopback port free right now (the OS picks it); the server binds it a moment later."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

@@ -1,13 +1,9 @@
 """One error tree, one table, one JSON shape (OpenAI's) for every service."""
 
-import logging
-
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
-
-logger = logging.getLogger(__name__)
 
 
 class ServiceError(Exception):
@@ -108,11 +104,6 @@ def install_error_handlers(app: FastAPI) -> None:
         error.error_type = "invalid_request_error" if exc.status_code < 500 else "server_error"
         return await on_service_error(request, error)
 
-    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-        logger.exception("unhandled error on %s %s", request.method, request.url.path)
-        return await on_service_error(request, ServiceError("internal error", code="internal"))
-
     app.add_exception_handler(ServiceError, on_service_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(HTTPException, on_http_error)
-    app.add_exception_handler(Exception, on_unexpected)

@@ -1,10 +1,6 @@
 """Every Prometheus metric of our services, in one place; stage names match perf/'s latency breakdown."""
 
-from typing import Literal
-
 from prometheus_client import Counter, Gauge, Histogram
-
-Stage = Literal["tokenize", "queue", "infer", "embed_call", "head_call"]
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 

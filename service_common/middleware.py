@@ -7,7 +7,7 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service_common.errors import PayloadTooLargeError
+from service_common.errors import PayloadTooLargeError, ServiceError
 from service_common.logs import request_id_var
 from service_common.metrics import REQUEST_SECONDS
 
@@ -37,11 +37,13 @@ class RequestContextMiddleware:
         token = request_id_var.set(request_id)
         started = time.perf_counter()
         status = 500
+        responded = False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, responded
             if message["type"] == "http.response.start":
                 status = message["status"]
+                responded = True
                 message["headers"] = [
                     *message.get("headers", []),
                     (REQUEST_ID_HEADER.encode(), request_id.encode()),
@@ -56,6 +58,12 @@ class RequestContextMiddleware:
                 await _send_error(send_with_id, replay)
             else:
                 await self.app(scope, replay, send_with_id)
+        except Exception:
+            # Here rather than in an exception handler: Starlette sends those from outside every user
+            # middleware, so the 500 would lose its request id.
+            logger.exception("unhandled error on %s %s", scope["method"], scope["path"])
+            if not responded:
+                await _send_error(send_with_id, ServiceError("internal error", code="internal"))
         finally:
             elapsed = time.perf_counter() - started
             route = getattr(scope.get("route"), "path", "unmatched")
@@ -105,7 +113,7 @@ class RequestContextMiddleware:
         return replay
 
 
-async def _send_error(send: Send, error: PayloadTooLargeError) -> None:
+async def _send_error(send: Send, error: ServiceError) -> None:
     body = json.dumps(error.body()).encode()
     await send(
         {

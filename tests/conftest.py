@@ -26,18 +26,26 @@ def xla_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("xla-cache")
 
 
-@pytest.fixture(scope="session")
-def embedding_server(
-    encoder_dir: Path, xla_cache_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Server]:
-    """The service as `make run` starts it, with its own XLA cache."""
+@contextmanager
+def running_embedding(encoder_dir: Path, xla_cache_dir: Path, log: Path, **settings: str) -> Iterator[Server]:
+    """The embedding service on a free port; `settings` are EMBEDDING_* overrides by lower-case name."""
     port = free_port()
     env = {
         "EMBEDDING_PORT": str(port),
         "EMBEDDING_MODEL_DIR": str(encoder_dir),
         "EMBEDDING_XLA_CACHE_DIR": str(xla_cache_dir),
+        **{f"EMBEDDING_{name.upper()}": value for name, value in settings.items()},
     }
-    with running("embedding_service", env, port, tmp_path_factory.mktemp("logs") / "embedding.log") as server:
+    with running("embedding_service", env, port, log) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def embedding_server(
+    encoder_dir: Path, xla_cache_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """The service as `make run` starts it, with its own XLA cache."""
+    with running_embedding(encoder_dir, xla_cache_dir, tmp_path_factory.mktemp("logs") / "embedding.log") as server:
         yield server
 
 
@@ -46,16 +54,10 @@ def constrained_server(
     encoder_dir: Path, xla_cache_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
     """Small batches, a short queue and a 2 s deadline: for overload, timeout and disconnect tests."""
-    port = free_port()
-    env = {
-        "EMBEDDING_PORT": str(port),
-        "EMBEDDING_MODEL_DIR": str(encoder_dir),
-        "EMBEDDING_XLA_CACHE_DIR": str(xla_cache_dir),
-        "EMBEDDING_MAX_BATCH_SIZE": "8",
-        "EMBEDDING_MAX_QUEUE_TEXTS": "256",
-        "EMBEDDING_REQUEST_TIMEOUT_S": "2",
-    }
-    with running("embedding_service", env, port, tmp_path_factory.mktemp("logs") / "constrained.log") as server:
+    log = tmp_path_factory.mktemp("logs") / "constrained.log"
+    with running_embedding(
+        encoder_dir, xla_cache_dir, log, max_batch_size="8", max_queue_texts="256", request_timeout_s="2"
+    ) as server:
         yield server
 
 

@@ -167,3 +167,21 @@ async def test_shutdown_finishes_queued_work_and_refuses_new_work() -> None:
         await batcher.embed([ids(9)])
     await closing
     assert len(await pending) == 6
+
+
+async def test_abandoned_texts_do_not_count_against_the_queue() -> None:
+    encoder = CountingEncoder()
+    encoder.release.clear()
+    async with make(encoder, max_queue_texts=10) as batcher:
+        running = asyncio.create_task(batcher.embed([ids(1)]))
+        await asyncio.sleep(0.02)
+        abandoned = asyncio.create_task(batcher.embed([ids(i) for i in range(2, 10)]))
+        await asyncio.sleep(0.02)
+        abandoned.cancel()
+        await asyncio.sleep(0.02)
+        assert batcher.queued_texts == 0
+        accepted = asyncio.create_task(batcher.embed([ids(i) for i in range(20, 28)]))  # 8 more fit again
+        await asyncio.sleep(0.02)
+        encoder.release.set()
+        await asyncio.gather(running, accepted)
+    assert [first for batch in encoder.batches for first in batch] == [1, *range(20, 28)]

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,9 +21,11 @@ def batching_head(default_head: Path, tmp_path_factory: pytest.TempPathFactory) 
     base = tmp_path_factory.mktemp("batching-base")
     shutil.copytree(default_head / "1", base / "1")
     params = base.parent / "batching.config"
+    # A long window makes batches form predictably: every call within 2 s of the first shares its run.
     params.write_text(
-        "max_batch_size { value: 8 }\nbatch_timeout_micros { value: 20000 }\n"
-        "max_enqueued_batches { value: 4 }\nallowed_batch_sizes: 4\nallowed_batch_sizes: 8\n"
+        "max_batch_size { value: 8 }\nbatch_timeout_micros { value: 2000000 }\n"
+        "max_enqueued_batches { value: 1 }\nnum_batch_threads { value: 1 }\n"
+        "allowed_batch_sizes: 4\nallowed_batch_sizes: 8\n"
     )
     extra = ("--enable_batching", "--batching_parameters_file", str(params))
     with running_head(base, base.parent / "head.log", *extra) as server:
@@ -55,3 +58,28 @@ def test_a_request_larger_than_max_batch_size_is_refused(batching_head: HeadServ
     response = predict(batching_head, [[0.1] * 384] * 9)
     assert response.status_code == 400
     assert response.json()["error"] == "Task size 9 is larger than maximum input batch size 8"
+
+
+def test_a_full_queue_refuses_at_once_with_503(batching_head: HeadServer) -> None:
+    with ThreadPoolExecutor(2) as pool:
+        waiting = pool.submit(predict, batching_head, [[0.1] * 384] * 4)  # one batch, open for 2 s
+        time.sleep(0.5)
+        started = time.perf_counter()
+        refused = predict(batching_head, [[0.1] * 384] * 5)  # 9 rows would need a second batch
+        refused_after = time.perf_counter() - started
+        assert waiting.result().status_code == 200
+    assert refused.status_code == 503
+    assert refused.json()["error"] == "The batch scheduling queue to which this task was submitted is full"
+    assert refused_after < 0.2
+
+
+def test_labels_survive_batching(batching_head: HeadServer) -> None:
+    body = {"signature_name": "labels", "instances": [[0.1] * 384]}
+    with ThreadPoolExecutor(3) as pool:
+        responses = list(
+            pool.map(
+                lambda _: httpx.post(f"{batching_head.rest_url}/v1/models/head:predict", json=body, timeout=30),
+                range(3),
+            )
+        )
+    assert [r.json() for r in responses] == [{"predictions": [["negative", "positive"]]}] * 3

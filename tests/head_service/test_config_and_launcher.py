@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
@@ -49,6 +50,7 @@ def test_flags_read_the_config_files() -> None:
     assert (options.port, options.rest_api_port, options.poll_wait_s) == (8500, 8501, 1.0)
 
 
+@pytest.mark.slow
 def test_the_real_binary_is_used_when_on_path(tmp_path: Path) -> None:
     """A `tensorflow_model_server` on PATH gets our flags, less the stand-in's own."""
     record = tmp_path / "argv"
@@ -64,9 +66,15 @@ def test_the_real_binary_is_used_when_on_path(tmp_path: Path) -> None:
         env={**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"},
         capture_output=True,
     )
-    assert record.read_text().split() == ["--port=9000", "--model_name=head", "--model_base_path=/models/head"]
+    assert record.read_text().split() == [
+        "--port=9000",
+        "--model_name=head",
+        "--model_base_path=/models/head",
+        "--rest_api_port=8501",
+    ]
 
 
+@pytest.mark.slow
 def test_batching_file_without_enable_batching_is_refused() -> None:
     result = subprocess.run(
         [

@@ -74,8 +74,9 @@ def test_predict_with_tensor_content_and_with_float_val_agree(channel: grpc.Chan
 
 def test_labels_travel_with_the_version(channel: grpc.Channel) -> None:
     stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-    response = stub.Predict(predict_request(embeddings(1), signature="labels"), timeout=10)
-    assert [s.decode() for s in tf.make_ndarray(response.outputs["labels"])] == ["negative", "positive"]
+    response = stub.Predict(predict_request(embeddings(2), signature="labels"), timeout=10)
+    labels = tf.make_ndarray(response.outputs["labels"])
+    assert [[s.decode() for s in row] for row in labels] == [["negative", "positive"]] * 2
 
 
 def test_metadata_and_status(channel: grpc.Channel) -> None:
@@ -131,7 +132,11 @@ GRPC_ERRORS = [
         grpc.StatusCode.INVALID_ARGUMENT,
         "Expects arg[0] to be float but double is provided",
     ),
-    (lambda: predict_request(embeddings(1)[:, :3]), grpc.StatusCode.INVALID_ARGUMENT, ""),
+    (
+        lambda: predict_request(embeddings(1)[:, :3]),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "Matrix size-incompatible: In[0]: [1,3]",
+    ),
 ]
 
 

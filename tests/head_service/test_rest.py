@@ -49,7 +49,7 @@ def test_row_and_columnar_predict_agree(head_server: HeadServer) -> None:
 
 def test_labels_signature(head_server: HeadServer) -> None:
     response = post(head_server, "/v1/models/head:predict", {"signature_name": "labels", "instances": [ROW]})
-    assert response.json() == {"predictions": ["negative", "positive"]}
+    assert response.json() == {"predictions": [["negative", "positive"]]}
 
 
 REST_ERRORS = [
@@ -65,7 +65,7 @@ REST_ERRORS = [
     ("/v1/models/nope:predict", b"{nope", 400, "JSON Parse error:"),  # the body is checked before the model
     ("/v1/models/head:predict", {"rows": [ROW]}, 400, "Missing 'inputs' or 'instances' key"),
     ("/v1/models/head:predict", {"instances": [["x"] * 384]}, 400, "is not of expected type: float"),
-    ("/v1/models/head:predict", {"instances": [ROW[:3]]}, 400, ""),
+    ("/v1/models/head:predict", {"instances": [ROW[:3]]}, 400, "Matrix size-incompatible: In[0]: [1,3]"),
     ("/v1/models/head:predict", {"instances": [ROW, ROW[:3]]}, 400, "Expecting tensor size"),
     ("/v1/models/head:predict", {"inputs": {"x": [ROW]}}, 400, "Missing named input: embeddings in 'inputs' object."),
     (

@@ -1,4 +1,4 @@
-"""TF Serving's REST JSON codec: every rule of protocol spec sections 1.3, 1.4 and 1.6, exact messages and bytes."""
+"""TF Serving's REST request JSON -> input tensors: every rule of protocol spec sections 1.3 and 1.6, exact messages."""
 
 import json
 from typing import Any
@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from head_service.errors import HeadError
-from head_service.json_tensor import InputSpec, decode_inputs, encode_outputs, parse_body, signature_name
+from head_service.json_decode import InputSpec, decode_inputs
+from head_service.json_encode import encode_outputs
+from head_service.json_parse import parse_body
 
 
 def spec(dtype: str, shape: tuple[int | None, ...] | None = None) -> InputSpec:
@@ -36,83 +38,6 @@ def assert_arrays(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> No
         assert got[name].dtype == array.dtype, name
         assert got[name].shape == array.shape, name
         np.testing.assert_array_equal(got[name], array)
-
-
-# --- parse_body -------------------------------------------------------------------------------------------------------
-
-PARSE_ERRORS = [
-    (b"", "JSON Parse error: The document is empty"),
-    (b" \n\t", "JSON Parse error: The document is empty. at offset: 3"),
-    (b"x", "JSON Parse error: Invalid value. at offset: 0"),
-    (b'{"a": x}', "JSON Parse error: Invalid value. at offset: 6"),
-    ('{"é": x}'.encode(), "JSON Parse error: Invalid value. at offset: 7"),  # a byte offset, as rapidjson's
-    (b"\xef\xbb\xbfx", "JSON Parse error: Invalid value. at offset: 3"),  # after a UTF-8 BOM
-    (b"{", "JSON Parse error: Missing a name for object member. at offset: 1"),
-    (b"{a: 1}", "JSON Parse error: Missing a name for object member. at offset: 1"),
-    (b'{"a" 1}', "JSON Parse error: Missing a colon after a name of object member. at offset: 5"),
-    (b'{"a": 1 "b": 2}', "JSON Parse error: Missing a comma or '}' after an object member. at offset: 8"),
-    (b'{"a": "[" 1}', "JSON Parse error: Missing a comma or '}' after an object member. at offset: 10"),
-    (b"[1 2]", "JSON Parse error: Missing a comma or ']' after an array element. at offset: 3"),
-    (b'{"a": [1 2]}', "JSON Parse error: Missing a comma or ']' after an array element. at offset: 9"),
-    (b"{} {}", "JSON Parse error: The document root must not be followed by other values. at offset: 3"),
-    (b'{"a": "x', "JSON Parse error: Missing a closing quotation mark in string. at offset: 8"),
-    (b'{"a": "\\q"}', "JSON Parse error: Invalid escape character in string. at offset: 7"),
-    (b'{"a": "\\u12G4"}', "JSON Parse error: Incorrect hex digit after \\u escape in string. at offset: 7"),
-    (b'{"a": "\x01"}', "JSON Parse error: Invalid encoding in string. at offset: 7"),
-    (b'{"a": "\xff"}', "JSON Parse error: Invalid encoding in string. at offset: 7"),
-    (b"[" * 100_000 + b"]" * 100_000, "JSON Parse error: The document is nested too deeply."),
-    (b"[1, 2]", "JSON Value: [\n    1,\n    2\n] Is not object"),
-    (b"3.5", "JSON Value: 3.5 Is not object"),
-    (b'"s"', 'JSON Value: "s" Is not object'),
-    (b"null", "JSON Value: null Is not object"),
-]
-
-
-@pytest.mark.parametrize(("body", "message"), PARSE_ERRORS)
-def test_parse_errors(body: bytes, message: str) -> None:
-    error = error_of(parse_body, body)
-    assert (error.code, error.message) == (grpc.StatusCode.INVALID_ARGUMENT, message)
-
-
-def test_parse_accepts_non_finite_tokens_and_a_bom() -> None:
-    doc = parse_body(b'\xef\xbb\xbf{"a": [NaN, Infinity, -Infinity]}')
-    values = doc["a"]
-    assert isinstance(values, list)
-    assert np.isnan(values[0])
-    assert values[1:] == [float("inf"), float("-inf")]
-
-
-def test_parse_keeps_the_first_of_duplicate_keys_like_rapidjson() -> None:
-    assert parse_body(b'{"a": 1, "b": 2, "a": 3}') == {"a": 1, "b": 2}
-
-
-def test_parse_turns_integers_beyond_64_bits_into_doubles() -> None:
-    doc = parse_body(b'{"u": 18446744073709551615, "big": 18446744073709551616, "neg": -9223372036854775809}')
-    assert doc == {"u": 2**64 - 1, "big": 2.0**64, "neg": -(2.0**63)}
-    assert [type(v) for v in doc.values()] == [int, float, float]
-
-
-# --- signature_name -----------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("doc", "name"),
-    [({}, "serving_default"), ({"signature_name": ""}, "serving_default"), ({"signature_name": "foo"}, "foo")],
-)
-def test_signature_name(doc: dict[str, object], name: str) -> None:
-    assert signature_name(doc) == name
-
-
-@pytest.mark.parametrize("value", [1, None, ["a"]])
-def test_signature_name_must_be_a_string(value: object) -> None:
-    doc = {"signature_name": value, "instances": [1]}
-    error = error_of(signature_name, doc)
-    pretty = json.dumps(value, indent=4).replace("\n", "\n    ")
-    assert error.code == grpc.StatusCode.INVALID_ARGUMENT
-    assert error.message == (
-        f'JSON Value: {{\n    "signature_name": {pretty},\n    "instances": [\n        1\n    ]\n}} '
-        "not formatted correctly. 'signature_name' key must be a string value."
-    )
 
 
 # --- decode_inputs: what is accepted ----------------------------------------------------------------------------------
@@ -364,152 +289,6 @@ def test_a_b64_first_instance_with_several_inputs_fills_only_the_first_input() -
     got, row_format = decode({"instances": [{"b64": "aGk="}]}, {"s": spec("object"), "t": spec("object")})
     assert row_format
     assert_arrays(got, {"s": np.array([b"hi"], object)})
-
-
-# --- encode_outputs -----------------------------------------------------------------------------------------------
-
-
-def body(outputs: dict[str, np.ndarray], row_format: bool) -> str:
-    return encode_outputs(outputs, row_format).decode()
-
-
-def test_row_format_one_output_is_tf_servings_exact_body() -> None:
-    assert body({"y": np.array([2.5, 3.0, 4.5], np.float32)}, True) == (
-        '{\n    "predictions": [2.5, 3.0, 4.5\n    ]\n}'
-    )
-    assert body({"y": np.array([[1, 2], [3, 4]], np.int64)}, True) == (
-        '{\n    "predictions": [[1, 2], [3, 4]\n    ]\n}'
-    )
-
-
-def test_row_format_several_outputs_gives_one_object_per_row() -> None:
-    outputs = {"probs": np.array([[0.25, 0.75], [1.0, 0.0]], np.float32), "label": np.array([1, 0], np.int32)}
-    assert body(outputs, True) == (
-        '{\n    "predictions": [\n'
-        '        {\n            "probs": [0.25, 0.75],\n            "label": 1\n        },\n'
-        '        {\n            "probs": [1.0, 0.0],\n            "label": 0\n        }\n'
-        "    ]\n}"
-    )
-
-
-def test_row_format_bytes_output_goes_out_as_b64_objects() -> None:
-    assert body({"img_bytes": np.array([b"hi", b"\x00"], object)}, True) == (
-        '{\n    "predictions": [{\n            "b64": "aGk="\n        }, {\n            "b64": "AA=="\n        }\n'
-        "    ]\n}"
-    )
-
-
-def test_row_format_empty_batch() -> None:
-    assert body({"y": np.zeros((0, 3), np.float32)}, True) == '{\n    "predictions": []\n}'
-    outputs = {"s": np.zeros((0, 1, 2), object), "f": np.zeros((0, 3, 4), np.float32)}
-    assert body(outputs, True) == '{\n    "predictions": []\n}'
-
-
-def test_columnar_one_output_is_the_bare_tensor() -> None:
-    assert body({"y": np.array([[1.5, 2.0]], np.float32)}, False) == (
-        '{\n    "outputs": [\n        [\n            1.5,\n            2.0\n        ]\n    ]\n}'
-    )
-    assert body({"y": np.array(3.5, np.float64)}, False) == '{\n    "outputs": 3.5\n}'
-
-
-def test_columnar_several_outputs_are_keyed_by_name() -> None:
-    outputs = {"n": np.array([1, 2], np.int8), "ok": np.array(True), "s_bytes": np.array(b"\xff", object)}
-    assert body(outputs, False) == (
-        '{\n    "outputs": {\n        "n": [\n            1,\n            2\n        ],\n        "ok": true,\n'
-        '        "s_bytes": {\n            "b64": "/w=="\n        }\n    }\n}'
-    )
-
-
-def test_columnar_body_parses_back() -> None:
-    outputs = {"a": np.arange(6, dtype=np.float32).reshape(2, 3) / 4, "b": np.array([b"x", b"y"], object)}
-    assert json.loads(encode_outputs(outputs, False)) == {
-        "outputs": {"a": [[0.0, 0.25, 0.5], [0.75, 1.0, 1.25]], "b": ["x", "y"]}
-    }
-
-
-OUTPUT_ERRORS = [
-    ({}, True, "Cannot convert empty tensor map to JSON"),
-    ({"y": np.array(1.0, np.float32)}, True, "Tensor name: y has no shape information "),
-    (
-        {"y": np.zeros(2, np.float32), "z": np.zeros(3, np.float32)},
-        True,
-        "Tensor name: z has inconsistent batch size: 3 expecting: 2",
-    ),
-    ({"y": np.zeros(2, np.float16)}, False, "Failed to write JSON value for tensor type: half"),
-    ({"y": np.zeros(2, np.uint16)}, True, "Failed to write JSON value for tensor type: uint16"),
-    ({"y": np.ones(2, np.complex64)}, True, "Failed to write JSON value for tensor type: complex64"),
-    (
-        {"a": np.zeros((0, 2), np.int32), "b": np.array([["x", "y"]], object)},
-        True,
-        "Tensor name: b has inconsistent batch size: 1 expecting: 0",
-    ),
-]
-
-
-@pytest.mark.parametrize(("outputs", "row_format", "message"), OUTPUT_ERRORS)
-def test_output_errors(outputs: dict[str, np.ndarray], row_format: bool, message: str) -> None:
-    error = error_of(encode_outputs, outputs, row_format)
-    assert (error.code, error.message) == (grpc.StatusCode.INVALID_ARGUMENT, message)
-
-
-NUMBERS = [
-    (np.float32(0.1), "0.1"),
-    (np.float32(1 / 3), "0.333333343"),
-    (np.float64(1 / 3), "0.33333333333333331"),
-    (np.float64(0.1), "0.1"),
-    (np.float64(0.1 + 0.2), "0.30000000000000004"),
-    (np.float32(4.0), "4.0"),
-    (np.float32(100.0), "100.0"),
-    (np.float32(-0.0), "-0.0"),
-    (np.float32(2.5), "2.5"),
-    (np.float32(1e-7), "1e-07"),
-    (np.float64(1e-7), "1e-07"),
-    (np.float32(1.5e-5), "1.5e-05"),
-    (np.float32(1e7), "1e+07"),
-    (np.float32(1234567.0), "1234567.0"),
-    (np.float32(123456789.0), "123456792.0"),
-    (np.float32(3.14159265), "3.14159274"),
-    (np.float32(9000000), "9e+06"),  # the six-digit cases of TF Serving's own json_tensor_test.cc
-    (np.float32(999999), "999999.0"),
-    (np.float32(0.0003), "0.0003"),
-    (np.float32(3e-05), "3e-05"),
-    (np.float32(555557.5), "555557.5"),
-    (np.finfo(np.float32).max, "3.40282347e+38"),
-    (np.float32(np.nan), "NaN"),
-    (np.float32(np.inf), "Infinity"),
-    (np.float64(-np.inf), "-Infinity"),
-    (np.int64(2**62), "4611686018427387904"),
-    (np.int8(-5), "-5"),
-    (np.uint8(255), "255"),
-    (np.uint64(2**64 - 1), "18446744073709551615"),
-    (np.bool_(False), "false"),
-    ("é".encode(), '"é"'),
-    (b'a"b\\\n\x01/\t', '"a\\"b\\\\\\n\\u0001/\\t"'),
-]
-
-
-@pytest.mark.parametrize(("value", "text"), NUMBERS)
-def test_value_format(value: Any, text: str) -> None:
-    array = np.array([value], object if isinstance(value, bytes) else None)
-    assert body({"y": array}, True) == '{\n    "predictions": [' + text + "\n    ]\n}"
-
-
-def test_bytes_that_are_not_utf8_go_out_raw_as_tf_serving_writes_them() -> None:
-    assert encode_outputs({"y": np.array(b"\xff", object)}, False) == b'{\n    "outputs": "\xff"\n}'
-
-
-def test_bytes_suffix_only_matters_for_strings() -> None:
-    assert body({"n_bytes": np.array([7], np.int32)}, True) == '{\n    "predictions": [7\n    ]\n}'
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_floats_round_trip(dtype: type) -> None:
-    rng = np.random.default_rng(0)
-    bits = rng.integers(0, 2 ** (8 * np.dtype(dtype).itemsize), 2000, dtype=np.uint64, endpoint=False)
-    values: np.ndarray = bits.astype(np.uint32 if dtype == np.float32 else np.uint64).view(dtype)
-    values = values[np.isfinite(values)]
-    back = json.loads(encode_outputs({"y": values}, False))["outputs"]
-    np.testing.assert_array_equal(np.array(back, dtype), values)
 
 
 def test_row_request_round_trips_through_decode_and_encode() -> None:
