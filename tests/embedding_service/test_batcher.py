@@ -107,10 +107,9 @@ async def test_a_full_queue_refuses_at_once() -> None:
         await asyncio.sleep(0.02)
         queued = asyncio.create_task(batcher.embed([ids(i) for i in range(2, 10)]))
         await asyncio.sleep(0.02)
-        started = time.perf_counter()
+        # The encoder is still held: a refusal that waited for room would hang here.
         with pytest.raises(OverloadedError) as refused:
             await batcher.embed([ids(50), ids(51), ids(52)])
-        assert time.perf_counter() - started < 0.05
         assert refused.value.headers["Retry-After"] == "1"
         encoder.release.set()
         await asyncio.gather(running, queued)

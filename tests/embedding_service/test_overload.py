@@ -27,7 +27,7 @@ async def test_a_full_queue_answers_429_with_retry_after_at_once(constrained_ser
     assert refused.status_code == 429, refused.text
     assert refused.headers["retry-after"] == "1"
     assert refused.json()["error"]["type"] == "overloaded_error"
-    assert refused_after < 0.5
+    assert refused_after < 1.0  # the held queue takes several seconds: a queued request would wait that long
     assert after.status_code == 200
 
 

@@ -70,7 +70,7 @@ def test_a_full_queue_refuses_at_once_with_503(batching_head: HeadServer) -> Non
         assert waiting.result().status_code == 200
     assert refused.status_code == 503
     assert refused.json()["error"] == "The batch scheduling queue to which this task was submitted is full"
-    assert refused_after < 0.2
+    assert refused_after < 1.0  # the open batch holds for 2 s: a queued call would wait that long
 
 
 def test_labels_survive_batching(batching_head: HeadServer) -> None:
