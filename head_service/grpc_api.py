@@ -1,7 +1,7 @@
 """TF Serving's gRPC API (port 8500): PredictionService and ModelService on the official stubs' servicers."""
 
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 import numpy as np
@@ -47,8 +47,10 @@ def _resolve(runner: Runner, spec: model_pb2.ModelSpec, has_spec: bool) -> Serva
     return runner.manager.resolve(spec.name, version, label)
 
 
-async def _abort(context: grpc.aio.ServicerContext, error: HeadError) -> None:
+async def _abort(context: grpc.aio.ServicerContext, error: HeadError) -> NoReturn:
+    """Ends the call with TF Serving's code and message; `context.abort` raises, so this never returns."""
     await context.abort(error.code, error.grpc_details)
+    raise AssertionError("grpc.aio's abort returned")
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):  # type: ignore[misc]
@@ -73,7 +75,6 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer): 
         except HeadError as error:
             self.runner.metrics.count_request(name, error.code.name)
             await _abort(context, error)
-            raise AssertionError("unreachable") from None
         self.runner.metrics.count_request(name, "OK")
         self.runner.metrics.observe_request(name, "Predict", "GRPC", time.perf_counter() - started)
         response = predict_pb2.PredictResponse()
@@ -91,7 +92,6 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer): 
                 raise invalid_argument("Metadata field signature_def must be specified")
         except HeadError as error:
             await _abort(context, error)
-            raise AssertionError("unreachable") from None
         packed = any_pb2.Any()
         packed.Pack(servable.signature_def_map())
         response = get_model_metadata_pb2.GetModelMetadataResponse()
@@ -114,7 +114,6 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer): 
                 )
         except HeadError as error:
             await _abort(context, error)
-        raise AssertionError("unreachable")
 
     async def Classify(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         return await self._unsupported("Classify", request, context)
@@ -139,7 +138,6 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):  # type: ignore
             statuses = self.runner.manager.model(spec.name).status(version)
         except HeadError as error:
             await _abort(context, error)
-            raise AssertionError("unreachable") from None
         return get_model_status_pb2.GetModelStatusResponse(model_version_status=statuses)
 
     async def HandleReloadConfigRequest(self, request: Any, context: grpc.aio.ServicerContext) -> Any:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import ROOT, Server, free_port, running
+from perf.procs import free_port
+from tests.servers import ROOT, Server, running
 
 DEFAULT_ENCODER = ROOT / "build" / "encoder"
 

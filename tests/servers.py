@@ -1,24 +1,16 @@
-"""Starts our services as real subprocesses on free loopback ports and stops them by PID."""
+"""Our services as real subprocesses for tests, on perf/procs.py's helpers, with a log file each."""
 
-import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 
+from perf.procs import LOOPBACK, ServerStartError, server_env, stop, wait_until_ok
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Server:
@@ -46,37 +38,16 @@ def running(
     ready_path: str = "/readyz",
     ready_timeout_s: float = 300,
 ) -> Iterator[Server]:
-    url = f"http://127.0.0.1:{port}"
-    full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "HF_HUB_OFFLINE": "1", **env}
+    """Starts `python -m module`, waits for `ready_path` to answer 200, always stops it by PID."""
+    url = f"http://{LOOPBACK}:{port}"
     with log.open("wb") as out:
         command = [sys.executable, "-m", module, *args]
-        process = subprocess.Popen(command, env=full_env, cwd=ROOT, stdout=out, stderr=out)
+        process = subprocess.Popen(command, env=server_env(env), cwd=ROOT, stdout=out, stderr=out)
     try:
-        _wait_ready(process, f"{url}{ready_path}", log, ready_timeout_s)
+        try:
+            wait_until_ok(process, f"{url}{ready_path}", ready_timeout_s)
+        except ServerStartError as exc:
+            raise ServerStartError(f"{exc}; its log ends:\n{log.read_text()[-3000:]}") from None
         yield Server(process, url, log)
     finally:
         stop(process)
-
-
-def stop(process: subprocess.Popen[bytes], grace_s: float = 30) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(grace_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _wait_ready(process: subprocess.Popen[bytes], url: str, log: Path, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"server not ready within {timeout_s}s:\n{log.read_text()[-3000:]}")
