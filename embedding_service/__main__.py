@@ -10,6 +10,9 @@ from service_common.serve import serve
 def main() -> None:
     settings = EmbeddingSettings()
     configure_logging(settings.log_level, settings.log_json)
+    # TensorFlow's C++ errors only: its XLA cache loader logs every cached program it loads as an error
+    # (a text-format parse attempt and a CPU tuning-flag mismatch), hundreds of lines per start.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if settings.xla and settings.xla_cache_dir:
         # TensorFlow reads its XLA flags when first imported, so they are set before the app is.
         flag = f"--tf_xla_persistent_cache_directory={settings.xla_cache_dir}"

@@ -18,6 +18,7 @@ from embedding_service.schemas import (
     ModelCard,
     ModelList,
 )
+from service_common.deadline import DeadlineDep
 from service_common.disconnect import unless_disconnected
 from service_common.errors import InvalidRequestError
 
@@ -39,7 +40,9 @@ def _usage(embedded: Embedded) -> dict[str, int]:
 
 
 @router.post("/v1/embeddings", response_model=EmbeddingsResponse)
-async def create_embeddings(body: EmbeddingsRequest, embedder: EmbedderDep, request: Request) -> Response:
+async def create_embeddings(
+    body: EmbeddingsRequest, embedder: EmbedderDep, deadline: DeadlineDep, request: Request
+) -> Response:
     embedder.check_model(body.model)
     if body.dimensions is not None and body.dimensions != embedder.manifest.embedding_dim:
         raise InvalidRequestError(
@@ -47,7 +50,9 @@ async def create_embeddings(body: EmbeddingsRequest, embedder: EmbedderDep, requ
             param="dimensions",
             code="unsupported_dimensions",
         )
-    embedded = await unless_disconnected(request, embedder.embed(body.input, truncate=body.truncate, field="input"))
+    embedded = await unless_disconnected(
+        request, embedder.embed(body.input, truncate=body.truncate, field="input", timeout_s=deadline.remaining_s())
+    )
     vectors = [e.sentence for e in embedded.embeddings]
     if body.encoding_format == "base64":
         encoded: list[Any] = [base64.b64encode(v.astype("<f4").tobytes()).decode("ascii") for v in vectors]
@@ -67,11 +72,13 @@ async def create_embeddings(body: EmbeddingsRequest, embedder: EmbedderDep, requ
 
 
 @router.post("/embed", response_model=EmbedResponse)
-async def embed(body: EmbedRequest, embedder: EmbedderDep, request: Request) -> Response:
+async def embed(body: EmbedRequest, embedder: EmbedderDep, deadline: DeadlineDep, request: Request) -> Response:
     manifest = embedder.manifest
     pooling = body.pooling or manifest.pooling
     normalize = body.normalize if body.normalize is not None else (manifest.normalize and pooling != "none")
-    embedded = await unless_disconnected(request, embedder.embed(body.inputs, truncate=body.truncate, field="inputs"))
+    embedded = await unless_disconnected(
+        request, embedder.embed(body.inputs, truncate=body.truncate, field="inputs", timeout_s=deadline.remaining_s())
+    )
     vectors: list[Any]
     if pooling == "none":
         tokens = [e.tokens for e in embedded.embeddings]

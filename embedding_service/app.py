@@ -88,6 +88,7 @@ def create_app(settings: EmbeddingSettings) -> FastAPI:
 
     app = FastAPI(title="Embedding service", version="0.1.0", lifespan=lifespan)
     app.state.model = slot
+    app.state.settings = settings
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     install_error_handlers(app)
     add_ops_routes(app, slot.not_ready_reason)

@@ -59,8 +59,8 @@ class Embedder:
                 code="model_not_found",
             )
 
-    async def embed(self, texts: list[str], *, truncate: bool, field: str) -> Embedded:
-        """`field` names the request field in errors, e.g. `input[3]`."""
+    async def embed(self, texts: list[str], *, truncate: bool, field: str, timeout_s: float) -> Embedded:
+        """`field` names the request field in errors, e.g. `input[3]`; past `timeout_s` the texts are dropped."""
         self._check_limits(texts, field)
         started = time.perf_counter()
         if sum(map(len, texts)) <= _INLINE_TOKENIZE_CHARS:
@@ -79,12 +79,10 @@ class Embedder:
                 code="context_length_exceeded",
             )
         try:
-            async with asyncio.timeout(self._settings.request_timeout_s):
+            async with asyncio.timeout(timeout_s):
                 batched = await self._batcher.embed([t.ids for t in tokenized])
         except TimeoutError:
-            raise DeadlineExceededError(
-                f"embedding did not finish within {self._settings.request_timeout_s}s", code="timeout"
-            ) from None
+            raise DeadlineExceededError(f"embedding did not finish within {timeout_s:.3g}s", code="timeout") from None
         TEXTS_TOTAL.inc(len(texts))
         TRUNCATED_TOTAL.inc(len(truncated))
         return Embedded(

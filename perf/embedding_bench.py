@@ -25,9 +25,10 @@ from embedding_service.tokenizer import Tokenizer
 from models.manifest import TOKENIZER_DIR, EncoderManifest
 from perf.flops import MATMUL_SIZE, EncoderShape, flop_ceiling, matmul_gflops
 from perf.loadgen import MakeRequest, Measurement, closed_loop, http_request
-from perf.procs import LOOPBACK, free_port, running_module, server_env
 from perf.report import REPO, Row, machine_info, markdown, num, targets
 from perf.sentences import SENTENCES, distinct_batches
+from stack import services
+from stack.procs import LOOPBACK, free_port, running_module, server_env
 
 LEVELS = (1, 16, 64)
 HEALTHZ_CONCURRENCY = 64
@@ -117,17 +118,9 @@ def _load(
 
 def bench_service(settings: EmbeddingSettings, args: argparse.Namespace) -> tuple[list[Row], list[Row]]:
     """The real service at each level, then its /healthz: (service rows, healthz rows)."""
-    env = server_env(
-        {
-            "EMBEDDING_HOST": settings.host,
-            "EMBEDDING_PORT": str(settings.port),
-            "EMBEDDING_LOG_LEVEL": settings.log_level,
-            "EMBEDDING_MODEL_DIR": str(settings.model_dir),
-        }
-    )
-    base_url = f"http://{settings.host}:{settings.port}"
-    _progress(f"starting the embedding service on {base_url}")
-    with running_module("embedding_service", [], env, f"{base_url}/readyz") as waited_s:
+    server = services.embedding(settings.port, settings.model_dir, log_level=settings.log_level)
+    _progress(f"starting the embedding service on {server.url}")
+    with running_module(server.module, server.args, server_env(server.env), server.ready_url) as waited_s:
         _progress(f"service ready after {waited_s:.0f}s")
         service = _load("service", settings.host, settings.port, _embed, LEVELS, args)
         healthz = _load("healthz", settings.host, settings.port, _healthz, (HEALTHZ_CONCURRENCY,), args)

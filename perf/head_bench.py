@@ -27,8 +27,9 @@ from tensorflow_serving.apis import (
 
 from head_service.servable import Servable
 from perf.loadgen import Call, CallFailed, Measurement, closed_loop, http_request, run_closed_loop
-from perf.procs import LOOPBACK, free_port, running_module, server_env
 from perf.report import REPO, Row, at_most, machine_info, runs_table, targets_table
+from stack import services
+from stack.procs import LOOPBACK, free_port, running_module, server_env
 
 LEVELS = (1, 16)
 HEAD_DIR = REPO / "build" / "head"
@@ -95,23 +96,12 @@ async def _grpc_load(target: str, concurrency: int, predict: bool, args: argpars
 
 def bench_server(args: argparse.Namespace) -> list[Row]:
     grpc_port, rest_port = free_port(), free_port()
-    server_args = [
-        "--port",
-        str(grpc_port),
-        "--rest_api_port",
-        str(rest_port),
-        "--model_name",
-        "head",
-        "--model_base_path",
-        str(HEAD_DIR),
-    ]
+    service = services.head(grpc_port, rest_port, HEAD_DIR)
     target = f"{LOOPBACK}:{grpc_port}"
     body = json.dumps({"instances": _row().tolist()}).encode()
     predict_http = http_request("POST", "/v1/models/head:predict", body)
     rows = []
-    with running_module(
-        "head_service", server_args, server_env({}), f"http://{LOOPBACK}:{rest_port}/v1/models/head/metadata"
-    ):
+    with running_module(service.module, service.args, server_env(service.env), service.ready_url):
         rows.append(Row("gRPC GetModelStatus c1", asyncio.run(_grpc_load(target, 1, False, args))))
         _progress(f"{rows[-1].name}: p50 {rows[-1].measurement.p50_ms:.3f} ms")
         for level in LEVELS:

@@ -20,7 +20,7 @@ from embedding_service.buckets import Buckets
 from embedding_service.encoder import TFEncoder
 from embedding_service.tokenizer import Tokenizer
 from models.manifest import TOKENIZER_DIR, EncoderManifest
-from perf.procs import LOOPBACK
+from stack.procs import LOOPBACK
 
 
 class NaiveRequest(BaseModel):

@@ -60,6 +60,13 @@ class UnavailableError(ServiceError):
     headers = {"Retry-After": "1"}  # noqa: RUF012
 
 
+class BadGatewayError(ServiceError):
+    """A downstream service answered, but not with anything we can use."""
+
+    status_code = 502
+    error_type = "upstream_error"
+
+
 class DeadlineExceededError(ServiceError):
     status_code = 504
     error_type = "timeout_error"

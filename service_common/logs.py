@@ -41,3 +41,5 @@ def configure_logging(level: str, as_json: bool) -> None:
         else logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
     )
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+    # httpx logs every request at info; our access log already has one line per request.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))

@@ -23,3 +23,8 @@ QUEUE_TEXTS = Gauge("embedding_queue_texts", "Texts waiting for the encoder")
 TEXTS_TOTAL = Counter("embedding_texts_total", "Texts embedded")
 TRUNCATED_TOTAL = Counter("embedding_truncated_texts_total", "Texts cut to the model's max sequence length")
 REJECTED_TOTAL = Counter("embedding_rejected_texts_total", "Texts refused before inference", ["reason"])
+HOP_ERRORS_TOTAL = Counter(
+    "orchestrator_hop_errors_total", "Failed calls from the orchestrator, by hop and kind", ["hop", "kind"]
+)
+HOP_RETRIES_TOTAL = Counter("orchestrator_hop_retries_total", "Calls retried after a connection failure", ["hop"])
+CLASSIFIED_TEXTS_TOTAL = Counter("orchestrator_classified_texts_total", "Texts classified")

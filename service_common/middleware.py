@@ -14,6 +14,8 @@ from service_common.metrics import REQUEST_SECONDS
 logger = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "x-request-id"
+# Probed every few seconds by orchestrators and kubelets: their successes are logged at debug only.
+_QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 _MAX_REQUEST_ID = 128
 
 
@@ -68,7 +70,9 @@ class RequestContextMiddleware:
             elapsed = time.perf_counter() - started
             route = getattr(scope.get("route"), "path", "unmatched")
             REQUEST_SECONDS.labels(scope["method"], route, str(status)).observe(elapsed)
-            logger.info(
+            quiet = scope["path"] in _QUIET_PATHS and status < 400
+            logger.log(
+                logging.DEBUG if quiet else logging.INFO,
                 "%s %s %d %.1fms",
                 scope["method"],
                 scope["path"],

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from perf.procs import free_port
-from tests.servers import ROOT, Server, running
+from stack import services as stack_services
+from stack.procs import LOOPBACK, free_port
+from stack.services import ROOT
+from tests.servers import Server, running
 
 DEFAULT_ENCODER = ROOT / "build" / "encoder"
 
@@ -30,14 +32,8 @@ def xla_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @contextmanager
 def running_embedding(encoder_dir: Path, xla_cache_dir: Path, log: Path, **settings: str) -> Iterator[Server]:
     """The embedding service on a free port; `settings` are EMBEDDING_* overrides by lower-case name."""
-    port = free_port()
-    env = {
-        "EMBEDDING_PORT": str(port),
-        "EMBEDDING_MODEL_DIR": str(encoder_dir),
-        "EMBEDDING_XLA_CACHE_DIR": str(xla_cache_dir),
-        **{f"EMBEDDING_{name.upper()}": value for name, value in settings.items()},
-    }
-    with running("embedding_service", env, port, log) as server:
+    service = stack_services.embedding(free_port(), encoder_dir, xla_cache_dir=str(xla_cache_dir), **settings)
+    with running(service, log) as server:
         yield server
 
 
@@ -77,24 +73,9 @@ class HeadServer:
 def running_head(base_path: Path, log: Path, *extra: str) -> Iterator[HeadServer]:
     """The head service (stand-in) on free ports, serving model `head` from `base_path`."""
     grpc_port, rest_port = free_port(), free_port()
-    args = [
-        "--port",
-        str(grpc_port),
-        "--rest_api_port",
-        str(rest_port),
-        "--model_name",
-        "head",
-        "--model_base_path",
-        str(base_path),
-        "--file_system_poll_wait_seconds",
-        "0.5",
-        "--monitoring_config_file",
-        str(ROOT / "head_service" / "tfserving" / "monitoring.config"),
-        *extra,
-    ]
-    url = f"http://127.0.0.1:{rest_port}"
-    with running("head_service", {}, rest_port, log, args=args, ready_path="/v1/models/head/metadata") as server:
-        yield HeadServer(server.process, f"127.0.0.1:{grpc_port}", url, base_path)
+    service = stack_services.head(grpc_port, rest_port, base_path, "--file_system_poll_wait_seconds", "0.5", *extra)
+    with running(service, log) as server:
+        yield HeadServer(server.process, f"{LOOPBACK}:{grpc_port}", service.url, base_path)
 
 
 @pytest.fixture(scope="session")

@@ -1,16 +1,14 @@
-"""Our services as real subprocesses for tests, on perf/procs.py's helpers, with a log file each."""
+"""Our services as real subprocesses for tests, on stack/procs.py's helpers, with a log file each."""
 
 import subprocess
-import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 
-from perf.procs import LOOPBACK, ServerStartError, server_env, stop, wait_until_ok
-
-ROOT = Path(__file__).resolve().parent.parent
+from stack.procs import ServerStartError, server_env, start_module, stop, wait_until_ok
+from stack.services import ROOT, Service
 
 
 class Server:
@@ -28,26 +26,15 @@ class Server:
 
 
 @contextmanager
-def running(
-    module: str,
-    env: dict[str, str],
-    port: int,
-    log: Path,
-    *,
-    args: Sequence[str] = (),
-    ready_path: str = "/readyz",
-    ready_timeout_s: float = 300,
-) -> Iterator[Server]:
-    """Starts `python -m module`, waits for `ready_path` to answer 200, always stops it by PID."""
-    url = f"http://{LOOPBACK}:{port}"
+def running(service: Service, log: Path, *, ready_timeout_s: float = 300) -> Iterator[Server]:
+    """Starts the service, waits for its readiness URL to answer 200, always stops it by PID."""
     with log.open("wb") as out:
-        command = [sys.executable, "-m", module, *args]
-        process = subprocess.Popen(command, env=server_env(env), cwd=ROOT, stdout=out, stderr=out)
+        process = start_module(service.module, service.args, server_env(service.env), cwd=ROOT, stdout=out, stderr=out)
     try:
         try:
-            wait_until_ok(process, f"{url}{ready_path}", ready_timeout_s)
+            wait_until_ok(process, service.ready_url, ready_timeout_s)
         except ServerStartError as exc:
             raise ServerStartError(f"{exc}; its log ends:\n{log.read_text()[-3000:]}") from None
-        yield Server(process, url, log)
+        yield Server(process, service.url, log)
     finally:
         stop(process)

@@ -1,4 +1,4 @@
-"""Servers under test as subprocesses: `python -m module` on a free loopback port, awaited, then stopped."""
+"""Services as subprocesses: `python -m module` on a loopback port, awaited until ready, stopped by PID."""
 
 import os
 import signal
@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import httpx
 
@@ -19,8 +20,8 @@ class ServerStartError(RuntimeError):
 
 
 def server_env(extra: Mapping[str, str]) -> dict[str, str]:
-    """This process's environment for a server under test, with TensorFlow's logs quieted."""
-    return {"TF_CPP_MIN_LOG_LEVEL": "2", "HF_HUB_OFFLINE": "1", **os.environ, **extra}
+    """This process's environment for a server, with TensorFlow's C++ logs quieted."""
+    return {"TF_CPP_MIN_LOG_LEVEL": "3", "HF_HUB_OFFLINE": "1", **os.environ, **extra}
 
 
 def free_port() -> int:
@@ -31,9 +32,10 @@ def free_port() -> int:
         return port
 
 
-def start_module(module: str, args: Sequence[str], env: Mapping[str, str]) -> subprocess.Popen[bytes]:
-    """Runs `module` with this interpreter (the venv's); its output goes to our stderr."""
-    return subprocess.Popen([sys.executable, "-m", module, *args], env=dict(env), stdout=sys.stderr)
+def start_module(module: str, args: Sequence[str], env: Mapping[str, str], **popen: Any) -> subprocess.Popen[bytes]:
+    """Runs `module` with this interpreter (the venv's); its output goes to our stderr unless redirected."""
+    options: dict[str, Any] = {"stdout": sys.stderr, **popen}
+    return subprocess.Popen([sys.executable, "-m", module, *args], env=dict(env), **options)
 
 
 def wait_until_ok(proc: subprocess.Popen[bytes], url: str, timeout_s: float) -> float:

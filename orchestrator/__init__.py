@@ -1,0 +1,1 @@
+"""The orchestrator: POST /classify chains the embedding service and the TF Serving head."""

@@ -1,0 +1,62 @@
+"""HTTP route: POST /classify, texts in, one prediction per text out."""
+
+from typing import Any
+
+import numpy as np
+import orjson
+from fastapi import APIRouter, Request, Response
+
+from orchestrator.deps import PipelineDep
+from orchestrator.pipeline import Classified
+from orchestrator.schemas import ClassifyRequest, ClassifyResponse
+from orchestrator.settings import OrchestratorSettings
+from service_common.deadline import DeadlineDep
+from service_common.disconnect import unless_disconnected
+from service_common.errors import InvalidRequestError
+
+router = APIRouter()
+
+
+def _texts(body: ClassifyRequest, settings: OrchestratorSettings) -> tuple[list[str], str]:
+    """The texts and the field they came in, checked against the limits; errors name the field."""
+    if (body.text is None) == (body.texts is None):
+        raise InvalidRequestError("send exactly one of `text` (a string) and `texts` (a list)", param="texts")
+    texts, field = ([body.text], "text") if body.text is not None else (body.texts or [], "texts")
+    if len(texts) > settings.max_texts_per_request:
+        raise InvalidRequestError(
+            f"texts has {len(texts)} texts; at most {settings.max_texts_per_request} are allowed per request",
+            param="texts",
+            code="too_many_texts",
+        )
+    for index, text in enumerate(texts):
+        if len(text) > settings.max_chars_per_text:
+            param = field if field == "text" else f"texts[{index}]"
+            raise InvalidRequestError(
+                f"{param} has {len(text)} characters; at most {settings.max_chars_per_text} are allowed",
+                param=param,
+                code="text_too_long",
+            )
+    return texts, field
+
+
+def _body(classified: Classified, model_name: str) -> dict[str, Any]:
+    probabilities, names = classified.probabilities, classified.labels
+    best = np.argmax(probabilities, axis=1).tolist()
+    predictions = [  # float32 scalars: orjson writes their shortest form (0.9965311, not 0.996531069278717)
+        {"label": names[b], "score": row[b], "scores": dict(zip(names, row, strict=True))}
+        for b, row in zip(best, probabilities, strict=True)
+    ]
+    return {
+        "predictions": predictions,
+        "model": {"name": model_name, "version": str(classified.version)},
+        "truncated": classified.truncated,
+    }
+
+
+@router.post("/classify", response_model=ClassifyResponse)
+async def classify(body: ClassifyRequest, pipeline: PipelineDep, deadline: DeadlineDep, request: Request) -> Response:
+    settings: OrchestratorSettings = request.app.state.settings
+    texts, field = _texts(body, settings)
+    classified = await unless_disconnected(request, pipeline.classify(texts, deadline, field))
+    content = orjson.dumps(_body(classified, settings.head_model_name), option=orjson.OPT_SERIALIZE_NUMPY)
+    return Response(content, media_type="application/json")

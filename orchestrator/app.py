@@ -1,0 +1,49 @@
+"""create_app: the orchestrator's FastAPI app, whose lifespan owns the two downstream clients."""
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from fastapi import FastAPI
+
+from orchestrator.api import router
+from orchestrator.clients.embedding import EmbeddingClient
+from orchestrator.clients.head import HeadClient
+from orchestrator.clients.head_grpc import HeadGrpcClient
+from orchestrator.clients.head_rest import HeadRestClient
+from orchestrator.labels import LabelCatalog
+from orchestrator.pipeline import Pipeline
+from orchestrator.readiness import DownstreamMonitor
+from orchestrator.settings import OrchestratorSettings
+from service_common.errors import install_error_handlers
+from service_common.middleware import RequestContextMiddleware
+from service_common.ops import add_ops_routes
+
+READINESS_INTERVAL_S = 1.0
+
+
+def create_app(settings: OrchestratorSettings) -> FastAPI:
+    monitor = DownstreamMonitor(READINESS_INTERVAL_S, settings.ready_timeout_s)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            embedding = await stack.enter_async_context(EmbeddingClient(settings))
+            head: HeadClient = await stack.enter_async_context(
+                HeadGrpcClient(settings) if settings.head_protocol == "grpc" else HeadRestClient(settings)
+            )
+            app.state.pipeline = pipeline = Pipeline(embedding, head, LabelCatalog(head))
+            watching = asyncio.create_task(monitor.watch(pipeline))
+            yield
+            watching.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watching
+
+    app = FastAPI(title="Orchestrator", version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    install_error_handlers(app)
+    add_ops_routes(app, monitor.not_ready_reason)
+    app.include_router(router)
+    return app

@@ -1,0 +1,1 @@
+"""One long-lived client per downstream hop, turning its failures into ServiceErrors that name it."""

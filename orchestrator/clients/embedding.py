@@ -1,0 +1,138 @@
+"""EmbeddingClient: the embedding service's /v1/embeddings over one pooled keep-alive httpx client, base64."""
+
+import asyncio
+import base64
+import time
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self
+
+import httpx
+import numpy as np
+import orjson
+
+from orchestrator.retry import retry_unreached
+from orchestrator.settings import OrchestratorSettings
+from service_common.deadline import TIMEOUT_HEADER, Deadline
+from service_common.errors import (
+    BadGatewayError,
+    DeadlineExceededError,
+    InvalidRequestError,
+    OverloadedError,
+    ServiceError,
+    UnavailableError,
+)
+from service_common.logs import request_id_var
+from service_common.metrics import HOP_ERRORS_TOTAL, STAGE_SECONDS
+from service_common.middleware import REQUEST_ID_HEADER
+
+HOP = "embedding"
+
+
+@dataclass(frozen=True)
+class Embedded:
+    vectors: np.ndarray  # [texts, dimensions] float32
+    truncated: list[int]  # indices of texts cut to the encoder's max sequence length
+
+
+class EmbeddingClient:
+    def __init__(self, settings: OrchestratorSettings) -> None:
+        self.url = settings.embedding_url.rstrip("/")
+        self._settings = settings
+        self._client = httpx.AsyncClient(
+            base_url=self.url,
+            timeout=settings.embedding_timeout_s,
+            limits=httpx.Limits(
+                max_connections=settings.embedding_max_connections,
+                max_keepalive_connections=settings.embedding_max_connections,
+            ),
+        )
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        await self._client.aclose()
+
+    async def embed(self, texts: list[str], deadline: Deadline, field: str) -> Embedded:
+        """`field` is the caller's name for the texts (`texts` or `text`), used in errors about one of them."""
+        timeout_s = deadline.budget_s(self._settings.embedding_timeout_s)
+        body = orjson.dumps({"input": texts, "encoding_format": "base64"})
+        response = await self._call(
+            "POST", "/v1/embeddings", deadline, timeout_s, content=body, headers={"Content-Type": "application/json"}
+        )
+        if response.status_code != 200:
+            raise _as_error(response, field)
+        data = orjson.loads(response.content)
+        vectors = np.stack([np.frombuffer(base64.b64decode(item["embedding"]), dtype="<f4") for item in data["data"]])
+        return Embedded(vectors, data.get("truncated", []))
+
+    async def check_ready(self, timeout_s: float) -> None:
+        """Returns when the embedding service is ready; raises UnavailableError saying why not."""
+        response = await self._call("GET", "/readyz", None, timeout_s)
+        if response.status_code != 200:
+            raise _as_error(response, "texts")
+
+    async def dimensions(self, timeout_s: float) -> int:
+        """The served encoder's embedding size; raises UnavailableError until it is loaded and warm."""
+        response = await self._call("GET", "/v1/models", None, timeout_s)
+        if response.status_code != 200:
+            raise _as_error(response, "texts")
+        dimensions: int = orjson.loads(response.content)["data"][0]["dimensions"]
+        return dimensions
+
+    async def _call(
+        self, method: str, path: str, deadline: Deadline | None, timeout_s: float, **kwargs: Any
+    ) -> httpx.Response:
+        headers = {**kwargs.pop("headers", {}), REQUEST_ID_HEADER: request_id_var.get()}
+        headers[TIMEOUT_HEADER] = Deadline.header_value(timeout_s)
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await retry_unreached(
+                    lambda: self._client.request(method, path, headers=headers, timeout=timeout_s, **kwargs),
+                    unreached=lambda exc: isinstance(exc, httpx.ConnectError),
+                    hop=HOP,
+                    retries=self._settings.connect_retries,
+                    backoff_s=self._settings.retry_backoff_ms / 1e3,
+                    deadline=deadline or Deadline(timeout_s),
+                )
+        except (TimeoutError, httpx.TimeoutException):
+            HOP_ERRORS_TOTAL.labels(HOP, "timeout").inc()
+            raise DeadlineExceededError(
+                f"the embedding service did not answer within {timeout_s:.3g}s", code="embedding_timeout"
+            ) from None
+        except httpx.TransportError as exc:
+            HOP_ERRORS_TOTAL.labels(HOP, "unavailable").inc()
+            raise UnavailableError(
+                f"the embedding service at {self.url} is unavailable: {exc or type(exc).__name__}",
+                code="embedding_unavailable",
+            ) from None
+        finally:
+            if method == "POST":
+                STAGE_SECONDS.labels("embed_call").observe(time.perf_counter() - started)
+
+
+def _as_error(response: httpx.Response, field: str) -> ServiceError:
+    """The embedding service's error as ours: its `input[3]` is our caller's `texts[3]` (or `text`)."""
+    try:
+        error = orjson.loads(response.content)["error"]
+        message, param, code = str(error["message"]), error.get("param"), error.get("code")
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        message, param, code = response.text[:200], None, None
+    status = response.status_code
+    HOP_ERRORS_TOTAL.labels(HOP, str(status)).inc()
+    if status == 429:
+        overloaded = OverloadedError(f"the embedding service is overloaded: {message}")
+        overloaded.headers = {"Retry-After": response.headers.get("Retry-After", "1")}
+        return overloaded
+    if status in (400, 413) and param is not None and param.startswith("input"):
+        ours = "text" if field == "text" else field + param.removeprefix("input")
+        invalid = InvalidRequestError(message.replace(param, ours), param=ours, code=code)
+        invalid.status_code = status
+        return invalid
+    if status == 503:
+        return UnavailableError(f"the embedding service is not ready: {message}", code="embedding_unavailable")
+    if status == 504:
+        return DeadlineExceededError(f"the embedding service timed out: {message}", code="embedding_timeout")
+    return BadGatewayError(f"the embedding service answered {status}: {message}", code="embedding_error")

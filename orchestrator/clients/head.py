@@ -1,0 +1,60 @@
+"""What the pipeline needs from the head (TF Serving), whichever protocol carries it."""
+
+from dataclasses import dataclass
+from typing import Protocol, Self
+
+import numpy as np
+
+from service_common.deadline import Deadline
+from service_common.errors import (
+    BadGatewayError,
+    DeadlineExceededError,
+    OverloadedError,
+    ServiceError,
+    UnavailableError,
+)
+from service_common.metrics import HOP_ERRORS_TOTAL
+
+HOP = "head"
+PROBABILITIES_SIGNATURE = "serving_default"
+LABELS_SIGNATURE = "labels"
+
+
+@dataclass(frozen=True)
+class Scores:
+    probabilities: np.ndarray  # [texts, classes] float32
+    version: int  # the model version that answered
+
+
+class ModelNotFoundError(UnavailableError):
+    """The head serves no such model or version: not loaded yet, or unloaded after a newer one came."""
+
+
+def head_error(kind: str, detail: str, *, where: str, timeout_s: float) -> ServiceError:
+    """One table for both protocols; `kind` is the gRPC status name (REST codes are mapped to it)."""
+    HOP_ERRORS_TOTAL.labels(HOP, kind.lower()).inc()
+    if kind == "DEADLINE_EXCEEDED":
+        return DeadlineExceededError(f"the head did not answer within {timeout_s:.3g}s", code="head_timeout")
+    if kind == "UNAVAILABLE":
+        return UnavailableError(f"the head at {where} is unavailable: {detail}", code="head_unavailable")
+    if kind == "NOT_FOUND":
+        return ModelNotFoundError(f"the head does not serve it: {detail}", code="head_model_not_found")
+    if kind == "RESOURCE_EXHAUSTED":
+        return OverloadedError(f"the head is overloaded: {detail}")
+    return BadGatewayError(f"the head answered {kind}: {detail}", code="head_error")
+
+
+class HeadClient(Protocol):
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(self, *exc: object) -> None: ...
+
+    async def predict(self, embeddings: np.ndarray, deadline: Deadline) -> Scores: ...
+
+    async def label_names(self, version: int, dimensions: int, deadline: Deadline) -> list[str]:
+        """The `labels` signature of exactly `version`; ModelNotFoundError once it is unloaded."""
+        ...
+
+    async def available_version(self, timeout_s: float) -> int | None:
+        """The newest version in state AVAILABLE, None if none is; UnavailableError if unreachable."""
+        ...

@@ -1,0 +1,121 @@
+"""HeadGrpcClient: TF Serving's PredictionService/ModelService over one grpc.aio channel, tensor_content."""
+
+import time
+from typing import Any, Self
+
+import grpc
+import numpy as np
+
+from orchestrator.clients import tfserving_messages as pb
+from orchestrator.clients.head import (
+    HOP,
+    LABELS_SIGNATURE,
+    PROBABILITIES_SIGNATURE,
+    ModelNotFoundError,
+    Scores,
+    head_error,
+)
+from orchestrator.retry import retry_unreached
+from orchestrator.settings import OrchestratorSettings
+from service_common.deadline import Deadline
+from service_common.logs import request_id_var
+from service_common.metrics import STAGE_SECONDS
+from service_common.middleware import REQUEST_ID_HEADER
+
+# A restarted head is found again within a second: gRPC's default reconnect backoff grows to 120 s.
+_CHANNEL_OPTIONS = [
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+]
+
+
+def tensor(array: np.ndarray) -> Any:
+    proto = pb.TensorProto(dtype=pb.DT_FLOAT, tensor_content=np.ascontiguousarray(array, dtype="<f4").tobytes())
+    for size in array.shape:
+        proto.tensor_shape.dim.add(size=size)
+    return proto
+
+
+def float_array(proto: Any) -> np.ndarray:
+    shape = [dim.size for dim in proto.tensor_shape.dim]
+    if proto.tensor_content:
+        return np.frombuffer(proto.tensor_content, dtype="<f4").reshape(shape)
+    return np.asarray(proto.float_val, dtype=np.float32).reshape(shape)
+
+
+class HeadGrpcClient:
+    def __init__(self, settings: OrchestratorSettings) -> None:
+        self.target = settings.head_grpc_target
+        self._settings = settings
+        self._channel = grpc.aio.insecure_channel(self.target, options=_CHANNEL_OPTIONS)
+        self._predict = self._channel.unary_unary(
+            "/tensorflow.serving.PredictionService/Predict",
+            request_serializer=pb.PredictRequest.SerializeToString,
+            response_deserializer=pb.PredictResponse.FromString,
+        )
+        self._status = self._channel.unary_unary(
+            "/tensorflow.serving.ModelService/GetModelStatus",
+            request_serializer=pb.GetModelStatusRequest.SerializeToString,
+            response_deserializer=pb.GetModelStatusResponse.FromString,
+        )
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._channel.close()
+
+    async def predict(self, embeddings: np.ndarray, deadline: Deadline) -> Scores:
+        request = self._request(PROBABILITIES_SIGNATURE, embeddings)
+        started = time.perf_counter()
+        try:
+            response = await self._call(self._predict, request, deadline)
+        finally:
+            STAGE_SECONDS.labels("head_call").observe(time.perf_counter() - started)
+        return Scores(float_array(response.outputs["probabilities"]), response.model_spec.version.value)
+
+    async def label_names(self, version: int, dimensions: int, deadline: Deadline) -> list[str]:
+        request = self._request(LABELS_SIGNATURE, np.zeros((1, dimensions), np.float32))
+        request.model_spec.version.value = version
+        response = await self._call(self._predict, request, deadline)
+        labels = response.outputs["labels"]
+        width = labels.tensor_shape.dim[-1].size
+        return [name.decode() for name in labels.string_val[:width]]
+
+    async def available_version(self, timeout_s: float) -> int | None:
+        request = pb.GetModelStatusRequest()
+        request.model_spec.name = self._settings.head_model_name
+        try:
+            response = await self._call(self._status, request, Deadline(timeout_s))
+        except ModelNotFoundError:  # no version of the model is loaded (yet)
+            return None
+        versions = [s.version for s in response.model_version_status if s.state == pb.AVAILABLE]
+        return max(versions, default=None)
+
+    def _request(self, signature: str, embeddings: np.ndarray) -> Any:
+        request = pb.PredictRequest()
+        request.model_spec.name = self._settings.head_model_name
+        request.model_spec.signature_name = signature
+        request.inputs["embeddings"].CopyFrom(tensor(embeddings))
+        return request
+
+    async def _call(self, method: grpc.aio.UnaryUnaryMultiCallable, request: Any, deadline: Deadline) -> Any:
+        timeout_s = deadline.budget_s(self._settings.head_timeout_s)
+        hop_deadline = Deadline(timeout_s)
+        metadata = ((REQUEST_ID_HEADER, request_id_var.get()),)
+        try:
+            return await retry_unreached(
+                lambda: method(request, timeout=hop_deadline.remaining_s(), metadata=metadata),
+                unreached=lambda exc: (
+                    isinstance(exc, grpc.aio.AioRpcError) and exc.code() == grpc.StatusCode.UNAVAILABLE
+                ),
+                hop=HOP,
+                retries=self._settings.connect_retries,
+                backoff_s=self._settings.retry_backoff_ms / 1e3,
+                deadline=hop_deadline,
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise head_error(exc.code().name, exc.details() or "", where=self.target, timeout_s=timeout_s) from None

@@ -1,0 +1,114 @@
+"""HeadRestClient: TF Serving's REST API, for deployments that only open port 8501.
+
+REST predict answers carry no model version, so each call is pinned to the newest AVAILABLE version
+(`/versions/{v}:predict`), which `available_version` keeps current; a pinned version unloaded under a
+call is looked up again once."""
+
+import asyncio
+import time
+from typing import Any, Self
+
+import httpx
+import numpy as np
+import orjson
+
+from orchestrator.clients.head import (
+    HOP,
+    LABELS_SIGNATURE,
+    PROBABILITIES_SIGNATURE,
+    ModelNotFoundError,
+    Scores,
+    head_error,
+)
+from orchestrator.retry import retry_unreached
+from orchestrator.settings import OrchestratorSettings
+from service_common.deadline import Deadline
+from service_common.logs import request_id_var
+from service_common.metrics import STAGE_SECONDS
+from service_common.middleware import REQUEST_ID_HEADER
+
+# TF Serving's REST status codes, as the gRPC status names head_error() maps.
+_KINDS = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 408: "DEADLINE_EXCEEDED", 429: "RESOURCE_EXHAUSTED"}
+_KINDS |= {503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
+
+
+class HeadRestClient:
+    def __init__(self, settings: OrchestratorSettings) -> None:
+        self.url = settings.head_rest_url.rstrip("/")
+        self._settings = settings
+        self._model = f"/v1/models/{settings.head_model_name}"
+        self._client = httpx.AsyncClient(base_url=self.url, timeout=settings.head_timeout_s)
+        self._version: int | None = None
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._client.aclose()
+
+    async def predict(self, embeddings: np.ndarray, deadline: Deadline) -> Scores:
+        started = time.perf_counter()
+        try:
+            try:
+                return await self._predict_pinned(embeddings, deadline)
+            except ModelNotFoundError:  # the pinned version was unloaded under us: look it up again, once
+                self._version = None
+                return await self._predict_pinned(embeddings, deadline)
+        finally:
+            STAGE_SECONDS.labels("head_call").observe(time.perf_counter() - started)
+
+    async def _predict_pinned(self, embeddings: np.ndarray, deadline: Deadline) -> Scores:
+        version = self._version
+        if version is None:
+            version = await self.available_version(deadline.budget_s(self._settings.head_timeout_s))
+        if version is None:
+            raise head_error("NOT_FOUND", "no version is available", where=self.url, timeout_s=0)
+        outputs = await self._predict(PROBABILITIES_SIGNATURE, version, embeddings, deadline)
+        return Scores(np.asarray(outputs, dtype=np.float32), version)
+
+    async def label_names(self, version: int, dimensions: int, deadline: Deadline) -> list[str]:
+        outputs = await self._predict(LABELS_SIGNATURE, version, np.zeros((1, dimensions), np.float32), deadline)
+        return [str(name) for name in outputs[0]]
+
+    async def available_version(self, timeout_s: float) -> int | None:
+        try:
+            status = await self._call("GET", self._model, Deadline(timeout_s))
+        except ModelNotFoundError:
+            return None
+        versions = [int(s["version"]) for s in status["model_version_status"] if s["state"] == "AVAILABLE"]
+        self._version = max(versions, default=None)
+        return self._version
+
+    async def _predict(self, signature: str, version: int, embeddings: np.ndarray, deadline: Deadline) -> Any:
+        body = {"signature_name": signature, "inputs": {"embeddings": embeddings}}
+        content = orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+        answer = await self._call("POST", f"{self._model}/versions/{version}:predict", deadline, content=content)
+        return answer["outputs"]
+
+    async def _call(self, method: str, path: str, deadline: Deadline, **kwargs: Any) -> Any:
+        timeout_s = deadline.budget_s(self._settings.head_timeout_s)
+        headers = {REQUEST_ID_HEADER: request_id_var.get(), "Content-Type": "application/json"}
+        try:
+            async with asyncio.timeout(timeout_s):
+                response = await retry_unreached(
+                    lambda: self._client.request(method, path, headers=headers, timeout=timeout_s, **kwargs),
+                    unreached=lambda exc: isinstance(exc, httpx.ConnectError),
+                    hop=HOP,
+                    retries=self._settings.connect_retries,
+                    backoff_s=self._settings.retry_backoff_ms / 1e3,
+                    deadline=Deadline(timeout_s),
+                )
+        except (TimeoutError, httpx.TimeoutException):
+            raise head_error("DEADLINE_EXCEEDED", "", where=self.url, timeout_s=timeout_s) from None
+        except httpx.TransportError as exc:
+            raise head_error(
+                "UNAVAILABLE", str(exc) or type(exc).__name__, where=self.url, timeout_s=timeout_s
+            ) from None
+        if response.status_code != 200:
+            try:
+                detail = str(orjson.loads(response.content)["error"])
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                detail = response.text[:200]
+            kind = _KINDS.get(response.status_code, f"HTTP_{response.status_code}")
+            raise head_error(kind, detail, where=self.url, timeout_s=timeout_s)
+        return orjson.loads(response.content)

@@ -1,0 +1,51 @@
+"""Pipeline: texts -> embeddings (embedding service) -> probabilities (head) -> label names, in input order."""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from orchestrator.clients.embedding import EmbeddingClient
+from orchestrator.clients.head import HeadClient, ModelNotFoundError, Scores
+from orchestrator.labels import LabelCatalog
+from service_common.deadline import Deadline
+from service_common.errors import BadGatewayError
+from service_common.metrics import CLASSIFIED_TEXTS_TOTAL
+
+
+@dataclass(frozen=True)
+class Classified:
+    probabilities: np.ndarray  # [texts, classes]
+    labels: list[str]  # the answering version's class names, in column order
+    version: int
+    truncated: list[int]
+
+
+class Pipeline:
+    def __init__(self, embedding: EmbeddingClient, head: HeadClient, labels: LabelCatalog) -> None:
+        self.embedding = embedding
+        self.head = head
+        self.labels = labels
+
+    async def classify(self, texts: list[str], deadline: Deadline, field: str) -> Classified:
+        embedded = await self.embedding.embed(texts, deadline, field)
+        scores = await self.head.predict(embedded.vectors, deadline)
+        try:
+            names = await self.labels.names(scores.version, embedded.vectors.shape[1], deadline)
+        except ModelNotFoundError:
+            # The version that answered was unloaded before its labels were read (a swap in between):
+            # the newer version answers again, and its labels are read.
+            scores = await self.head.predict(embedded.vectors, deadline)
+            names = await self.labels.names(scores.version, embedded.vectors.shape[1], deadline)
+        _check_shape(scores, names, len(texts))
+        CLASSIFIED_TEXTS_TOTAL.inc(len(texts))
+        return Classified(scores.probabilities, names, scores.version, embedded.truncated)
+
+
+def _check_shape(scores: Scores, names: list[str], texts: int) -> None:
+    expected = (texts, len(names))
+    if scores.probabilities.shape != expected:
+        raise BadGatewayError(
+            f"the head's version {scores.version} returned probabilities of shape "
+            f"{list(scores.probabilities.shape)} for {texts} texts and {len(names)} labels",
+            code="head_error",
+        )

@@ -1,0 +1,27 @@
+"""OrchestratorSettings: every knob of the orchestrator, read from ORCHESTRATOR_* variables."""
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from service_common.settings import ServiceSettings
+
+
+class OrchestratorSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="ORCHESTRATOR_", frozen=True, extra="ignore")
+
+    port: int = Field(8080, ge=1, le=65535)
+    embedding_url: str = Field("http://127.0.0.1:8081", description="the embedding service's base URL")
+    embedding_timeout_s: float = Field(10.0, gt=0, description="budget of one embedding call")
+    embedding_max_connections: int = Field(128, ge=1, description="pooled keep-alive connections to it")
+    head_protocol: Literal["grpc", "rest"] = Field("grpc", description="how to call the head (TF Serving)")
+    head_grpc_target: str = Field("127.0.0.1:8500", description="the head's gRPC host:port")
+    head_rest_url: str = Field("http://127.0.0.1:8501", description="the head's REST base URL")
+    head_model_name: str = Field("head", min_length=1, description="the TF Serving model name")
+    head_timeout_s: float = Field(2.0, gt=0, description="budget of one head call")
+    connect_retries: int = Field(2, ge=0, le=10, description="retries of a hop that could not be reached")
+    retry_backoff_ms: float = Field(50.0, ge=0, description="first retry's backoff ceiling; doubles, full jitter")
+    max_texts_per_request: int = Field(256, ge=1, description="texts in one /classify request")
+    max_chars_per_text: int = Field(20_000, ge=1, description="characters in one text")
+    ready_timeout_s: float = Field(1.0, gt=0, description="budget of each downstream check behind /readyz")

@@ -1,0 +1,1 @@
+"""The three services as local processes: `make run`'s launcher and the helpers tests and perf/ share."""

@@ -1,0 +1,97 @@
+"""`python -m stack` (`make run`): the embedding service, the head and the orchestrator on loopback.
+
+Starts all three, waits until each is ready, prints where they are and a request to try, and on
+Ctrl-C (or SIGTERM) stops them all gracefully. If one of them dies, the others are stopped too."""
+
+import argparse
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from embedding_service.settings import EmbeddingSettings
+from orchestrator.settings import OrchestratorSettings
+from stack import services
+from stack.procs import ServerStartError, server_env, start_module, stop, wait_until_ok
+from stack.services import ROOT, Service
+
+READY_TIMEOUT_S = 600.0  # a first start compiles every XLA shape: about a minute on 2 cores
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m stack", description=__doc__)
+    p.add_argument("--embedding-port", type=int, default=EmbeddingSettings.model_fields["port"].default)
+    p.add_argument("--head-grpc-port", type=int, default=8500)
+    p.add_argument("--head-rest-port", type=int, default=8501)
+    p.add_argument("--orchestrator-port", type=int, default=OrchestratorSettings.model_fields["port"].default)
+    p.add_argument("--encoder", type=Path, default=ROOT / "build" / "encoder", help="exported encoder")
+    p.add_argument("--head", type=Path, default=ROOT / "build" / "head", help="the head's model base path")
+    return p
+
+
+def _say(message: str) -> None:
+    print(f"[make run] {message}", file=sys.stderr, flush=True)
+
+
+def _usage(embedding: Service, orchestrator: Service, head: Service) -> str:
+    return f"""
+  orchestrator       {orchestrator.url}   POST /classify
+  embedding service  {embedding.url}   POST /v1/embeddings, POST /embed
+  head (TF Serving)  {head.url}   REST; gRPC on the port before it
+
+  curl -s {orchestrator.url}/classify -H 'Content-Type: application/json' \\
+    -d '{{"texts": ["What a wonderful film.", "The service was awful."]}}'
+  curl -s {embedding.url}/v1/embeddings -H 'Content-Type: application/json' \\
+    -d '{{"input": "hello world", "model": "all-MiniLM-L6-v2"}}'
+  python -m orchestrator.cli "I loved every minute of it."
+
+Ctrl-C stops all three.
+"""
+
+
+def main() -> int:
+    args = _parser().parse_args()
+    embedding = services.embedding(args.embedding_port, args.encoder)
+    head = services.head(args.head_grpc_port, args.head_rest_port, args.head)
+    orchestrator = services.orchestrator(
+        args.orchestrator_port, embedding.url, args.head_grpc_port, args.head_rest_port
+    )
+    stopping = False
+
+    def on_signal(signum: int, _: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    # Own sessions: Ctrl-C reaches only this launcher, which stops each child by PID, in order.
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    for service in (embedding, head, orchestrator):
+        _say(f"starting {service.name}: python -m {service.module} {' '.join(service.args)}".rstrip())
+        procs[service.name] = start_module(
+            service.module, service.args, server_env(service.env), start_new_session=True
+        )
+    try:
+        for service in (head, embedding, orchestrator):
+            waited = wait_until_ok(procs[service.name], service.ready_url, READY_TIMEOUT_S)
+            _say(f"{service.name} ready ({waited:.0f}s)")
+        _say("all three are ready" + _usage(embedding, orchestrator, head))
+        while not stopping:
+            exited = [name for name, proc in procs.items() if proc.poll() is not None]
+            if exited:
+                _say(f"{exited[0]} exited with status {procs[exited[0]].returncode}; stopping the others")
+                return 1
+            time.sleep(0.5)
+        return 0
+    except ServerStartError as exc:
+        _say(f"could not start: {exc}")
+        return 1
+    finally:
+        for name, proc in reversed(procs.items()):
+            _say(f"stopping {name}")
+            stop(proc)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
