@@ -50,6 +50,10 @@ Ctrl-C stops all three.
 """
 
 
+def _interrupt(signum: int, _: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> int:
     args = _parser().parse_args()
     embedding = services.embedding(args.embedding_port, args.encoder)
@@ -57,37 +61,32 @@ def main() -> int:
     orchestrator = services.orchestrator(
         args.orchestrator_port, embedding.url, args.head_grpc_port, args.head_rest_port
     )
-    stopping = False
-
-    def on_signal(signum: int, _: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    # Own sessions: Ctrl-C reaches only this launcher, which stops each child by PID, in order.
+    signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops everything as Ctrl-C does
     procs: dict[str, subprocess.Popen[bytes]] = {}
-    for service in (embedding, head, orchestrator):
-        _say(f"starting {service.name}: python -m {service.module} {' '.join(service.args)}".rstrip())
-        procs[service.name] = start_module(
-            service.module, service.args, server_env(service.env), start_new_session=True
-        )
     try:
+        for service in (embedding, head, orchestrator):
+            # Own sessions: Ctrl-C reaches only this launcher, which stops each child by PID, in order.
+            env = server_env(service.env)
+            procs[service.name] = start_module(service.module, service.args, env, start_new_session=True)
+            _say(f"started {service.name} (pid {procs[service.name].pid}): python -m {service.module}")
         for service in (head, embedding, orchestrator):
             waited = wait_until_ok(procs[service.name], service.ready_url, READY_TIMEOUT_S)
             _say(f"{service.name} ready ({waited:.0f}s)")
         _say("all three are ready" + _usage(embedding, orchestrator, head))
-        while not stopping:
-            exited = [name for name, proc in procs.items() if proc.poll() is not None]
-            if exited:
-                _say(f"{exited[0]} exited with status {procs[exited[0]].returncode}; stopping the others")
-                return 1
+        while True:
+            for name, proc in procs.items():
+                if proc.poll() is not None:
+                    _say(f"{name} exited with status {proc.returncode}; stopping the others")
+                    return 1
             time.sleep(0.5)
+    except KeyboardInterrupt:
         return 0
     except ServerStartError as exc:
         _say(f"could not start: {exc}")
         return 1
     finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not cut the stopping short
+            signal.signal(signum, signal.SIG_IGN)
         for name, proc in reversed(procs.items()):
             _say(f"stopping {name}")
             stop(proc)

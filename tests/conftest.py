@@ -92,3 +92,29 @@ def head_server(default_head: Path, tmp_path_factory: pytest.TempPathFactory) ->
     shutil.copytree(default_head / "1", base / "1")
     with running_head(base, tmp_path_factory.mktemp("logs") / "head.log") as server:
         yield server
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    orchestrator: Server
+    embedding: Server
+    head: HeadServer
+
+
+@contextmanager
+def running_orchestrator(embedding_url: str, head: HeadServer, log: Path, **settings: str) -> Iterator[Server]:
+    """The orchestrator on a free port over the given hops; `settings` are ORCHESTRATOR_* overrides."""
+    grpc_port, rest_port = (int(url.rsplit(":", 1)[1]) for url in (head.grpc_target, head.rest_url))
+    service = stack_services.orchestrator(free_port(), embedding_url, grpc_port, rest_port, **settings)
+    with running(service, log, ready_timeout_s=60) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def pipeline(
+    embedding_server: Server, head_server: HeadServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Pipeline]:
+    """The three services as `make run` starts them (the head serving a copy of version 1)."""
+    log = tmp_path_factory.mktemp("logs") / "orchestrator.log"
+    with running_orchestrator(embedding_server.url, head_server, log) as orchestrator:
+        yield Pipeline(orchestrator, embedding_server, head_server)

@@ -160,3 +160,15 @@ def test_garbage_on_the_socket_does_not_hurt_the_server(embedding_server: Server
         sock.sendall(b"\x00\x01GARBAGE / HTTP/9\r\n\r\n")
         sock.recv(1024)
     assert httpx.post(f"{embedding_server.url}/v1/embeddings", json={"input": "alive"}).status_code == 200
+
+
+def test_the_callers_deadline_header_is_honoured(embedding_server: Server) -> None:
+    long_batch = {"input": [f"{i} " + "many words here " * 80 for i in range(64)]}
+    url = f"{embedding_server.url}/v1/embeddings"
+    response = httpx.post(url, json=long_batch, headers={"X-Request-Timeout-Ms": "20"}, timeout=60)
+    assert response.status_code == 504, response.text
+    assert response.json()["error"]["code"] == "timeout"
+    assert httpx.post(url, json=long_batch, headers={"X-Request-Timeout-Ms": "60000"}, timeout=60).status_code == 200
+    malformed = httpx.post(url, json={"input": "hi"}, headers={"X-Request-Timeout-Ms": "-1"})
+    assert malformed.status_code == 400
+    assert malformed.json()["error"]["param"] == "X-Request-Timeout-Ms"
