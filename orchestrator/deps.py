@@ -4,12 +4,12 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from orchestrator.pipeline import Pipeline
+from orchestrator.coalescer import Coalescer
 
 
-async def get_pipeline(request: Request) -> Pipeline:
-    pipeline: Pipeline = request.app.state.pipeline
-    return pipeline
+async def get_coalescer(request: Request) -> Coalescer:
+    coalescer: Coalescer = request.app.state.coalescer
+    return coalescer
 
 
-PipelineDep = Annotated[Pipeline, Depends(get_pipeline)]
+CoalescerDep = Annotated[Coalescer, Depends(get_coalescer)]

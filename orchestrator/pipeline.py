@@ -1,10 +1,12 @@
-"""Pipeline: texts -> embeddings (embedding service) -> probabilities (head) -> label names, in input order."""
+"""Pipeline: texts -> embeddings (embedding service) -> probabilities (head) -> label names, in input order.
+
+Two steps, so the coalescer that calls them knows which hop a batch is waiting on."""
 
 from dataclasses import dataclass
 
 import numpy as np
 
-from orchestrator.clients.embedding import EmbeddingClient
+from orchestrator.clients.embedding import Embedded, EmbeddingClient
 from orchestrator.clients.head import HeadClient, ModelNotFoundError, Scores
 from orchestrator.labels import LabelCatalog
 from service_common.deadline import Deadline
@@ -19,6 +21,11 @@ class Classified:
     version: int
     truncated: list[int]
 
+    def rows(self, start: int, stop: int) -> "Classified":
+        """The part for texts [start, stop), with indices relative to `start`."""
+        truncated = [i - start for i in self.truncated if start <= i < stop]
+        return Classified(self.probabilities[start:stop], self.labels, self.version, truncated)
+
 
 class Pipeline:
     def __init__(self, embedding: EmbeddingClient, head: HeadClient, labels: LabelCatalog) -> None:
@@ -26,8 +33,12 @@ class Pipeline:
         self.head = head
         self.labels = labels
 
-    async def classify(self, texts: list[str], deadline: Deadline, field: str) -> Classified:
-        embedded = await self.embedding.embed(texts, deadline, field)
+    async def embed(self, texts: list[str], deadline: Deadline, field: str) -> Embedded:
+        return await self.embedding.embed(texts, deadline, field)
+
+    async def score(self, embedded: Embedded, deadline: Deadline) -> Classified:
+        """The head's probabilities for the embedded texts, with the answering version's label names."""
+        texts = len(embedded.vectors)
         scores = await self.head.predict(embedded.vectors, deadline)
         try:
             names = await self.labels.names(scores.version, embedded.vectors.shape[1], deadline)
@@ -36,8 +47,8 @@ class Pipeline:
             # the newer version answers again, and its labels are read.
             scores = await self.head.predict(embedded.vectors, deadline)
             names = await self.labels.names(scores.version, embedded.vectors.shape[1], deadline)
-        _check_shape(scores, names, len(texts))
-        CLASSIFIED_TEXTS_TOTAL.inc(len(texts))
+        _check_shape(scores, names, texts)
+        CLASSIFIED_TEXTS_TOTAL.inc(texts)
         return Classified(scores.probabilities, names, scores.version, embedded.truncated)
 
 

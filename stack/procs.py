@@ -38,7 +38,7 @@ def start_module(module: str, args: Sequence[str], env: Mapping[str, str], **pop
     return subprocess.Popen([sys.executable, "-m", module, *args], env=dict(env), **options)
 
 
-def wait_until_ok(proc: subprocess.Popen[bytes], url: str, timeout_s: float) -> float:
+def wait_until_ok(proc: subprocess.Popen[bytes], url: str, timeout_s: float, poll_s: float = 0.5) -> float:
     """Polls `url` until it answers 200; returns the seconds waited. Fails early if the process exits."""
     started = time.perf_counter()
     while (waited := time.perf_counter() - started) < timeout_s:
@@ -49,7 +49,7 @@ def wait_until_ok(proc: subprocess.Popen[bytes], url: str, timeout_s: float) -> 
                 return waited
         except httpx.HTTPError:
             pass
-        time.sleep(0.5)
+        time.sleep(poll_s)
     raise ServerStartError(f"{url} did not answer 200 within {timeout_s:.0f}s")
 
 

@@ -1,22 +1,29 @@
-"""The README's configuration table lists every setting, and nothing that is not one."""
+"""The README's configuration tables list every setting of both HTTP services, with its real default."""
 
 import re
 
+import pytest
+from pydantic_settings import BaseSettings
+
 from embedding_service.settings import EmbeddingSettings
+from orchestrator.settings import OrchestratorSettings
 from tests.servers import ROOT
 
+SERVICES = [("EMBEDDING_", EmbeddingSettings), ("ORCHESTRATOR_", OrchestratorSettings)]
 
-def test_every_embedding_setting_is_documented_and_nothing_else() -> None:
+
+@pytest.mark.parametrize(("prefix", "settings"), SERVICES)
+def test_every_setting_is_documented_and_nothing_else(prefix: str, settings: type[BaseSettings]) -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    documented = set(re.findall(r"^\| `(EMBEDDING_[A-Z_]+)` \|", readme, flags=re.MULTILINE))
-    settings = {f"EMBEDDING_{name.upper()}" for name in EmbeddingSettings.model_fields}
-    assert documented == settings
+    documented = set(re.findall(rf"^\| `({prefix}[A-Z_]+)` \|", readme, flags=re.MULTILINE))
+    assert documented == {f"{prefix}{name.upper()}" for name in settings.model_fields}
 
 
-def test_documented_defaults_are_the_real_defaults() -> None:
+@pytest.mark.parametrize(("prefix", "settings"), SERVICES)
+def test_documented_defaults_are_the_real_defaults(prefix: str, settings: type[BaseSettings]) -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    rows = dict(re.findall(r"^\| `EMBEDDING_([A-Z_]+)` \| `([^`]*)` \|", readme, flags=re.MULTILINE))
-    for name, field in EmbeddingSettings.model_fields.items():
+    rows = dict(re.findall(rf"^\| `{prefix}([A-Z_]+)` \| `([^`]*)` \|", readme, flags=re.MULTILINE))
+    for name, field in settings.model_fields.items():
         default = field.default
         expected = str(default).lower() if isinstance(default, bool) else str(default).removesuffix(".0")
         assert rows[name.upper()] == expected, name

@@ -1,0 +1,122 @@
+"""Coalescer: concurrent /classify requests share one embedding call and one head call.
+
+Each hop call has a fixed cost (an HTTP or gRPC round trip, JSON and protobuf work, a connection-pool
+walk) that, per request, would cost the two CPU cores the encoder needs; merged, 64 concurrent
+one-text requests make a handful of calls instead of 128. Nothing waits to fill a batch: a batch
+leaves as soon as one of `max_in_flight` call slots is free, taking every request queued by then (up to
+`max_batch_texts`), so a lone request goes at once and a burst rides along with the calls in flight.
+
+Tuning: `max_batch_texts` near the embedding service's batch size; `max_in_flight` enough to keep the
+encoder fed while another batch is at the head (2-4); `max_queue_texts` bounds the wait (overflow: 429).
+A text the embedding service refuses fails only its own request: the merged requests are retried alone."""
+
+import asyncio
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+
+from orchestrator.pipeline import Classified, Pipeline
+from service_common.deadline import Deadline
+from service_common.errors import DeadlineExceededError, InvalidRequestError, OverloadedError
+from service_common.logs import request_id_var
+from service_common.metrics import COALESCED_REQUESTS
+
+logger = logging.getLogger(__name__)
+
+_WAITING_ON = {
+    "queue": ("the orchestrator's queue", "queue_timeout"),
+    "embedding": ("the embedding service", "embedding_timeout"),
+    "head": ("the head", "head_timeout"),
+}
+
+
+@dataclass(eq=False)
+class _Job:
+    texts: list[str]
+    texts_field: str  # `text` or `texts`: how errors name them
+    deadline: Deadline
+    request_id: str
+    future: asyncio.Future[Classified]
+    stage: list[str] = field(default_factory=lambda: ["queue"])  # shared with the other jobs of its batch
+
+
+class Coalescer:
+    def __init__(self, pipeline: Pipeline, *, max_batch_texts: int, max_in_flight: int, max_queue_texts: int) -> None:
+        self._pipeline = pipeline
+        self._max_batch_texts = max_batch_texts
+        self._max_in_flight = max_in_flight
+        self._max_queue_texts = max_queue_texts
+        self._queue: deque[_Job] = deque()
+        self._queued_texts = 0
+        self._in_flight: set[asyncio.Task[None]] = set()
+
+    async def classify(self, texts: list[str], deadline: Deadline, field: str) -> Classified:
+        if self._queued_texts + len(texts) > self._max_queue_texts:
+            raise OverloadedError(f"the orchestrator has {self._queued_texts} texts queued; retry shortly")
+        job = _Job(texts, field, deadline, request_id_var.get(), asyncio.get_running_loop().create_future())
+        self._queue.append(job)
+        self._queued_texts += len(texts)
+        self._dispatch()
+        try:
+            async with asyncio.timeout(deadline.remaining_s()):
+                return await asyncio.shield(job.future)
+        except TimeoutError:
+            where, code = _WAITING_ON[job.stage[0]]
+            raise DeadlineExceededError(f"the request's deadline passed while waiting on {where}", code=code) from None
+        finally:
+            job.future.cancel()  # no-op when done; else its batch skips it (or no longer delivers to it)
+
+    def _dispatch(self) -> None:
+        while self._queue and len(self._in_flight) < self._max_in_flight:
+            jobs: list[_Job] = []
+            texts = 0
+            while self._queue and (not jobs or texts + len(self._queue[0].texts) <= self._max_batch_texts):
+                job = self._queue.popleft()
+                self._queued_texts -= len(job.texts)
+                if not job.future.done():  # its caller went away while it was queued
+                    jobs.append(job)
+                    texts += len(job.texts)
+            if jobs:
+                task = asyncio.create_task(self._run(jobs))
+                self._in_flight.add(task)
+                task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        self._dispatch()
+
+    async def _run(self, jobs: list[_Job]) -> None:
+        request_id_var.set(jobs[0].request_id)  # the id the hops see; the others are logged with it
+        if len(jobs) > 1:
+            logger.debug("one call for %d requests: %s", len(jobs), " ".join(j.request_id for j in jobs))
+        COALESCED_REQUESTS.observe(len(jobs))
+        stage = ["embedding"]
+        for job in jobs:
+            job.stage = stage
+        deadline = max((j.deadline for j in jobs), key=lambda d: d.expires_at)
+        texts = [text for job in jobs for text in job.texts]
+        try:
+            embedded = await self._pipeline.embed(texts, deadline, jobs[0].texts_field if len(jobs) == 1 else "texts")
+            stage[0] = "head"
+            classified = await self._pipeline.score(embedded, deadline)
+        except InvalidRequestError as exc:
+            if len(jobs) == 1:
+                _deliver_error(jobs, exc)
+                return
+            # One request's text was refused: each request alone, so only its sender gets the error.
+            await asyncio.gather(*(self._run([job]) for job in jobs))
+            return
+        except Exception as exc:
+            _deliver_error(jobs, exc)
+            return
+        start = 0
+        for job in jobs:
+            if not job.future.done():
+                job.future.set_result(classified.rows(start, start + len(job.texts)))
+            start += len(job.texts)
+
+
+def _deliver_error(jobs: list[_Job], error: BaseException) -> None:
+    for job in jobs:
+        if not job.future.done():
+            job.future.set_exception(error)

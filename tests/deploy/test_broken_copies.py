@@ -1,0 +1,224 @@
+"""The checks catch what they are for: each test breaks a copy of a real file in one way and runs the same
+check function the real files pass. A replacement that no longer applies fails the test, never passes it."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.deploy import checks
+from tests.deploy.checks import ROOT, Obj
+
+
+def break_file(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert text.count(old) == 1, f"{old!r} is not exactly once in {path}"
+    path.write_text(text.replace(old, new))
+
+
+def broken_render(tmp_path: Path, file: str, old: str, new: str, overlay: str = "cpu") -> list[Obj]:
+    """k8s/ and the TF Serving config copied (same relative layout), one file broken, the overlay rendered."""
+    shutil.copytree(ROOT / "k8s", tmp_path / "k8s")
+    shutil.copytree(checks.TFSERVING_CONFIG, tmp_path / "head_service" / "tfserving")
+    break_file(tmp_path / file, old, new)
+    return checks.kustomize_build(tmp_path / "k8s" / "overlays" / overlay)
+
+
+def test_a_service_selecting_no_pod(tmp_path: Path) -> None:
+    objects = broken_render(
+        tmp_path,
+        "k8s/base/head.yaml",
+        "  selector:\n    app.kubernetes.io/name: head\n",
+        "  selector:\n    app.kubernetes.io/name: heads\n",
+    )
+    assert checks.selector_errors(objects) == ["Service head: selector matches no pod"]
+
+
+def test_a_pdb_selecting_no_pod(tmp_path: Path) -> None:
+    old = "kind: PodDisruptionBudget\nmetadata:\n  name: orchestrator\nspec:\n  minAvailable: 1\n"
+    old += "  selector:\n    matchLabels:\n      app.kubernetes.io/name: orchestrator\n"
+    objects = broken_render(
+        tmp_path, "k8s/base/orchestrator.yaml", old, old.replace("name: orchestrator\n", "name: orchestra\n")
+    )
+    errors = checks.selector_errors(objects) + checks.target_errors(objects)
+    assert "PodDisruptionBudget orchestra: selector matches no pod" in errors
+    assert "Deployment orchestrator: no PodDisruptionBudget" in errors
+
+
+def test_an_hpa_scaling_a_missing_deployment(tmp_path: Path) -> None:
+    objects = broken_render(
+        tmp_path,
+        "k8s/base/head.yaml",
+        "    kind: Deployment\n    name: head\n",
+        "    kind: Deployment\n    name: header\n",
+    )
+    assert checks.target_errors(objects) == [
+        "HorizontalPodAutoscaler head: target Deployment/header does not exist",
+        "Deployment head: no HorizontalPodAutoscaler",
+    ]
+
+
+def test_a_missing_probe(tmp_path: Path) -> None:
+    probe = (
+        "          readinessProbe:\n            httpGet: {path: /readyz, port: http}\n"
+        "            periodSeconds: 5\n            timeoutSeconds: 3\n            failureThreshold: 2\n"
+    )
+    objects = broken_render(tmp_path, "k8s/base/orchestrator.yaml", probe, "")
+    assert "Deployment orchestrator: no readinessProbe" in checks.port_and_probe_errors(objects)
+
+
+def test_a_probe_on_a_path_the_service_does_not_serve(tmp_path: Path) -> None:
+    old = "          readinessProbe:\n            httpGet: {path: /readyz, port: http}\n"
+    old += "            periodSeconds: 5\n            timeoutSeconds: 2\n"
+    objects = broken_render(tmp_path, "k8s/base/embedding.yaml", old, old.replace("/readyz", "/ready"))
+    assert checks.port_and_probe_errors(objects) == [
+        "Deployment embedding: readinessProbe path /ready is no health endpoint"
+    ]
+
+
+def test_a_container_port_other_than_the_services_default(tmp_path: Path) -> None:
+    objects = broken_render(tmp_path, "k8s/base/embedding.yaml", "containerPort: 8081", "containerPort: 8082")
+    assert "Deployment embedding: container ports {'http': 8082} != the service's defaults {'http': 8081}" in (
+        checks.port_and_probe_errors(objects)
+    )
+
+
+@pytest.mark.parametrize(
+    ("file", "old", "new"),
+    [
+        (
+            "k8s/base/orchestrator.yaml",
+            "apiVersion: apps/v1\nkind: Deployment",
+            "apiVersion: extensions/v1beta1\nkind: Deployment",
+        ),
+        ("k8s/base/head.yaml", "apiVersion: autoscaling/v2\n", "apiVersion: autoscaling/v2beta2\n"),
+        ("k8s/base/embedding.yaml", "apiVersion: policy/v1\n", "apiVersion: policy/v1beta1\n"),
+    ],
+    ids=["extensions-v1beta1-deployment", "autoscaling-v2beta2-hpa", "policy-v1beta1-pdb"],
+)
+def test_a_removed_api_version(tmp_path: Path, file: str, old: str, new: str) -> None:
+    errors = checks.schema_errors(broken_render(tmp_path, file, old, new))
+    assert errors and all("no such API version or kind" in e for e in errors), errors
+
+
+def test_an_unknown_field(tmp_path: Path) -> None:
+    objects = broken_render(tmp_path, "k8s/base/head.yaml", "  minReplicas: 2\n", "  minReplicas: 2\n  minReplica: 2\n")
+    assert checks.schema_errors(objects)
+
+
+def test_gpu_requests_unequal_to_limits(tmp_path: Path) -> None:
+    old = 'limits: {cpu: "4", memory: 8Gi, nvidia.com/gpu: "1"}'
+    objects = broken_render(
+        tmp_path, "k8s/overlays/gpu/embedding-gpu.yaml", old, old.replace('gpu: "1"', 'gpu: "2"'), "gpu"
+    )
+    assert checks.gpu_errors(objects, expect_gpu=True) == [
+        "Deployment embedding/embedding: nvidia.com/gpu requests 1 != limits 2"
+    ]
+
+
+def test_a_gpu_pod_without_its_toleration(tmp_path: Path) -> None:
+    objects = broken_render(tmp_path, "k8s/overlays/gpu/embedding-gpu.yaml", "key: nvidia.com/gpu", "key: gpu", "gpu")
+    assert checks.gpu_errors(objects, expect_gpu=True) == [
+        "Deployment embedding: requests a GPU without tolerating the nvidia.com/gpu taint"
+    ]
+
+
+def test_tfserving_config_drifting_from_the_head_service(tmp_path: Path) -> None:
+    objects = broken_render(
+        tmp_path,
+        "head_service/tfserving/batching.config",
+        "batch_timeout_micros { value: 1000 }",
+        "batch_timeout_micros { value: 0 }",
+    )
+    source = checks.TFSERVING_CONFIG
+    assert checks.tfserving_config_errors(objects, source) == [
+        f"ConfigMap batching.config differs from {source / 'batching.config'}"
+    ]
+
+
+def test_tfserving_reading_a_config_file_that_is_not_mounted(tmp_path: Path) -> None:
+    objects = broken_render(
+        tmp_path, "k8s/base/head.yaml", "--monitoring_config_file=/config/", "--monitoring_config_file=/etc/"
+    )
+    assert checks.tfserving_config_errors(objects) == [
+        "head: --monitoring_config_file=/config/monitoring.config is not among its arguments"
+    ]
+
+
+def test_the_head_opened_to_every_pod(tmp_path: Path) -> None:
+    old = "  ingress:\n    - from:\n        - podSelector:\n            matchLabels:\n"
+    old += "              app.kubernetes.io/name: orchestrator\n      ports:\n        - {port: 8500"
+    objects = broken_render(
+        tmp_path, "k8s/base/network-policies.yaml", old, "  ingress:\n    - ports:\n        - {port: 8500"
+    )
+    assert checks.network_policy_errors(objects) == [
+        "head: ingress allowed from [{}], expected exactly [{'app.kubernetes.io/name': 'orchestrator'}]"
+    ]
+
+
+def test_a_writable_root_filesystem_in_an_init_container(tmp_path: Path) -> None:
+    old = "limits: {cpu: 500m, memory: 128Mi}\n          securityContext:\n            runAsNonRoot: true\n"
+    old += "            runAsUser: 10001\n            runAsGroup: 10001\n            readOnlyRootFilesystem: true\n"
+    objects = broken_render(
+        tmp_path, "k8s/base/embedding.yaml", old, old.replace("Filesystem: true", "Filesystem: false")
+    )
+    assert checks.security_errors(objects) == ["Deployment embedding/models: readOnlyRootFilesystem is not True"]
+
+
+def test_a_misspelt_setting(tmp_path: Path) -> None:
+    objects = broken_render(
+        tmp_path, "k8s/base/orchestrator.yaml", "name: ORCHESTRATOR_EMBEDDING_URL", "name: ORCHESTRATOR_EMBEDING_URL"
+    )
+    assert checks.settings_errors(objects) == [
+        "Deployment orchestrator: unknown ORCHESTRATOR_* settings ['embeding_url']"
+    ]
+
+
+def test_an_invalid_setting_value(tmp_path: Path) -> None:
+    old = '{name: EMBEDDING_MAX_BATCH_SIZE, value: "128"}'
+    objects = broken_render(tmp_path, "k8s/overlays/gpu/embedding-gpu.yaml", old, old.replace("128", "4096"), "gpu")
+    errors = checks.settings_errors(objects)
+    assert len(errors) == 1 and "max_batch_size" in errors[0]
+
+
+def test_a_dockerfile_on_the_latest_tag(tmp_path: Path) -> None:
+    dockerfile = tmp_path / "orchestrator.Dockerfile"
+    shutil.copy(ROOT / "deploy" / "orchestrator.Dockerfile", dockerfile)
+    break_file(dockerfile, "FROM python:3.11.13-slim-bookworm AS build", "FROM python:latest AS build")
+    assert any("DL3007" in finding for finding in checks.hadolint_findings(dockerfile))
+
+
+def test_compose_depending_on_a_missing_service(tmp_path: Path) -> None:
+    compose = tmp_path / "docker-compose.yml"
+    shutil.copy(ROOT / "deploy" / "docker-compose.yml", compose)
+    break_file(
+        compose,
+        "      head:\n        condition: service_healthy\n",
+        "      heads:\n        condition: service_healthy\n",
+    )
+    assert checks.compose_errors(compose, "cpu")
+
+
+@pytest.mark.slow
+def test_checkov_on_a_privileged_pod_and_a_dockerfile_without_healthcheck(tmp_path: Path) -> None:
+    objects = broken_render(tmp_path, "k8s/base/orchestrator.yaml", "            allowPrivilegeEscalation: false\n", "")
+    manifest = tmp_path / "broken.yaml"
+    manifest.write_text(yaml.safe_dump_all(objects))
+    dockerfile = tmp_path / "embedding.Dockerfile"
+    shutil.copy(ROOT / "deploy" / "embedding.Dockerfile", dockerfile)
+    text = dockerfile.read_text()
+    dockerfile.write_text(text[: text.index("HEALTHCHECK")] + text[text.index("ENTRYPOINT") :])
+    failed, _ = checks.checkov_findings([manifest, dockerfile])
+    assert {f.split()[0] for f in failed} >= {"CKV_K8S_20", "CKV_DOCKER_2"}, failed
+
+
+@pytest.mark.slow
+def test_checkov_skip_without_a_reason(tmp_path: Path) -> None:
+    dockerfile = tmp_path / "models.Dockerfile"
+    shutil.copy(ROOT / "deploy" / "models.Dockerfile", dockerfile)
+    text = dockerfile.read_text()
+    reason = text[text.index("# checkov:skip=CKV_DOCKER_2:") :].splitlines()[0]
+    break_file(dockerfile, reason, "# checkov:skip=CKV_DOCKER_2")
+    _, unexplained = checks.checkov_findings([dockerfile])
+    assert len(unexplained) == 1 and unexplained[0].startswith("CKV_DOCKER_2 skipped without a reason")

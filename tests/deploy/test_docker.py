@@ -1,0 +1,116 @@
+"""deploy/: Dockerfiles lint clean and keep their promises; the compose file resolves for both profiles."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from embedding_service.settings import EmbeddingSettings
+from orchestrator.settings import OrchestratorSettings
+from service_common.settings import ServiceSettings
+from tests.deploy import checks
+
+DEPLOY = checks.ROOT / "deploy"
+DOCKERFILES = sorted(DEPLOY.glob("*.Dockerfile"))
+COMPOSE = DEPLOY / "docker-compose.yml"
+
+
+def instructions(dockerfile: Path) -> list[tuple[str, str]]:
+    text = re.sub(r"\\\n", " ", dockerfile.read_text())
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line else "") for line in lines]
+
+
+def test_one_dockerfile_per_image() -> None:
+    assert [d.name for d in DOCKERFILES] == [
+        "embedding.Dockerfile",
+        "head.Dockerfile",
+        "models.Dockerfile",
+        "orchestrator.Dockerfile",
+    ]
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_hadolint_is_clean(dockerfile: Path) -> None:
+    assert checks.hadolint_findings(dockerfile) == []
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_dockerfile_is_multi_stage_pinned_non_root_and_health_checked(dockerfile: Path) -> None:
+    steps = instructions(dockerfile)
+    bases = [args.split()[0] for kind, args in steps if kind == "FROM"]
+    assert len(bases) >= 2, "multi-stage"
+    for base in bases:
+        tag = base.rsplit("/", 1)[-1].partition(":")[2]
+        assert "@sha256:" in base or (tag and tag != "latest" and "$" not in base), base
+    users = [args for kind, args in steps if kind == "USER"]
+    assert users and users[-1].split(":")[0] not in {"root", "0"}, "the last USER is not root"
+    assert any(kind == "HEALTHCHECK" for kind, _ in steps)
+
+
+def test_embedding_image_is_cuda_capable_and_orchestrator_image_has_no_tensorflow() -> None:
+    embedding = (DEPLOY / "embedding.Dockerfile").read_text()
+    assert "ARG EXTRAS=ml,gpu" in embedding  # tensorflow[and-cuda]: CUDA and cuDNN from NVIDIA's wheels
+    runs = [args for kind, args in instructions(DEPLOY / "orchestrator.Dockerfile") if kind == "RUN"]
+    installs = [args for args in runs if "pip install" in args]
+    assert installs == ["/opt/venv/bin/pip install ."], "the base dependencies only: no extras"
+    assert not any("tensorflow" in args.lower() for args in runs)
+
+
+def test_head_image_is_the_official_tf_serving_with_the_head_services_config() -> None:
+    steps = instructions(DEPLOY / "head.Dockerfile")
+    assert any(kind == "FROM" and args.startswith("tensorflow/serving:") for kind, args in steps)
+    copied = " ".join(args for kind, args in steps if kind == "COPY")
+    for file in checks.TFSERVING_FILES:
+        assert f"head_service/tfserving/{file}" in copied
+
+
+def test_dockerignore_keeps_the_context_small() -> None:
+    lines = (checks.ROOT / ".dockerignore").read_text().splitlines()
+    assert "*" in lines, "allow-list: everything is excluded first"
+    allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
+    assert allowed.isdisjoint({".venv", "build", "tests", ".git", "deploy"})
+    sources = {
+        source.split("/")[0]
+        for d in DOCKERFILES
+        for kind, args in instructions(d)
+        if kind == "COPY" and "--from" not in args
+        for source in [a for a in args.split() if not a.startswith("--")][:-1]
+    }
+    assert sources and sources <= allowed, sources - allowed
+
+
+@pytest.mark.parametrize("profile", ["gpu", "cpu"])
+def test_compose_config_resolves(profile: str) -> None:
+    assert checks.compose_errors(COMPOSE, profile) == []
+
+
+def test_compose_services_have_health_checks_ordered_start_and_the_gpu_reservation() -> None:
+    services = dict(checks.compose_services(COMPOSE))
+    assert set(services) == {"models", "embedding-gpu", "embedding-cpu", "head", "orchestrator"}
+    for name, service in services.items():
+        if name != "models":  # a one-shot copy, waited for with service_completed_successfully
+            assert "test" in service["healthcheck"], name
+            assert service["read_only"] is True and service["cap_drop"] == ["ALL"], name
+        for dependency in service.get("depends_on", {}).values():
+            assert dependency["condition"] in {"service_healthy", "service_completed_successfully"}, name
+    assert services["embedding-gpu"]["profiles"] == ["gpu"] and services["embedding-cpu"]["profiles"] == ["cpu"]
+    devices = services["embedding-gpu"]["deploy"]["resources"]["reservations"]["devices"]
+    assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
+    assert "deploy" not in services["embedding-cpu"]
+    orchestrator_needs = services["orchestrator"]["depends_on"]
+    assert {k: v["condition"] for k, v in orchestrator_needs.items()} == {
+        "embedding-gpu": "service_healthy",
+        "embedding-cpu": "service_healthy",
+        "head": "service_healthy",
+    }
+    assert "../head_service/tfserving:/config:ro" in services["head"]["volumes"]
+
+
+def test_compose_environment_names_real_settings_with_valid_values() -> None:
+    classes: dict[str, type[ServiceSettings]] = {"EMBEDDING_": EmbeddingSettings, "ORCHESTRATOR_": OrchestratorSettings}
+    errors = []
+    for name, service in checks.compose_services(COMPOSE):
+        env = {k: str(v) for k, v in service.get("environment", {}).items()}
+        errors += checks.env_errors(f"compose {name}", env, classes)
+    assert errors == []
