@@ -1,7 +1,6 @@
 """create_app: the embedding service's FastAPI app, whose lifespan loads, warms up and drains the model."""
 
 import asyncio
-import contextlib
 import gc
 import logging
 import os
@@ -19,9 +18,7 @@ from embedding_service.encoder import TFEncoder
 from embedding_service.settings import EmbeddingSettings
 from embedding_service.tokenizer import Tokenizer
 from models.manifest import TOKENIZER_DIR, EncoderManifest
-from service_common.errors import install_error_handlers
-from service_common.middleware import RequestContextMiddleware
-from service_common.ops import add_ops_routes
+from service_common.app import cancel, service_app
 
 logger = logging.getLogger(__name__)
 
@@ -82,15 +79,8 @@ def create_app(settings: EmbeddingSettings) -> FastAPI:
         async with AsyncExitStack() as stack:
             loading = asyncio.create_task(slot.load(stack))
             yield
-            loading.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await loading
+            await cancel(loading)
 
-    app = FastAPI(title="Embedding service", version="0.1.0", lifespan=lifespan)
+    app = service_app("Embedding service", settings, lifespan, slot.not_ready_reason, router)
     app.state.model = slot
-    app.state.settings = settings
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
-    install_error_handlers(app)
-    add_ops_routes(app, slot.not_ready_reason)
-    app.include_router(router)
     return app

@@ -1,7 +1,6 @@
 """create_app: the orchestrator's FastAPI app, whose lifespan owns the two downstream clients."""
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
@@ -17,9 +16,7 @@ from orchestrator.labels import LabelCatalog
 from orchestrator.pipeline import Pipeline
 from orchestrator.readiness import DownstreamMonitor
 from orchestrator.settings import OrchestratorSettings
-from service_common.errors import install_error_handlers
-from service_common.middleware import RequestContextMiddleware
-from service_common.ops import add_ops_routes
+from service_common.app import cancel, service_app
 
 READINESS_INTERVAL_S = 1.0
 
@@ -43,14 +40,6 @@ def create_app(settings: OrchestratorSettings) -> FastAPI:
             )
             watching = asyncio.create_task(monitor.watch(pipeline))
             yield
-            watching.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watching
+            await cancel(watching)
 
-    app = FastAPI(title="Orchestrator", version="0.1.0", lifespan=lifespan)
-    app.state.settings = settings
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
-    install_error_handlers(app)
-    add_ops_routes(app, monitor.not_ready_reason)
-    app.include_router(router)
-    return app
+    return service_app("Orchestrator", settings, lifespan, monitor.not_ready_reason, router)

@@ -25,7 +25,7 @@ import numpy as np
 from orchestrator.clients.head_grpc import HeadGrpcClient
 from orchestrator.settings import OrchestratorSettings
 from perf.loadgen import MakeRequest, Measurement, closed_loop, http_request
-from perf.report import REPO, Row, Target, at_most, machine_info, num, runs_table, targets_table
+from perf.report import REPO, Row, Target, at_most, machine_info, num, runs_table, targets_table, write_report
 from perf.sentences import SENTENCES
 from service_common.deadline import Deadline
 from stack import services
@@ -214,9 +214,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "targets": [asdict(t) for t in targets],
         },
     }
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "classify_bench.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    (out / "classify_bench.md").write_text(_markdown(report, rows, targets), encoding="utf-8")
+    write_report(out, "classify_bench", report, _markdown(report, rows, targets))
     _progress(f"wrote {out}/classify_bench.json and classify_bench.md")
 
 

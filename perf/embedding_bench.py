@@ -25,7 +25,7 @@ from embedding_service.tokenizer import Tokenizer
 from models.manifest import TOKENIZER_DIR, EncoderManifest
 from perf.flops import MATMUL_SIZE, EncoderShape, flop_ceiling, matmul_gflops
 from perf.loadgen import MakeRequest, Measurement, closed_loop, http_request
-from perf.report import REPO, Row, machine_info, markdown, num, targets
+from perf.report import REPO, Row, machine_info, markdown, num, targets, write_report
 from perf.sentences import SENTENCES, distinct_batches
 from stack import services
 from stack.procs import LOOPBACK, free_port, running_module, server_env
@@ -188,9 +188,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "targets": [asdict(t) for t in goals],
         },
     }
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "embedding_bench.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    (out / "embedding_bench.md").write_text(markdown(report, rows, goals), encoding="utf-8")
+    write_report(out, "embedding_bench", report, markdown(report, rows, goals))
     _progress(f"wrote {out}/embedding_bench.json and embedding_bench.md")
 
 

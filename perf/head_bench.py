@@ -27,7 +27,7 @@ from tensorflow_serving.apis import (
 
 from head_service.servable import Servable
 from perf.loadgen import Call, CallFailed, Measurement, closed_loop, http_request, run_closed_loop
-from perf.report import REPO, Row, at_most, machine_info, runs_table, targets_table
+from perf.report import REPO, Row, at_most, machine_info, runs_table, targets_table, write_report
 from stack import services
 from stack.procs import LOOPBACK, free_port, running_module, server_env
 
@@ -142,8 +142,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         "settings": {"requests": args.requests, "duration_s": args.duration_s, "levels": LEVELS},
         "results": {"rows": [asdict(r) for r in rows], "targets": [asdict(t) for t in goals]},
     }
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "head_bench.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     lines = [
         f"# Head benchmark, {report['started_utc']}",
         "",
@@ -153,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "",
         *targets_table(goals),
     ]
-    (out / "head_bench.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_report(out, "head_bench", report, "\n".join(lines) + "\n")
     _progress(f"wrote {out}/head_bench.json and head_bench.md")
 
 

@@ -1,6 +1,7 @@
 """What every benchmark writes: targets met or not, the machine it ran on, and the markdown tables."""
 
 import importlib.metadata
+import json
 import os
 import platform
 import subprocess
@@ -129,6 +130,13 @@ def _flops_table(flops: dict[str, Any]) -> list[str]:
             f"{row['bound_sentences_per_s']:.0f} | {row['in_process_fraction_of_bound']:.3f} |"
         )
     return lines
+
+
+def write_report(out: Path, name: str, report: dict[str, Any], markdown_text: str) -> None:
+    """`<out>/<name>.json` and `<out>/<name>.md`."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    (out / f"{name}.md").write_text(markdown_text, encoding="utf-8")
 
 
 def markdown(report: dict[str, Any], rows: list[Row], goals: list[Target]) -> str:

@@ -1,0 +1,37 @@
+"""The parts of every service's FastAPI app that are the same: settings on the state, middleware, the
+error handlers, the ops routes; and ending a lifespan's background task."""
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+
+from fastapi import APIRouter, FastAPI
+
+from service_common.errors import install_error_handlers
+from service_common.middleware import RequestContextMiddleware
+from service_common.ops import add_ops_routes
+from service_common.settings import ServiceSettings
+
+
+def service_app(
+    title: str,
+    settings: ServiceSettings,
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]],
+    not_ready_reason: Callable[[], str | None],
+    router: APIRouter,
+) -> FastAPI:
+    app = FastAPI(title=title, version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    install_error_handlers(app)
+    add_ops_routes(app, not_ready_reason)
+    app.include_router(router)
+    return app
+
+
+async def cancel(task: asyncio.Task[None]) -> None:
+    """Cancels a lifespan's background task and waits until it has stopped."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

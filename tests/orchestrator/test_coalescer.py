@@ -1,0 +1,131 @@
+"""The coalescer's rules, in-process over a deterministic stand-in for the two hops (pure logic; the real
+hops are exercised end to end in test_classify.py and test_faults.py)."""
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from orchestrator.clients.embedding import Embedded
+from orchestrator.coalescer import Coalescer
+from orchestrator.pipeline import Classified
+from service_common.deadline import Deadline
+from service_common.errors import DeadlineExceededError, InvalidRequestError, OverloadedError, UnavailableError
+
+
+class Hops:
+    """Embeds a text as [len(text)], scores it as [len, -len]; records every call's texts."""
+
+    def __init__(self, delay_s: float = 0.0) -> None:
+        self.delay_s = delay_s
+        self.calls: list[list[str]] = []
+        self.release = asyncio.Event()
+        self.release.set()
+        self.fail_with: Exception | None = None
+
+    async def embed(self, texts: list[str], deadline: Deadline, field: str) -> Embedded:
+        self.calls.append(list(texts))
+        await self.release.wait()
+        await asyncio.sleep(self.delay_s)
+        if self.fail_with is not None:
+            raise self.fail_with
+        for index, text in enumerate(texts):
+            if text == "refused":
+                param = "text" if field == "text" else f"{field}[{index}]"
+                raise InvalidRequestError(f"{param} is refused", param=param)
+        lengths = np.array([[len(t)] for t in texts], np.float32)
+        return Embedded(lengths, [i for i, t in enumerate(texts) if t.startswith("long")])
+
+    async def score(self, embedded: Embedded, deadline: Deadline) -> Classified:
+        probabilities = np.concatenate([embedded.vectors, -embedded.vectors], axis=1)
+        return Classified(probabilities, ["len", "neg"], 7, embedded.truncated)
+
+
+def coalescer(hops: Hops, max_batch_texts: int = 8, max_in_flight: int = 1, max_queue_texts: int = 64) -> Coalescer:
+    return Coalescer(
+        hops,  # type: ignore[arg-type]
+        max_batch_texts=max_batch_texts,
+        max_in_flight=max_in_flight,
+        max_queue_texts=max_queue_texts,
+    )
+
+
+async def test_a_lone_request_goes_at_once_and_gets_its_own_rows() -> None:
+    hops = Hops()
+    result = await coalescer(hops).classify(["ab", "long text"], Deadline(5), "texts")
+    assert hops.calls == [["ab", "long text"]]
+    assert result.probabilities[:, 0].tolist() == [2, 9]
+    assert result.truncated == [1]
+    assert (result.labels, result.version) == (["len", "neg"], 7)
+
+
+async def test_requests_arriving_while_a_call_is_out_share_the_next_one_in_order() -> None:
+    hops = Hops()
+    hops.release.clear()
+    merged = coalescer(hops, max_batch_texts=3)
+    first = asyncio.create_task(merged.classify(["a"], Deadline(5), "text"))
+    await asyncio.sleep(0.01)
+    later = [asyncio.create_task(merged.classify([t], Deadline(5), "text")) for t in ("bb", "long ccc", "dddd", "e")]
+    await asyncio.sleep(0.01)
+    hops.release.set()
+    results = await asyncio.gather(first, *later)
+    assert hops.calls == [["a"], ["bb", "long ccc", "dddd"], ["e"]]  # at most 3 texts a call; order kept
+    assert [r.probabilities[0, 0] for r in results] == [1, 2, 8, 4, 1]
+    assert [r.truncated for r in results] == [[], [], [0], [], []]  # indices are each request's own
+
+
+async def test_a_refused_text_fails_only_its_own_request() -> None:
+    hops = Hops()
+    hops.release.clear()
+    merged = coalescer(hops)
+    blocker = asyncio.create_task(merged.classify(["x"], Deadline(5), "text"))
+    await asyncio.sleep(0.01)
+    good = asyncio.create_task(merged.classify(["fine", "also fine"], Deadline(5), "texts"))
+    bad = asyncio.create_task(merged.classify(["ok", "refused"], Deadline(5), "texts"))
+    hops.release.set()
+    await blocker
+    assert (await good).probabilities[:, 0].tolist() == [4, 9]
+    with pytest.raises(InvalidRequestError) as refused:
+        await bad
+    assert refused.value.param == "texts[1]"  # its own index, not the merged call's
+
+
+async def test_a_hop_failure_reaches_every_request_of_the_call() -> None:
+    hops = Hops()
+    hops.fail_with = UnavailableError("the head at x is unavailable", code="head_unavailable")
+    merged = coalescer(hops)
+    results = await asyncio.gather(*(merged.classify([t], Deadline(5), "text") for t in "abc"), return_exceptions=True)
+    assert all(isinstance(r, UnavailableError) and r.code == "head_unavailable" for r in results)
+
+
+async def test_a_full_queue_refuses_at_once_and_frees_as_it_drains() -> None:
+    hops = Hops()
+    hops.release.clear()
+    merged = coalescer(hops, max_queue_texts=4)
+    running = asyncio.create_task(merged.classify(["a"], Deadline(5), "text"))
+    await asyncio.sleep(0.01)
+    queued = asyncio.create_task(merged.classify(["b", "c", "d"], Deadline(5), "texts"))
+    await asyncio.sleep(0.01)
+    with pytest.raises(OverloadedError):
+        await merged.classify(["e", "f"], Deadline(5), "texts")
+    hops.release.set()
+    await asyncio.gather(running, queued)
+    assert (await merged.classify(["e", "f"], Deadline(5), "texts")).probabilities.shape == (2, 2)
+
+
+async def test_a_request_past_its_deadline_gets_504_naming_where_it_waited_and_is_dropped() -> None:
+    hops = Hops()
+    hops.release.clear()
+    merged = coalescer(hops)
+    stuck = asyncio.create_task(merged.classify(["a"], Deadline(5), "text"))
+    await asyncio.sleep(0.01)
+    with pytest.raises(DeadlineExceededError) as in_queue:
+        await merged.classify(["b"], Deadline(0.05), "text")
+    assert in_queue.value.code == "queue_timeout"
+    hops.release.set()
+    await stuck
+    assert ["b"] not in hops.calls  # the expired request never cost a hop call
+    slow = Hops(delay_s=0.2)
+    with pytest.raises(DeadlineExceededError) as embedding:
+        await coalescer(slow).classify(["c"], Deadline(0.05), "text")
+    assert embedding.value.code == "embedding_timeout"
