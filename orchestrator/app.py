@@ -18,11 +18,9 @@ from orchestrator.readiness import DownstreamMonitor
 from orchestrator.settings import OrchestratorSettings
 from service_common.app import cancel, service_app
 
-READINESS_INTERVAL_S = 1.0
-
 
 def create_app(settings: OrchestratorSettings) -> FastAPI:
-    monitor = DownstreamMonitor(READINESS_INTERVAL_S, settings.ready_timeout_s)
+    monitor = DownstreamMonitor(settings.ready_interval_s, settings.ready_timeout_s)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -31,8 +29,8 @@ def create_app(settings: OrchestratorSettings) -> FastAPI:
             head: HeadClient = await stack.enter_async_context(
                 HeadGrpcClient(settings) if settings.head_protocol == "grpc" else HeadRestClient(settings)
             )
-            pipeline = Pipeline(embedding, head, LabelCatalog(head))
-            app.state.coalescer = Coalescer(
+            pipeline = Pipeline(embedding, head, LabelCatalog(head, settings.head_timeout_s))
+            app.state.coalescer = coalescer = Coalescer(
                 pipeline,
                 max_batch_texts=settings.max_batch_texts,
                 max_in_flight=settings.max_in_flight_batches,
@@ -41,5 +39,7 @@ def create_app(settings: OrchestratorSettings) -> FastAPI:
             watching = asyncio.create_task(monitor.watch(pipeline))
             yield
             await cancel(watching)
+            # Before the clients it calls are closed; uvicorn has already given requests their grace.
+            await coalescer.aclose(grace_s=min(5.0, settings.graceful_shutdown_s))
 
     return service_app("Orchestrator", settings, lifespan, monitor.not_ready_reason, router)

@@ -42,10 +42,14 @@ def main() -> int:
             except httpx.HTTPError as exc:
                 print(f"error: cannot reach the orchestrator at {args.url}: {exc}", file=sys.stderr)
                 return 2
-            body = response.json()
             if response.status_code != 200:
-                print(f"error {response.status_code}: {body['error']['message']}", file=sys.stderr)
+                try:
+                    message = response.json()["error"]["message"]
+                except (ValueError, KeyError, TypeError):
+                    message = response.text[:500]
+                print(f"error {response.status_code}: {message}", file=sys.stderr)
                 return 1
+            body = response.json()
             for text, prediction in zip(batch, body["predictions"], strict=True):
                 scores = "  ".join(f"{label}={score:.3f}" for label, score in prediction["scores"].items())
                 print(f"{prediction['label']:<10} {prediction['score']:.3f}  [{scores}]  {text}")

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from orchestrator.pipeline import Classified, Pipeline
 from service_common.deadline import Deadline
-from service_common.errors import DeadlineExceededError, InvalidRequestError, OverloadedError
+from service_common.errors import DeadlineExceededError, InvalidRequestError, OverloadedError, UnavailableError
 from service_common.logs import request_id_var
 from service_common.metrics import COALESCED_REQUESTS
 
@@ -77,19 +77,32 @@ class Coalescer:
                     jobs.append(job)
                     texts += len(job.texts)
             if jobs:
+                COALESCED_REQUESTS.observe(len(jobs))
                 task = asyncio.create_task(self._run(jobs))
                 self._in_flight.add(task)
                 task.add_done_callback(self._finished)
+
+    async def aclose(self, grace_s: float) -> None:
+        """At shutdown: queued requests are refused, calls under way get `grace_s` to finish."""
+        while self._queue:
+            job = self._queue.popleft()
+            if not job.future.done():
+                job.future.set_exception(UnavailableError("the orchestrator is shutting down", code="shutting_down"))
+        self._queued_texts = 0
+        if self._in_flight:
+            _, late = await asyncio.wait(set(self._in_flight), timeout=grace_s)
+            for task in late:
+                task.cancel()
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)
         self._dispatch()
 
     async def _run(self, jobs: list[_Job]) -> None:
-        request_id_var.set(jobs[0].request_id)  # the id the hops see; the others are logged with it
+        request_id_var.set(jobs[0].request_id)  # the id the hops see; this line ties the others to it
         if len(jobs) > 1:
-            logger.debug("one call for %d requests: %s", len(jobs), " ".join(j.request_id for j in jobs))
-        COALESCED_REQUESTS.observe(len(jobs))
+            others = " ".join(j.request_id for j in jobs[1:])
+            logger.info("hop calls for %d requests under this id; the others: %s", len(jobs), others)
         stage = ["embedding"]
         for job in jobs:
             job.stage = stage
@@ -103,8 +116,11 @@ class Coalescer:
             if len(jobs) == 1:
                 _deliver_error(jobs, exc)
                 return
-            # One request's text was refused: each request alone, so only its sender gets the error.
-            await asyncio.gather(*(self._run([job]) for job in jobs))
+            # One request's text was refused: each request again alone, one after another in this call
+            # slot, so only its sender gets the error.
+            for job in jobs:
+                if not job.future.done():
+                    await self._run([job])
             return
         except Exception as exc:
             _deliver_error(jobs, exc)

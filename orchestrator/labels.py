@@ -7,26 +7,37 @@ import asyncio
 
 from orchestrator.clients.head import HeadClient
 from service_common.deadline import Deadline
+from service_common.errors import DeadlineExceededError
 
 
 class LabelCatalog:
-    def __init__(self, head: HeadClient) -> None:
+    def __init__(self, head: HeadClient, fetch_timeout_s: float) -> None:
         self._head = head
+        self._fetch_timeout_s = fetch_timeout_s
         self._names: dict[int, list[str]] = {}
         self._fetching: dict[int, asyncio.Task[list[str]]] = {}
 
-    def known(self, version: int) -> bool:
-        return version in self._names
-
     async def names(self, version: int, dimensions: int, deadline: Deadline) -> list[str]:
-        """Concurrent callers for a new version share one fetch; a failed fetch is retried by the next."""
+        """Concurrent callers for a new version share one fetch, which has its own budget (the head's
+        timeout), so a caller with a short deadline cannot fail it for the others; each caller waits at
+        most until its own deadline. A failed fetch is tried again by the next caller."""
         if version in self._names:
             return self._names[version]
         task = self._fetching.get(version)
         if task is None:
-            task = asyncio.create_task(self._head.label_names(version, dimensions, deadline))
+            task = asyncio.create_task(self._head.label_names(version, dimensions, Deadline(self._fetch_timeout_s)))
             self._fetching[version] = task
-            task.add_done_callback(lambda _: self._fetching.pop(version, None))
-        names = await asyncio.shield(task)
-        self._names[version] = names
-        return names
+            task.add_done_callback(lambda done: self._fetched(version, done))
+        try:
+            async with asyncio.timeout(deadline.remaining_s()):
+                return await asyncio.shield(task)
+        except TimeoutError:
+            raise DeadlineExceededError(
+                f"the head did not give version {version}'s label names within the request's deadline",
+                code="head_timeout",
+            ) from None
+
+    def _fetched(self, version: int, task: asyncio.Task[list[str]]) -> None:
+        self._fetching.pop(version, None)
+        if not task.cancelled() and task.exception() is None:  # exception(): also marks a failure as seen
+            self._names[version] = task.result()

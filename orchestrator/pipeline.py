@@ -54,7 +54,7 @@ class Pipeline:
 
 def _check_shape(scores: Scores, names: list[str], texts: int) -> None:
     expected = (texts, len(names))
-    if scores.probabilities.shape != expected:
+    if not names or scores.probabilities.shape != expected:
         raise BadGatewayError(
             f"the head's version {scores.version} returned probabilities of shape "
             f"{list(scores.probabilities.shape)} for {texts} texts and {len(names)} labels",

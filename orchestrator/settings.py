@@ -27,6 +27,7 @@ class OrchestratorSettings(ServiceSettings):
     max_in_flight_batches: int = Field(4, ge=1, description="merged calls under way at once")
     max_queue_texts: int = Field(1024, ge=1, description="texts waiting for a call slot before 429")
     max_chars_per_text: int = Field(20_000, ge=1, description="characters in one text")
+    ready_interval_s: float = Field(1.0, gt=0, description="how often the downstreams are checked for /readyz")
     ready_timeout_s: float = Field(1.0, gt=0, description="budget of each downstream check behind /readyz")
 
     @model_validator(mode="after")

@@ -35,7 +35,8 @@ class RequestContextMiddleware:
             return
         headers = dict(scope["headers"])
         given = headers.get(REQUEST_ID_HEADER.encode(), b"").decode("latin-1")[:_MAX_REQUEST_ID]
-        request_id = given if given.isprintable() and given else uuid.uuid4().hex
+        # Printable ASCII only: the id goes on into HTTP headers and gRPC metadata, which take nothing else.
+        request_id = given if given.isascii() and given.isprintable() and given else uuid.uuid4().hex
         token = request_id_var.set(request_id)
         started = time.perf_counter()
         status = 500

@@ -34,11 +34,11 @@ def _say(message: str) -> None:
     print(f"[make run] {message}", file=sys.stderr, flush=True)
 
 
-def _usage(embedding: Service, orchestrator: Service, head: Service) -> str:
+def _usage(embedding: Service, orchestrator: Service, head: Service, grpc_port: int) -> str:
     return f"""
   orchestrator       {orchestrator.url}   POST /classify
   embedding service  {embedding.url}   POST /v1/embeddings, POST /embed
-  head (TF Serving)  {head.url}   REST; gRPC on the port before it
+  head (TF Serving)  {head.url}   REST; gRPC on port {grpc_port}
 
   curl -s {orchestrator.url}/classify -H 'Content-Type: application/json' \\
     -d '{{"texts": ["What a wonderful film.", "The service was awful."]}}'
@@ -72,7 +72,7 @@ def main() -> int:
         for service in (head, embedding, orchestrator):
             waited = wait_until_ok(procs[service.name], service.ready_url, READY_TIMEOUT_S)
             _say(f"{service.name} ready ({waited:.0f}s)")
-        _say("all three are ready" + _usage(embedding, orchestrator, head))
+        _say("all three are ready" + _usage(embedding, orchestrator, head, args.head_grpc_port))
         while True:
             for name, proc in procs.items():
                 if proc.poll() is not None:

@@ -27,6 +27,9 @@ from service_common.metrics import HOP_ERRORS_TOTAL, STAGE_SECONDS
 from service_common.middleware import REQUEST_ID_HEADER
 
 HOP = "embedding"
+# Below uvicorn's (and most servers') 5 s idle timeout: a pooled connection is dropped before the server
+# closes it, not reused in the instant it does (which fails the call).
+KEEPALIVE_EXPIRY_S = 4.0
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,7 @@ class EmbeddingClient:
             limits=httpx.Limits(
                 max_connections=settings.embedding_max_connections,
                 max_keepalive_connections=settings.embedding_max_connections,
+                keepalive_expiry=KEEPALIVE_EXPIRY_S,
             ),
         )
 
@@ -63,9 +67,18 @@ class EmbeddingClient:
         )
         if response.status_code != 200:
             raise _as_error(response, field)
-        data = orjson.loads(response.content)
-        vectors = np.stack([np.frombuffer(base64.b64decode(item["embedding"]), dtype="<f4") for item in data["data"]])
-        return Embedded(vectors, data.get("truncated", []))
+        try:
+            answer = orjson.loads(response.content)
+            items = sorted(answer["data"], key=lambda item: item["index"])
+            if [item["index"] for item in items] != list(range(len(texts))):
+                raise ValueError(f"{len(items)} embeddings for {len(texts)} texts")
+            vectors = np.stack([np.frombuffer(base64.b64decode(item["embedding"]), dtype="<f4") for item in items])
+            return Embedded(vectors, [int(i) for i in answer.get("truncated", [])])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            HOP_ERRORS_TOTAL.labels(HOP, "malformed").inc()
+            raise BadGatewayError(
+                f"the embedding service's answer is malformed: {exc!r}", code="embedding_error"
+            ) from None
 
     async def check_ready(self, timeout_s: float) -> None:
         """Returns when the embedding service is ready; raises UnavailableError saying why not."""

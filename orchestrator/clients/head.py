@@ -18,6 +18,10 @@ from service_common.metrics import HOP_ERRORS_TOTAL
 HOP = "head"
 PROBABILITIES_SIGNATURE = "serving_default"
 LABELS_SIGNATURE = "labels"
+# TF Serving's batching refuses with UNAVAILABLE and this message when its queue is full: overload, not an
+# outage, so it is neither retried nor reported as the head being down.
+QUEUE_FULL = "queue to which this task was submitted is full"
+MALFORMED = "MALFORMED_ANSWER"  # head_error() kind for an answer we cannot read
 
 
 @dataclass(frozen=True)
@@ -35,11 +39,11 @@ def head_error(kind: str, detail: str, *, where: str, timeout_s: float) -> Servi
     HOP_ERRORS_TOTAL.labels(HOP, kind.lower()).inc()
     if kind == "DEADLINE_EXCEEDED":
         return DeadlineExceededError(f"the head did not answer within {timeout_s:.3g}s", code="head_timeout")
-    if kind == "UNAVAILABLE":
+    if kind == "UNAVAILABLE" and QUEUE_FULL not in detail:
         return UnavailableError(f"the head at {where} is unavailable: {detail}", code="head_unavailable")
     if kind == "NOT_FOUND":
         return ModelNotFoundError(f"the head does not serve it: {detail}", code="head_model_not_found")
-    if kind == "RESOURCE_EXHAUSTED":
+    if kind == "RESOURCE_EXHAUSTED" or (kind == "UNAVAILABLE" and QUEUE_FULL in detail):
         return OverloadedError(f"the head is overloaded: {detail}")
     return BadGatewayError(f"the head answered {kind}: {detail}", code="head_error")
 

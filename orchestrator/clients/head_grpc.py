@@ -10,7 +10,9 @@ from orchestrator.clients import tfserving_messages as pb
 from orchestrator.clients.head import (
     HOP,
     LABELS_SIGNATURE,
+    MALFORMED,
     PROBABILITIES_SIGNATURE,
+    QUEUE_FULL,
     ModelNotFoundError,
     Scores,
     head_error,
@@ -29,6 +31,9 @@ _CHANNEL_OPTIONS = [
     ("grpc.max_reconnect_backoff_ms", 1000),
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
+    # With a `dns:///` target naming several replicas (a headless Service), spread calls over all of
+    # them; one HTTP/2 connection would otherwise carry every call to one replica.
+    ("grpc.lb_policy_name", "round_robin"),
 ]
 
 
@@ -40,10 +45,21 @@ def tensor(array: np.ndarray) -> Any:
 
 
 def float_array(proto: Any) -> np.ndarray:
+    """A DT_FLOAT tensor as an array; ValueError for any other dtype or a size that does not fit its shape."""
+    if proto.dtype != pb.DT_FLOAT:
+        raise ValueError(f"expected DT_FLOAT, got dtype {proto.dtype}")
     shape = [dim.size for dim in proto.tensor_shape.dim]
     if proto.tensor_content:
         return np.frombuffer(proto.tensor_content, dtype="<f4").reshape(shape)
     return np.asarray(proto.float_val, dtype=np.float32).reshape(shape)
+
+
+def _unreached(exc: Exception) -> bool:
+    """UNAVAILABLE, but not a full batching queue: the channel could not reach the head. (A Predict is a
+    pure read, so repeating one the head had already started costs time, never correctness.)"""
+    if not isinstance(exc, grpc.aio.AioRpcError) or exc.code() != grpc.StatusCode.UNAVAILABLE:
+        return False
+    return QUEUE_FULL not in (exc.details() or "")
 
 
 class HeadGrpcClient:
@@ -75,15 +91,21 @@ class HeadGrpcClient:
             response = await self._call(self._predict, request, deadline)
         finally:
             STAGE_SECONDS.labels("head_call").observe(time.perf_counter() - started)
-        return Scores(float_array(response.outputs["probabilities"]), response.model_spec.version.value)
+        try:
+            return Scores(float_array(response.outputs["probabilities"]), response.model_spec.version.value)
+        except (KeyError, ValueError) as exc:
+            raise head_error(MALFORMED, repr(exc), where=self.target, timeout_s=0) from None
 
     async def label_names(self, version: int, dimensions: int, deadline: Deadline) -> list[str]:
         request = self._request(LABELS_SIGNATURE, np.zeros((1, dimensions), np.float32))
         request.model_spec.version.value = version
         response = await self._call(self._predict, request, deadline)
-        labels = response.outputs["labels"]
-        width = labels.tensor_shape.dim[-1].size
-        return [name.decode() for name in labels.string_val[:width]]
+        try:
+            labels = response.outputs["labels"]
+            width = labels.tensor_shape.dim[-1].size
+            return [name.decode() for name in labels.string_val[:width]]
+        except (KeyError, IndexError, ValueError) as exc:
+            raise head_error(MALFORMED, repr(exc), where=self.target, timeout_s=0) from None
 
     async def available_version(self, timeout_s: float) -> int | None:
         request = pb.GetModelStatusRequest()
@@ -109,9 +131,7 @@ class HeadGrpcClient:
         try:
             return await retry_unreached(
                 lambda: method(request, timeout=hop_deadline.remaining_s(), metadata=metadata),
-                unreached=lambda exc: (
-                    isinstance(exc, grpc.aio.AioRpcError) and exc.code() == grpc.StatusCode.UNAVAILABLE
-                ),
+                unreached=_unreached,
                 hop=HOP,
                 retries=self._settings.connect_retries,
                 backoff_s=self._settings.retry_backoff_ms / 1e3,

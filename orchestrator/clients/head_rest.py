@@ -12,9 +12,11 @@ import httpx
 import numpy as np
 import orjson
 
+from orchestrator.clients.embedding import KEEPALIVE_EXPIRY_S
 from orchestrator.clients.head import (
     HOP,
     LABELS_SIGNATURE,
+    MALFORMED,
     PROBABILITIES_SIGNATURE,
     ModelNotFoundError,
     Scores,
@@ -37,7 +39,9 @@ class HeadRestClient:
         self.url = settings.head_rest_url.rstrip("/")
         self._settings = settings
         self._model = f"/v1/models/{settings.head_model_name}"
-        self._client = httpx.AsyncClient(base_url=self.url, timeout=settings.head_timeout_s)
+        self._client = httpx.AsyncClient(
+            base_url=self.url, timeout=settings.head_timeout_s, limits=httpx.Limits(keepalive_expiry=KEEPALIVE_EXPIRY_S)
+        )
         self._version: int | None = None
 
     async def __aenter__(self) -> Self:
@@ -64,18 +68,27 @@ class HeadRestClient:
         if version is None:
             raise head_error("NOT_FOUND", "no version is available", where=self.url, timeout_s=0)
         outputs = await self._predict(PROBABILITIES_SIGNATURE, version, embeddings, deadline)
-        return Scores(np.asarray(outputs, dtype=np.float32), version)
+        try:
+            return Scores(np.asarray(outputs, dtype=np.float32).reshape(len(embeddings), -1), version)
+        except (TypeError, ValueError) as exc:
+            raise head_error(MALFORMED, repr(exc), where=self.url, timeout_s=0) from None
 
     async def label_names(self, version: int, dimensions: int, deadline: Deadline) -> list[str]:
         outputs = await self._predict(LABELS_SIGNATURE, version, np.zeros((1, dimensions), np.float32), deadline)
-        return [str(name) for name in outputs[0]]
+        try:
+            return [str(name) for name in outputs[0]]
+        except (IndexError, KeyError, TypeError) as exc:
+            raise head_error(MALFORMED, repr(exc), where=self.url, timeout_s=0) from None
 
     async def available_version(self, timeout_s: float) -> int | None:
         try:
             status = await self._call("GET", self._model, Deadline(timeout_s))
         except ModelNotFoundError:
             return None
-        versions = [int(s["version"]) for s in status["model_version_status"] if s["state"] == "AVAILABLE"]
+        try:
+            versions = [int(s["version"]) for s in status["model_version_status"] if s["state"] == "AVAILABLE"]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise head_error(MALFORMED, repr(exc), where=self.url, timeout_s=timeout_s) from None
         self._version = max(versions, default=None)
         return self._version
 
@@ -83,7 +96,10 @@ class HeadRestClient:
         body = {"signature_name": signature, "inputs": {"embeddings": embeddings}}
         content = orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
         answer = await self._call("POST", f"{self._model}/versions/{version}:predict", deadline, content=content)
-        return answer["outputs"]
+        try:
+            return answer["outputs"]
+        except (KeyError, TypeError) as exc:
+            raise head_error(MALFORMED, repr(exc), where=self.url, timeout_s=0) from None
 
     async def _call(self, method: str, path: str, deadline: Deadline, **kwargs: Any) -> Any:
         timeout_s = deadline.budget_s(self._settings.head_timeout_s)
@@ -111,4 +127,7 @@ class HeadRestClient:
                 detail = response.text[:200]
             kind = _KINDS.get(response.status_code, f"HTTP_{response.status_code}")
             raise head_error(kind, detail, where=self.url, timeout_s=timeout_s)
-        return orjson.loads(response.content)
+        try:
+            return orjson.loads(response.content)
+        except orjson.JSONDecodeError as exc:
+            raise head_error(MALFORMED, repr(exc), where=self.url, timeout_s=timeout_s) from None

@@ -87,6 +87,14 @@ def test_the_request_id_goes_to_both_hops_and_the_logs(pipeline: Pipeline) -> No
     assert request_id in pipeline.embedding.log.read_text()
     generated = classify(pipeline.orchestrator.url, {"text": POSITIVE[1]}).headers["x-request-id"]
     assert re.fullmatch(r"[0-9a-f]{32}", generated)
+    # Not ASCII: could not go on in HTTP headers or gRPC metadata, so the request gets a new id instead.
+    response = httpx.post(
+        f"{pipeline.orchestrator.url}/classify",
+        json={"text": POSITIVE[1]},
+        headers={"X-Request-ID": "café".encode("latin-1")},
+    )
+    assert response.status_code == 200, response.text
+    assert re.fullmatch(r"[0-9a-f]{32}", response.headers["x-request-id"])
 
 
 BAD_INPUTS = [

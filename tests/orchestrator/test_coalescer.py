@@ -129,3 +129,19 @@ async def test_a_request_past_its_deadline_gets_504_naming_where_it_waited_and_i
     with pytest.raises(DeadlineExceededError) as embedding:
         await coalescer(slow).classify(["c"], Deadline(0.05), "text")
     assert embedding.value.code == "embedding_timeout"
+
+
+async def test_shutdown_refuses_queued_requests_and_lets_running_calls_finish() -> None:
+    hops = Hops(delay_s=0.05)
+    hops.release.clear()
+    merged = coalescer(hops)
+    running = asyncio.create_task(merged.classify(["a"], Deadline(5), "text"))
+    await asyncio.sleep(0.01)
+    queued = asyncio.create_task(merged.classify(["b"], Deadline(5), "text"))
+    await asyncio.sleep(0.01)
+    hops.release.set()
+    await merged.aclose(grace_s=5)
+    assert (await running).probabilities[0, 0] == 1
+    with pytest.raises(UnavailableError) as refused:
+        await queued
+    assert refused.value.code == "shutting_down"

@@ -89,3 +89,14 @@ def test_the_orchestrator_never_imports_tensorflow() -> None:
     probe = "import sys, orchestrator.app, orchestrator.cli; print(sorted(m for m in sys.modules if 'tensorflow' in m))"
     out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_tensor_that_is_not_float32_is_refused_not_misread() -> None:
+    doubles = ours.TensorProto(dtype=2, tensor_content=np.ones(2, "<f8").tobytes())  # DT_DOUBLE
+    doubles.tensor_shape.dim.add(size=2)
+    with pytest.raises(ValueError, match="DT_FLOAT"):
+        float_array(doubles)
+    short = tensor(np.ones((2, 3), np.float32))
+    short.tensor_content = short.tensor_content[:-4]
+    with pytest.raises(ValueError):
+        float_array(short)
