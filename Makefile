@@ -14,7 +14,7 @@ CHECKOV := $(DEPLOY_TOOLS)/checkov-venv/bin/checkov
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 export HF_HUB_OFFLINE := 1
 
-.PHONY: run test lint typecheck models deploy-tools bench-embedding bench-head bench-classify clean
+.PHONY: run test lint typecheck models deploy-tools bench-embedding bench-head bench-classify reliability clean
 
 run: models
 	$(PY) -m stack
@@ -39,6 +39,10 @@ bench-head: models
 
 bench-classify: models
 	$(PY) -m perf.classify_bench
+
+# Load, overload, faults and model swaps against the whole pipeline (about 20 minutes; --quick: 4).
+reliability: models
+	$(PY) -m perf.reliability
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)

@@ -19,7 +19,7 @@ from orchestrator.pipeline import Classified, Pipeline
 from service_common.deadline import Deadline
 from service_common.errors import DeadlineExceededError, InvalidRequestError, OverloadedError, UnavailableError
 from service_common.logs import request_id_var
-from service_common.metrics import COALESCED_REQUESTS
+from service_common.metrics import COALESCED_REQUESTS, COALESCER_QUEUE_TEXTS
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +57,7 @@ class Coalescer:
         self._queue.append(job)
         self._queued_texts += len(texts)
         self._dispatch()
+        COALESCER_QUEUE_TEXTS.set(self._queued_texts)
         try:
             async with asyncio.timeout(deadline.remaining_s()):
                 return await asyncio.shield(job.future)
@@ -97,6 +98,7 @@ class Coalescer:
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)
         self._dispatch()
+        COALESCER_QUEUE_TEXTS.set(self._queued_texts)
 
     async def _run(self, jobs: list[_Job]) -> None:
         request_id_var.set(jobs[0].request_id)  # the id the hops see; this line ties the others to it

@@ -2,7 +2,7 @@
 
 from typing import Literal, Self
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from service_common.settings import ServiceSettings
@@ -14,6 +14,7 @@ class OrchestratorSettings(ServiceSettings):
     port: int = Field(8080, ge=1, le=65535)
     embedding_url: str = Field("http://127.0.0.1:8081", description="the embedding service's base URL")
     embedding_timeout_s: float = Field(10.0, gt=0, description="budget of one embedding call")
+    embedding_api_key: SecretStr = Field(SecretStr(""), description="bearer key sent to the embedding service")
     embedding_max_connections: int = Field(128, ge=1, description="pooled keep-alive connections to it")
     head_protocol: Literal["grpc", "rest"] = Field("grpc", description="how to call the head (TF Serving)")
     head_grpc_target: str = Field("127.0.0.1:8500", description="the head's gRPC host:port")

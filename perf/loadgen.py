@@ -51,7 +51,7 @@ def http_request(method: str, path: str, body: bytes = b"", content_type: str = 
     return head.encode("ascii") + b"\r\n" + body
 
 
-class _Connection:
+class Connection:
     """One keep-alive connection; reopened after the server closes it or an error."""
 
     def __init__(self, host: str, port: int) -> None:
@@ -60,6 +60,11 @@ class _Connection:
 
     async def exchange(self, request: bytes) -> int:
         """Sends `request`, reads the whole response, returns its status code."""
+        status, _ = await self.exchange_body(request)
+        return status
+
+    async def exchange_body(self, request: bytes) -> tuple[int, bytes]:
+        """Sends `request`, reads the whole response, returns its status code and body."""
         if self._streams is None:
             self._streams = await asyncio.open_connection(*self._address)
         reader, writer = self._streams
@@ -71,10 +76,10 @@ class _Connection:
             if length_at < 0:
                 raise ConnectionError("response without Content-Length")
             length = int(headers[length_at + 17 : headers.index(b"\r\n", length_at + 2)])
-            await reader.readexactly(length)
+            body = await reader.readexactly(length)
             if b"\r\nconnection: close" in headers:
                 self.close()
-            return int(head[9:12])
+            return int(head[9:12]), body
         except BaseException:
             self.close()
             raise
@@ -142,7 +147,7 @@ async def run_closed_loop(
     return await _run(calls, requests, duration_s, timeout_s)
 
 
-def _http_call(connection: _Connection, make: MakeRequest) -> Call:
+def _http_call(connection: Connection, make: MakeRequest) -> Call:
     async def call(index: int) -> None:
         status = await connection.exchange(make(index))
         if status != 200:
@@ -155,7 +160,7 @@ async def closed_loop(
     host: str, port: int, make: MakeRequest, *, concurrency: int, requests: int, duration_s: float
 ) -> Measurement:
     """HTTP load: `concurrency` workers, each on its own keep-alive connection."""
-    connections = [_Connection(host, port) for _ in range(concurrency)]
+    connections = [Connection(host, port) for _ in range(concurrency)]
     try:
         calls = [_http_call(connection, make) for connection in connections]
         return await run_closed_loop(calls, requests=requests, duration_s=duration_s)

@@ -1,7 +1,5 @@
 """Our services as real subprocesses for tests, on stack/procs.py's helpers, with a log file each."""
 
-import os
-import signal
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -40,37 +38,3 @@ def running(service: Service, log: Path, *, ready_timeout_s: float = 300) -> Ite
         yield Server(process, service.url, log)
     finally:
         stop(process)
-
-
-class Restartable:
-    """A service a test kills, stalls and starts again on the same port (always stopped by PID at the end)."""
-
-    def __init__(self, service: Service, log: Path) -> None:
-        self.service = service
-        self.log = log
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return self.service.url
-
-    def start(self, ready_timeout_s: float = 300) -> None:
-        with self.log.open("ab") as out:
-            self.process = start_module(
-                self.service.module, self.service.args, server_env(self.service.env), cwd=ROOT, stdout=out, stderr=out
-            )
-        try:
-            wait_until_ok(self.process, self.service.ready_url, ready_timeout_s)
-        except ServerStartError as exc:
-            raise ServerStartError(f"{exc}; its log ends:\n{self.log.read_text()[-3000:]}") from None
-
-    def signal(self, signum: int) -> None:
-        assert self.process is not None
-        os.kill(self.process.pid, signum)
-        if signum == signal.SIGKILL:
-            self.process.wait()
-
-    def stop(self) -> None:
-        if self.process is not None:
-            os.kill(self.process.pid, signal.SIGCONT)  # a stalled process could not act on SIGTERM
-            stop(self.process)

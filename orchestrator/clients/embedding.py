@@ -42,8 +42,11 @@ class EmbeddingClient:
     def __init__(self, settings: OrchestratorSettings) -> None:
         self.url = settings.embedding_url.rstrip("/")
         self._settings = settings
+        key = settings.embedding_api_key.get_secret_value()
         self._client = httpx.AsyncClient(
             base_url=self.url,
+            # On every call, the readiness checks' included (/v1/models needs it when the service has auth on).
+            headers={"Authorization": f"Bearer {key}"} if key else None,
             timeout=settings.embedding_timeout_s,
             limits=httpx.Limits(
                 max_connections=settings.embedding_max_connections,

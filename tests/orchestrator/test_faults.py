@@ -16,7 +16,7 @@ import pytest
 
 from stack import services
 from stack.procs import free_port
-from tests.servers import Restartable
+from stack.restartable import Restartable
 
 pytestmark = pytest.mark.slow
 

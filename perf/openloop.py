@@ -1,0 +1,95 @@
+"""Open-loop HTTP load: requests leave at a fixed rate whatever the server does, and each latency is
+counted from when the request was due to leave. A closed loop hides a server that falls behind (its
+clients slow down with it); an open loop shows it as growing latency, as real traffic would."""
+
+import asyncio
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from perf.loadgen import Connection, MakeRequest
+
+
+@dataclass(frozen=True)
+class Sample:
+    due_s: float  # when it was due to leave, seconds from the start of the run
+    latency_s: float  # from due to answered, or to failed
+    outcome: str  # the HTTP status ("200", "503"), or the exception's name ("TimeoutError")
+    body: bytes
+
+
+async def open_loop(
+    host: str,
+    port: int,
+    make: MakeRequest,
+    *,
+    rate_per_s: float,
+    duration_s: float,
+    timeout_s: float,
+    max_connections: int = 512,
+) -> list[Sample]:
+    """`rate_per_s * duration_s` requests, request i due at i / rate; keep-alive connections are reused,
+    up to `max_connections` (a request finding none free waits, and that wait counts in its latency)."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    idle: list[Connection] = []
+    slots = asyncio.Semaphore(max_connections)
+    samples: list[Sample] = []
+
+    async def send(index: int, due: float) -> None:
+        async with slots:
+            connection = idle.pop() if idle else Connection(host, port)
+            try:
+                async with asyncio.timeout(timeout_s):
+                    status, body = await connection.exchange_body(make(index))
+            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError) as exc:
+                connection.close()
+                samples.append(Sample(due - start, loop.time() - due, type(exc).__name__, b""))
+                return
+            idle.append(connection)
+            samples.append(Sample(due - start, loop.time() - due, str(status), body))
+
+    tasks = []
+    for index in range(round(rate_per_s * duration_s)):
+        due = start + index / rate_per_s
+        if (wait := due - loop.time()) > 0:
+            await asyncio.sleep(wait)
+        tasks.append(asyncio.create_task(send(index, due)))
+    await asyncio.gather(*tasks)
+    for connection in idle:
+        connection.close()
+    return sorted(samples, key=lambda s: s.due_s)
+
+
+@dataclass(frozen=True)
+class Summary:
+    requests: int
+    outcomes: dict[str, int]
+    ok_p50_ms: float | None
+    ok_p99_ms: float | None
+    max_ms: float
+
+    @classmethod
+    def of(cls, samples: Sequence[Sample]) -> "Summary":
+        ok = [s.latency_s * 1e3 for s in samples if s.outcome == "200"]
+        p50, p99 = (float(v) for v in np.percentile(ok, [50, 99])) if ok else (None, None)
+        return cls(
+            requests=len(samples),
+            outcomes=dict(Counter(s.outcome for s in samples)),
+            ok_p50_ms=p50,
+            ok_p99_ms=p99,
+            max_ms=max((s.latency_s * 1e3 for s in samples), default=0.0),
+        )
+
+
+def windows(samples: Sequence[Sample], width_s: float) -> list[list[Sample]]:
+    """The samples in consecutive windows of `width_s` by due time."""
+    if not samples:
+        return []
+    count = int(max(s.due_s for s in samples) // width_s) + 1
+    grouped: list[list[Sample]] = [[] for _ in range(count)]
+    for sample in samples:
+        grouped[int(sample.due_s // width_s)].append(sample)
+    return grouped
