@@ -1,5 +1,6 @@
 """TF Serving's gRPC API (port 8500): PredictionService and ModelService on the official stubs' servicers."""
 
+import math
 import time
 from typing import Any, NoReturn
 
@@ -23,6 +24,9 @@ from head_service.servable import PREDICT_METHOD, Servable
 
 _METHOD_FOR = {"Classify": "classification", "Regress": "regression", "MultiInference": "classification"}
 _METHOD_NAME = {"classification": "tensorflow/serving/classify", "regression": "tensorflow/serving/regress"}
+# As in TF, one value fills a whole shape, so a tiny request can claim any size: this bounds what one input may
+# allocate (2**25 elements: 128 MiB of float32, far past any real batch of embeddings).
+_MAX_TENSOR_ELEMENTS = 2**25
 
 
 def _as_tensor_proto(value: np.ndarray) -> tensor_pb2.TensorProto:
@@ -34,6 +38,16 @@ def _as_tensor_proto(value: np.ndarray) -> tensor_pb2.TensorProto:
         getattr(typed, field.get(value.dtype.type, "int_val")).extend(value.ravel().tolist())
         return typed
     return proto
+
+
+def _ndarray(alias: str, proto: tensor_pb2.TensorProto) -> np.ndarray:
+    if math.prod(dim.size for dim in proto.tensor_shape.dim) > _MAX_TENSOR_ELEMENTS:
+        raise invalid_argument(f"tensor parsing error: {alias}")  # TF Serving's message for a tensor it cannot build
+    try:
+        array: np.ndarray = tf.make_ndarray(proto)
+    except (TypeError, ValueError) as exc:
+        raise invalid_argument(f"Malformed TensorProto: {exc}") from exc
+    return array
 
 
 def _resolve(runner: Runner, spec: model_pb2.ModelSpec, has_spec: bool) -> Servable:
@@ -67,10 +81,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer): 
             if signature is None:
                 raise HeadError(grpc.StatusCode.FAILED_PRECONDITION, f'Serving signature key "{key}" not found.')
             signature.check_input_names(set(request.inputs))
-            try:
-                inputs = {alias: tf.make_ndarray(tensor) for alias, tensor in request.inputs.items()}
-            except (TypeError, ValueError) as exc:
-                raise invalid_argument(f"Malformed TensorProto: {exc}") from exc
+            inputs = {alias: _ndarray(alias, tensor) for alias, tensor in request.inputs.items()}
             outputs = await self.runner.run(servable, signature, inputs, list(request.output_filter), "Predict")
         except HeadError as error:
             self.runner.metrics.count_request(name, error.code.name)

@@ -26,7 +26,7 @@ class OrchestratorSettings(ServiceSettings):
     max_texts_per_request: int = Field(256, ge=1, description="texts in one /classify request")
     max_batch_texts: int = Field(32, ge=1, description="texts of concurrent requests merged into one hop call")
     max_in_flight_batches: int = Field(4, ge=1, description="merged calls under way at once")
-    max_queue_texts: int = Field(1024, ge=1, description="texts waiting for a call slot before 429")
+    max_queue_texts: int = Field(256, ge=1, description="texts waiting for a call slot before 429")
     max_chars_per_text: int = Field(20_000, ge=1, description="characters in one text")
     ready_interval_s: float = Field(1.0, gt=0, description="how often the downstreams are checked for /readyz")
     ready_timeout_s: float = Field(1.0, gt=0, description="budget of each downstream check behind /readyz")

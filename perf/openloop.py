@@ -11,6 +11,8 @@ import numpy as np
 
 from perf.loadgen import Connection, MakeRequest
 
+IDLE_EXPIRY_S = 4.0  # below uvicorn's 5 s keep-alive timeout
+
 
 @dataclass(frozen=True)
 class Sample:
@@ -34,21 +36,41 @@ async def open_loop(
     up to `max_connections` (a request finding none free waits, and that wait counts in its latency)."""
     loop = asyncio.get_running_loop()
     start = loop.time()
-    idle: list[Connection] = []
+    idle: list[tuple[Connection, float]] = []  # with the time each was last used
     slots = asyncio.Semaphore(max_connections)
     samples: list[Sample] = []
 
+    def take() -> tuple[Connection, bool]:
+        """An idle connection (reused: True) or a new one. Idle ones are dropped after IDLE_EXPIRY_S,
+        before the server's keep-alive timeout closes them under a request."""
+        while idle:
+            connection, used_at = idle.pop()
+            if loop.time() - used_at < IDLE_EXPIRY_S:
+                return connection, True
+            connection.close()
+        return Connection(host, port), False
+
     async def send(index: int, due: float) -> None:
         async with slots:
-            connection = idle.pop() if idle else Connection(host, port)
+            connection, reused = take()
             try:
                 async with asyncio.timeout(timeout_s):
-                    status, body = await connection.exchange_body(make(index))
+                    try:
+                        status, body = await connection.exchange_body(make(index))
+                    except (asyncio.IncompleteReadError, ConnectionResetError, BrokenPipeError) as stale:
+                        # A reused connection the server closed before answering (a keep-alive race, or a
+                        # server that has begun shutting down): sent again once on a new connection, as
+                        # HTTP clients do. Anything else, or a second failure, is counted.
+                        if not reused or (isinstance(stale, asyncio.IncompleteReadError) and stale.partial):
+                            raise
+                        connection.close()
+                        connection = Connection(host, port)
+                        status, body = await connection.exchange_body(make(index))
             except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError) as exc:
                 connection.close()
                 samples.append(Sample(due - start, loop.time() - due, type(exc).__name__, b""))
                 return
-            idle.append(connection)
+            idle.append((connection, loop.time()))
             samples.append(Sample(due - start, loop.time() - due, str(status), body))
 
     tasks = []
@@ -58,7 +80,7 @@ async def open_loop(
             await asyncio.sleep(wait)
         tasks.append(asyncio.create_task(send(index, due)))
     await asyncio.gather(*tasks)
-    for connection in idle:
+    for connection, _ in idle:
         connection.close()
     return sorted(samples, key=lambda s: s.due_s)
 

@@ -225,7 +225,7 @@ def overload(drill: Drill, capacity_per_s: float, normal_p50_ms: float, quick: b
             "some requests refused": bool(refused),
             "refusals p99 below the normal p50": refused_p99 < normal_p50_ms,
             f"accepted p99 within the {BUDGET_MS} ms budget": (accepted.ok_p99_ms or 0) <= BUDGET_MS,
-            "queues bounded (orchestrator <= 1024 texts)": queue_peak["orchestrator_queue_texts"] <= 1024,
+            "queues bounded (orchestrator <= 256 texts)": queue_peak["orchestrator_queue_texts"] <= 256,
             "all 200 one second after load drops": all(s.outcome == "200" for s in settled),
         },
         {
@@ -320,7 +320,8 @@ def _sigterm(drill: Drill, name: str, rate: float) -> Phase:
     checks = {
         f"exited by itself within the {GRACE_S:.0f} s grace": exited is not None
         and exited[1] - at[f"{name} sent SIGTERM"] <= GRACE_S,
-        "exit status 0": exited is not None and exited[0].endswith("with 0"),
+        # uvicorn re-raises the signal after its graceful stop, so its processes end "killed by SIGTERM".
+        "exit status 0 or SIGTERM's": exited is not None and exited[0].endswith(("with 0", f"with {-signal.SIGTERM}")),
         "recovered: all 200 after the restart": all(
             s.outcome == "200" for s in samples if s.due_s > at[f"{name} ready"] + 2
         ),

@@ -8,6 +8,7 @@ from contextlib import AbstractAsyncContextManager
 
 from fastapi import APIRouter, FastAPI
 
+from service_common.auth import add_access_control
 from service_common.errors import install_error_handlers
 from service_common.middleware import RequestContextMiddleware
 from service_common.ops import add_ops_routes
@@ -23,6 +24,7 @@ def service_app(
 ) -> FastAPI:
     app = FastAPI(title=title, version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
+    add_access_control(app, settings)  # inside the request context: refusals get an id and a log line
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     install_error_handlers(app)
     add_ops_routes(app, not_ready_reason)

@@ -35,6 +35,14 @@ class InvalidRequestError(ServiceError):
     error_type = "invalid_request_error"
 
 
+class UnauthorizedError(ServiceError):
+    """No API key, or not one of the configured ones: the body never says which keys exist."""
+
+    status_code = 401
+    error_type = "authentication_error"
+    headers = {"WWW-Authenticate": "Bearer"}  # noqa: RUF012
+
+
 class NotFoundError(InvalidRequestError):
     status_code = 404
 
@@ -106,6 +114,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)
+        if exc.status_code == 400 and isinstance(exc.__cause__, ValueError | RecursionError):
+            # FastAPI's body parser failing past json.JSONDecodeError: bad UTF-8, deep nesting, oversized integers.
+            reason = "nested too deeply" if isinstance(exc.__cause__, RecursionError) else "not valid JSON"
+            invalid = InvalidRequestError(f"request body is {reason}", param="body", code="invalid_json")
+            return await on_service_error(request, invalid)
         error = ServiceError(str(exc.detail), code=str(exc.status_code))
         error.status_code = exc.status_code
         error.error_type = "invalid_request_error" if exc.status_code < 500 else "server_error"

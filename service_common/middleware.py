@@ -10,12 +10,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service_common.errors import PayloadTooLargeError, ServiceError
 from service_common.logs import request_id_var
 from service_common.metrics import REQUEST_SECONDS
+from service_common.ops import OPS_PATHS
 
 logger = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "x-request-id"
-# Probed every few seconds by orchestrators and kubelets: their successes are logged at debug only.
-_QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 _MAX_REQUEST_ID = 128
 
 
@@ -71,7 +70,8 @@ class RequestContextMiddleware:
             elapsed = time.perf_counter() - started
             route = getattr(scope.get("route"), "path", "unmatched")
             REQUEST_SECONDS.labels(scope["method"], route, str(status)).observe(elapsed)
-            quiet = scope["path"] in _QUIET_PATHS and status < 400
+            # Probed every few seconds by orchestrators and kubelets: their successes are logged at debug only.
+            quiet = scope["path"] in OPS_PATHS and status < 400
             logger.log(
                 logging.DEBUG if quiet else logging.INFO,
                 "%s %s %d %.1fms",

@@ -7,6 +7,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service_common.errors import UnavailableError
 
+OPS_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
 
 def add_ops_routes(app: FastAPI, not_ready_reason: Callable[[], str | None]) -> None:
     """`not_ready_reason` returns None when the service can take traffic, else why it cannot."""

@@ -1,13 +1,16 @@
 """Settings every HTTP service shares; each service subclasses it with its own env prefix."""
 
-from typing import Literal
+import hashlib
+from pathlib import Path
+from typing import Literal, Self
 
-from pydantic import Field
+from pydantic import Field, PrivateAttr, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class ServiceSettings(BaseSettings):
-    model_config = SettingsConfigDict(frozen=True, extra="ignore")
+    # Inputs are hidden in validation errors: a start-up failure must not print the API keys it was given.
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", hide_input_in_errors=True)
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
@@ -16,3 +19,38 @@ class ServiceSettings(BaseSettings):
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="larger request bodies get 413")
     request_timeout_s: float = Field(30.0, gt=0, description="a request still unanswered after this gets 504")
     graceful_shutdown_s: float = Field(30.0, ge=0, description="time in-flight requests get after SIGTERM")
+    api_keys: SecretStr = Field(SecretStr(""), description="bearer keys, comma-separated; none (and no file): no auth")
+    api_keys_file: str = Field("", description="a file of more bearer keys, one per line; empty: none")
+    auth_ops_routes: bool = Field(False, description="require a key on /healthz, /readyz and /metrics too")
+    cors_origins: str = Field("", description="browser origins allowed by CORS, comma-separated; empty: no CORS")
+
+    _key_digests: tuple[bytes, ...] = PrivateAttr(())
+
+    @property
+    def api_key_digests(self) -> tuple[bytes, ...]:
+        """SHA-256 of every accepted key (the keys themselves are not kept); empty: auth is off."""
+        return self._key_digests
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
+
+    @model_validator(mode="after")
+    def _read_api_keys(self) -> Self:
+        keys = [key.strip() for key in self.api_keys.get_secret_value().split(",") if key.strip()]
+        if self.api_keys_file:
+            path = Path(self.api_keys_file)
+            try:
+                lines = path.read_text(encoding="utf-8").splitlines()
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+                raise ValueError(f"api_keys_file {path} cannot be read: {reason}") from None
+            from_file = [line.strip() for line in lines if line.strip()]
+            if not from_file:  # auth silently off because of an empty file would be worse than not starting
+                raise ValueError(f"api_keys_file {path} holds no keys")
+            keys += from_file
+        for number, key in enumerate(keys, 1):
+            if not (key.isascii() and key.isprintable()) or " " in key:
+                raise ValueError(f"api key {number} has characters a bearer token cannot carry (printable ASCII only)")
+        self._key_digests = tuple(hashlib.sha256(key.encode()).digest() for key in keys)
+        return self

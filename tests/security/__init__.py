@@ -1,0 +1,1 @@
+"""Access control, hostile input and fuzzing of the running services."""
