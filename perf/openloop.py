@@ -18,6 +18,7 @@ IDLE_EXPIRY_S = 4.0  # below uvicorn's 5 s keep-alive timeout
 class Sample:
     due_s: float  # when it was due to leave, seconds from the start of the run
     latency_s: float  # from due to answered, or to failed
+    service_s: float  # from actually sent (a connection was free) to answered: the server's part
     outcome: str  # the HTTP status ("200", "503"), or the exception's name ("TimeoutError")
     body: bytes
 
@@ -52,6 +53,7 @@ async def open_loop(
 
     async def send(index: int, due: float) -> None:
         async with slots:
+            sent = loop.time()
             connection, reused = take()
             try:
                 async with asyncio.timeout(timeout_s):
@@ -68,10 +70,12 @@ async def open_loop(
                         status, body = await connection.exchange_body(make(index))
             except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError) as exc:
                 connection.close()
-                samples.append(Sample(due - start, loop.time() - due, type(exc).__name__, b""))
+                now = loop.time()
+                samples.append(Sample(due - start, now - due, now - sent, type(exc).__name__, b""))
                 return
             idle.append((connection, loop.time()))
-            samples.append(Sample(due - start, loop.time() - due, str(status), body))
+            now = loop.time()
+            samples.append(Sample(due - start, now - due, now - sent, str(status), body))
 
     tasks = []
     for index in range(round(rate_per_s * duration_s)):

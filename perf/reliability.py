@@ -74,6 +74,13 @@ class Phase:
         return self.lost == 0 and all(self.checks.values())
 
 
+def _phase(
+    name: str, load: str, fault: str, samples: Sequence[Sample], checks: dict[str, bool], details: dict[str, Any]
+) -> Phase:
+    non_200 = sorted({f"{s.outcome} {s.body[:300].decode(errors='replace')}" for s in samples if s.outcome != "200"})
+    return Phase(name, load, fault, Summary.of(samples), _lost(samples), checks, {**details, "non_200": non_200[:6]})
+
+
 def _error_code(sample: Sample) -> str:
     try:
         return str(json.loads(sample.body)["error"]["code"])
@@ -168,12 +175,11 @@ def soak(drill: Drill, rate: float, duration_s: float) -> Phase:
     first, last = Summary.of(parts[0]), Summary.of(parts[-1])
     growth = {name: (values[-1] / values[3] - 1) if len(values) > 4 else 0.0 for name, values in rss.items()}
     summary = Summary.of(samples)
-    return Phase(
+    return _phase(
         "soak",
         f"open loop {rate:.0f} req/s (70% of capacity), {duration_s:.0f} s",
         "none",
-        summary,
-        _lost(samples),
+        samples,
         {
             "zero errors": summary.outcomes.get("200", 0) == summary.requests,
             "p99 of the last fifth within 20% of the first's": (last.ok_p99_ms or 0) <= 1.2 * (first.ok_p99_ms or 0),
@@ -208,22 +214,23 @@ def overload(drill: Drill, capacity_per_s: float, normal_p50_ms: float, quick: b
         done.set()
         watcher.join()
     low = _under_load(drill, 0.5 * capacity_per_s, 6 if quick else 20)
-    refused = [s.latency_s * 1e3 for s in high if s.outcome in ("429", "503")]
+    # Refusals are timed from when they were sent: on 2 shared cores the client itself falls behind at 3x,
+    # which due-time latency would charge to the server.
+    refused = [s.service_s * 1e3 for s in high if s.outcome in ("429", "503")]
     accepted = Summary.of(high)
     refused_p99 = sorted(refused)[int(0.99 * (len(refused) - 1))] if refused else 0.0
     settled = [s for s in low if s.due_s >= 1.0]
     recovery = Summary.of(low)
-    return Phase(
+    return _phase(
         "overload",
         f"open loop {3 * capacity_per_s:.0f} req/s (3x capacity) for {8 if quick else 30} s, "
         f"then {0.5 * capacity_per_s:.0f} req/s",
         "none",
-        Summary.of([*high, *low]),
-        _lost([*high, *low]),
+        [*high, *low],
         {
             "only 200, 429 or 503 under overload": set(accepted.outcomes) <= {"200", "429", "503"},
             "some requests refused": bool(refused),
-            "refusals p99 below the normal p50": refused_p99 < normal_p50_ms,
+            "refusals answered (p99) faster than the normal p50": refused_p99 < normal_p50_ms,
             f"accepted p99 within the {BUDGET_MS} ms budget": (accepted.ok_p99_ms or 0) <= BUDGET_MS,
             "queues bounded (orchestrator <= 256 texts)": queue_peak["orchestrator_queue_texts"] <= 256,
             "all 200 one second after load drops": all(s.outcome == "200" for s in settled),
@@ -281,12 +288,11 @@ def faults(drill: Drill, rate: float, quick: bool) -> Phase:
     }
     last_fault = max(end for _, end in down.values())
     summary = Summary.of(samples)
-    return Phase(
+    return _phase(
         "faults",
         f"open loop {rate:.0f} req/s",
         "kill -9 the head, restart it; then kill -9 the embedding service, restart it",
-        summary,
-        _lost(samples),
+        samples,
         {
             **_failures_named(samples, down),
             f"none took longer than its {BUDGET_MS} ms budget (+1 s)": summary.max_ms <= BUDGET_MS + 1000,
@@ -332,12 +338,11 @@ def _sigterm(drill: Drill, name: str, rate: float) -> Phase:
         )
     else:
         checks.update(_failures_named(samples, {name: _window(drill, f"{name} sent SIGTERM", f"{name} ready")}))
-    return Phase(
+    return _phase(
         f"SIGTERM {name}",
         f"open loop {rate:.0f} req/s",
         f"SIGTERM to the {name}, then restart",
-        Summary.of(samples),
-        _lost(samples),
+        samples,
         checks,
         {"events": drill.events},
     )
@@ -353,12 +358,11 @@ def head_swap(drill: Drill, rate: float) -> Phase:
 
     samples = _under_load(drill, rate, 15, add_version)
     versions = [_version(s) for s in samples if s.outcome == "200"]
-    return Phase(
+    return _phase(
         "head swap",
         f"open loop {rate:.0f} req/s",
         "a new head version dropped in",
-        Summary.of(samples),
-        _lost(samples),
+        samples,
         {
             "zero failed requests": all(s.outcome == "200" for s in samples),
             "answers moved from version 1 to 2": bool(versions) and versions[0] == "1" and versions[-1] == "2",
@@ -387,12 +391,11 @@ def encoder_swap(drill: Drill, rate: float, quick: bool) -> Phase:
 
     samples = _under_load(drill, rate, 30 if quick else 80, restart)
     checks = _failures_named(samples, {"embedding": _window(drill, "embedding stopped", "embedding ready")})
-    return Phase(
+    return _phase(
         "encoder swap",
         f"open loop {rate:.0f} req/s",
         "the embedding service restarted on a re-exported encoder",
-        Summary.of(samples),
-        _lost(samples),
+        samples,
         checks,
         {"events": drill.events},
     )
