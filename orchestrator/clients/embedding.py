@@ -121,7 +121,7 @@ class EmbeddingClient:
         except httpx.TransportError as exc:
             HOP_ERRORS_TOTAL.labels(HOP, "unavailable").inc()
             raise UnavailableError(
-                f"the embedding service at {self.url} is unavailable: {exc or type(exc).__name__}",
+                f"the embedding service at {self.url} is unavailable: {str(exc) or type(exc).__name__}",
                 code="embedding_unavailable",
             ) from None
         finally:
