@@ -1,6 +1,5 @@
 """EmbeddingClient: the embedding service's /v1/embeddings over one pooled keep-alive httpx client, base64."""
 
-import asyncio
 import base64
 import time
 from dataclasses import dataclass
@@ -11,7 +10,7 @@ import httpx
 import numpy as np
 import orjson
 
-from orchestrator.retry import retry_unreached
+from orchestrator.clients import http_hop
 from orchestrator.settings import OrchestratorSettings
 from service_common.deadline import TIMEOUT_HEADER, Deadline
 from service_common.errors import (
@@ -66,7 +65,7 @@ class EmbeddingClient:
         timeout_s = deadline.budget_s(self._settings.embedding_timeout_s)
         body = orjson.dumps({"input": texts, "encoding_format": "base64"})
         response = await self._call(
-            "POST", "/v1/embeddings", deadline, timeout_s, content=body, headers={"Content-Type": "application/json"}
+            "POST", "/v1/embeddings", timeout_s, content=body, headers={"Content-Type": "application/json"}
         )
         if response.status_code != 200:
             raise _as_error(response, field)
@@ -85,43 +84,42 @@ class EmbeddingClient:
 
     async def check_ready(self, timeout_s: float) -> None:
         """Returns when the embedding service is ready; raises UnavailableError saying why not."""
-        response = await self._call("GET", "/readyz", None, timeout_s)
+        response = await self._call("GET", "/readyz", timeout_s)
         if response.status_code != 200:
             raise _as_error(response, "texts")
 
     async def dimensions(self, timeout_s: float) -> int:
         """The served encoder's embedding size; raises UnavailableError until it is loaded and warm."""
-        response = await self._call("GET", "/v1/models", None, timeout_s)
+        response = await self._call("GET", "/v1/models", timeout_s)
         if response.status_code != 200:
             raise _as_error(response, "texts")
         dimensions: int = orjson.loads(response.content)["data"][0]["dimensions"]
         return dimensions
 
-    async def _call(
-        self, method: str, path: str, deadline: Deadline | None, timeout_s: float, **kwargs: Any
-    ) -> httpx.Response:
+    async def _call(self, method: str, path: str, timeout_s: float, **kwargs: Any) -> httpx.Response:
         headers = {**kwargs.pop("headers", {}), REQUEST_ID_HEADER: request_id_var.get()}
         headers[TIMEOUT_HEADER] = Deadline.header_value(timeout_s)
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(timeout_s):
-                return await retry_unreached(
-                    lambda: self._client.request(method, path, headers=headers, timeout=timeout_s, **kwargs),
-                    unreached=lambda exc: isinstance(exc, httpx.ConnectError),
-                    hop=HOP,
-                    retries=self._settings.connect_retries,
-                    backoff_s=self._settings.retry_backoff_ms / 1e3,
-                    deadline=deadline or Deadline(timeout_s),
-                )
-        except (TimeoutError, httpx.TimeoutException):
+            return await http_hop.request(
+                self._client,
+                method,
+                path,
+                hop=HOP,
+                timeout_s=timeout_s,
+                settings=self._settings,
+                headers=headers,
+                **kwargs,
+            )
+        except TimeoutError:
             HOP_ERRORS_TOTAL.labels(HOP, "timeout").inc()
             raise DeadlineExceededError(
                 f"the embedding service did not answer within {timeout_s:.3g}s", code="embedding_timeout"
             ) from None
-        except httpx.TransportError as exc:
+        except http_hop.HopUnreachable as exc:
             HOP_ERRORS_TOTAL.labels(HOP, "unavailable").inc()
             raise UnavailableError(
-                f"the embedding service at {self.url} is unavailable: {str(exc) or type(exc).__name__}",
+                f"the embedding service at {self.url} is unavailable: {exc}",
                 code="embedding_unavailable",
             ) from None
         finally:

@@ -4,7 +4,6 @@ REST predict answers carry no model version, so each call is pinned to the newes
 (`/versions/{v}:predict`), which `available_version` keeps current; a pinned version unloaded under a
 call is looked up again once."""
 
-import asyncio
 import time
 from typing import Any, Self
 
@@ -12,6 +11,7 @@ import httpx
 import numpy as np
 import orjson
 
+from orchestrator.clients import http_hop
 from orchestrator.clients.embedding import KEEPALIVE_EXPIRY_S
 from orchestrator.clients.head import (
     HOP,
@@ -22,7 +22,6 @@ from orchestrator.clients.head import (
     Scores,
     head_error,
 )
-from orchestrator.retry import retry_unreached
 from orchestrator.settings import OrchestratorSettings
 from service_common.deadline import Deadline
 from service_common.logs import request_id_var
@@ -105,21 +104,20 @@ class HeadRestClient:
         timeout_s = deadline.budget_s(self._settings.head_timeout_s)
         headers = {REQUEST_ID_HEADER: request_id_var.get(), "Content-Type": "application/json"}
         try:
-            async with asyncio.timeout(timeout_s):
-                response = await retry_unreached(
-                    lambda: self._client.request(method, path, headers=headers, timeout=timeout_s, **kwargs),
-                    unreached=lambda exc: isinstance(exc, httpx.ConnectError),
-                    hop=HOP,
-                    retries=self._settings.connect_retries,
-                    backoff_s=self._settings.retry_backoff_ms / 1e3,
-                    deadline=Deadline(timeout_s),
-                )
-        except (TimeoutError, httpx.TimeoutException):
+            response = await http_hop.request(
+                self._client,
+                method,
+                path,
+                hop=HOP,
+                timeout_s=timeout_s,
+                settings=self._settings,
+                headers=headers,
+                **kwargs,
+            )
+        except TimeoutError:
             raise head_error("DEADLINE_EXCEEDED", "", where=self.url, timeout_s=timeout_s) from None
-        except httpx.TransportError as exc:
-            raise head_error(
-                "UNAVAILABLE", str(exc) or type(exc).__name__, where=self.url, timeout_s=timeout_s
-            ) from None
+        except http_hop.HopUnreachable as exc:
+            raise head_error("UNAVAILABLE", str(exc), where=self.url, timeout_s=timeout_s) from None
         if response.status_code != 200:
             try:
                 detail = str(orjson.loads(response.content)["error"])

@@ -1,0 +1,42 @@
+"""One HTTP call to a downstream hop over its pooled httpx client: the whole call (retries included)
+bounded by the hop's budget, connection failures retried. Callers map the two failures to their errors."""
+
+import asyncio
+from typing import Any
+
+import httpx
+
+from orchestrator.retry import retry_unreached
+from orchestrator.settings import OrchestratorSettings
+from service_common.deadline import Deadline
+
+
+class HopUnreachable(Exception):
+    """The hop could not be reached, or dropped the connection without an answer."""
+
+
+async def request(
+    client: httpx.AsyncClient,
+    method: str,
+    path: str,
+    *,
+    hop: str,
+    timeout_s: float,
+    settings: OrchestratorSettings,
+    **kwargs: Any,
+) -> httpx.Response:
+    """Raises TimeoutError past `timeout_s`, HopUnreachable on a transport failure."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await retry_unreached(
+                lambda: client.request(method, path, timeout=timeout_s, **kwargs),
+                unreached=lambda exc: isinstance(exc, httpx.ConnectError),
+                hop=hop,
+                retries=settings.connect_retries,
+                backoff_s=settings.retry_backoff_ms / 1e3,
+                deadline=Deadline(timeout_s),
+            )
+    except httpx.TimeoutException:
+        raise TimeoutError from None
+    except httpx.TransportError as exc:
+        raise HopUnreachable(str(exc) or type(exc).__name__) from None
