@@ -76,10 +76,18 @@ class Phase:
 
 
 def _phase(
-    name: str, load: str, fault: str, samples: Sequence[Sample], checks: dict[str, bool], details: dict[str, Any]
+    name: str,
+    load: str,
+    fault: str,
+    samples: Sequence[Sample],
+    checks: dict[str, bool],
+    details: dict[str, Any],
+    refused: Callable[[Sample], bool] = lambda _: False,
 ) -> Phase:
+    """`refused`: failures that are refusals, not losses, although they look alike to the client."""
     non_200 = sorted({f"{s.outcome} {s.body[:300].decode(errors='replace')}" for s in samples if s.outcome != "200"})
-    return Phase(name, load, fault, Summary.of(samples), _lost(samples), checks, {**details, "non_200": non_200[:6]})
+    lost = _lost([s for s in samples if not refused(s)])
+    return Phase(name, load, fault, Summary.of(samples), lost, checks, {**details, "non_200": non_200[:6]})
 
 
 def _error_code(sample: Sample) -> str:
@@ -337,10 +345,20 @@ def _sigterm(drill: Drill, name: str, rate: float, quick: bool) -> Phase:
         "exit status 0 or SIGTERM's": exited is not None and exited[0].endswith(("with 0", f"with {-signal.SIGTERM}")),
         "recovered: all 200 after the restart": _recovered(samples, at[f"{name} ready"] + 2),
     }
-    if name == "orchestrator":  # it is the front door: while it is down, connections are refused
-        checks["only refused connections while down"] = all(
-            s.outcome in ("200", "ConnectionRefusedError") for s in samples
+    stopping = (at[f"{name} sent SIGTERM"], at[f"{name} ready"])
+
+    def refused(sample: Sample) -> bool:
+        """The orchestrator is the front door: while it stops, new connections are refused, and those its
+        closing listener had queued but not accepted are reset before any byte of an answer."""
+        in_window = stopping[0] <= sample.due_s <= stopping[1]
+        return (
+            name == "orchestrator"
+            and in_window
+            and sample.outcome in ("ConnectionRefusedError", "ConnectionResetError")
         )
+
+    if name == "orchestrator":
+        checks["only refused connections while down"] = all(s.outcome == "200" or refused(s) for s in samples)
     else:
         checks.update(_failures_named(samples, {name: _window(drill, f"{name} sent SIGTERM", f"{name} ready")}))
     return _phase(
@@ -350,6 +368,7 @@ def _sigterm(drill: Drill, name: str, rate: float, quick: bool) -> Phase:
         samples,
         checks,
         {"events": drill.events},
+        refused,
     )
 
 
