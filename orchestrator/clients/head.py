@@ -24,6 +24,13 @@ QUEUE_FULL = "queue to which this task was submitted is full"
 MALFORMED = "MALFORMED_ANSWER"  # head_error() kind for an answer we cannot read
 
 
+def unreached(kind: str, detail: str) -> bool:
+    """The head did not run the call: it could not be reached (UNAVAILABLE, but not a full batching queue),
+    or it was shutting down (gRPC cancels calls that arrive after a server's graceful stop has begun, as
+    TF Serving's does on SIGTERM and every rolling update). Safe to retry: a Predict is a pure read."""
+    return kind == "CANCELLED" or (kind == "UNAVAILABLE" and QUEUE_FULL not in detail)
+
+
 @dataclass(frozen=True)
 class Scores:
     probabilities: np.ndarray  # [texts, classes] float32
@@ -39,7 +46,7 @@ def head_error(kind: str, detail: str, *, where: str, timeout_s: float) -> Servi
     HOP_ERRORS_TOTAL.labels(HOP, kind.lower()).inc()
     if kind == "DEADLINE_EXCEEDED":
         return DeadlineExceededError(f"the head did not answer within {timeout_s:.3g}s", code="head_timeout")
-    if kind == "UNAVAILABLE" and QUEUE_FULL not in detail:
+    if unreached(kind, detail):
         return UnavailableError(f"the head at {where} is unavailable: {detail}", code="head_unavailable")
     if kind == "NOT_FOUND":
         return ModelNotFoundError(f"the head does not serve it: {detail}", code="head_model_not_found")

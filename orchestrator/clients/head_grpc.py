@@ -12,10 +12,10 @@ from orchestrator.clients.head import (
     LABELS_SIGNATURE,
     MALFORMED,
     PROBABILITIES_SIGNATURE,
-    QUEUE_FULL,
     ModelNotFoundError,
     Scores,
     head_error,
+    unreached,
 )
 from orchestrator.retry import retry_unreached
 from orchestrator.settings import OrchestratorSettings
@@ -55,11 +55,7 @@ def float_array(proto: Any) -> np.ndarray:
 
 
 def _unreached(exc: Exception) -> bool:
-    """UNAVAILABLE, but not a full batching queue: the channel could not reach the head. (A Predict is a
-    pure read, so repeating one the head had already started costs time, never correctness.)"""
-    if not isinstance(exc, grpc.aio.AioRpcError) or exc.code() != grpc.StatusCode.UNAVAILABLE:
-        return False
-    return QUEUE_FULL not in (exc.details() or "")
+    return isinstance(exc, grpc.aio.AioRpcError) and unreached(exc.code().name, exc.details() or "")
 
 
 class HeadGrpcClient:
