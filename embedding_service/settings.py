@@ -1,5 +1,6 @@
 """EmbeddingSettings: every knob of the embedding service, read from EMBEDDING_* variables."""
 
+import os
 from pathlib import Path
 from typing import Self
 
@@ -32,3 +33,11 @@ class EmbeddingSettings(ServiceSettings):
             # TF's auto mixed precision is a graph rewrite that does not reach into XLA-compiled functions.
             raise ValueError("mixed_precision needs xla=false (EMBEDDING_XLA=false)")
         return self
+
+
+def use_xla_cache(settings: EmbeddingSettings) -> None:
+    """Points TensorFlow's XLA compile cache at `xla_cache_dir`. TensorFlow reads its XLA flags when it is
+    first imported, so this runs before anything imports it."""
+    if settings.xla and settings.xla_cache_dir:
+        flag = f"--tf_xla_persistent_cache_directory={settings.xla_cache_dir}"
+        os.environ["TF_XLA_FLAGS"] = f"{os.environ.get('TF_XLA_FLAGS', '')} {flag}".strip()

@@ -39,7 +39,8 @@ def _texts(body: ClassifyRequest, settings: OrchestratorSettings) -> tuple[list[
     return texts, field
 
 
-def _body(classified: Classified, model_name: str) -> dict[str, Any]:
+def response_body(classified: Classified, model_name: str) -> dict[str, Any]:
+    """The /classify answer (perf/'s monolith answers with it too, so both send the same bytes)."""
     probabilities, names = classified.probabilities, classified.labels
     best = np.argmax(probabilities, axis=1).tolist()
     predictions = [  # float32 scalars: orjson writes their shortest form (0.9965311, not 0.996531069278717)
@@ -58,5 +59,5 @@ async def classify(body: ClassifyRequest, coalescer: CoalescerDep, deadline: Dea
     settings: OrchestratorSettings = request.app.state.settings
     texts, field = _texts(body, settings)
     classified = await unless_disconnected(request, coalescer.classify(texts, deadline, field))
-    content = orjson.dumps(_body(classified, settings.head_model_name), option=orjson.OPT_SERIALIZE_NUMPY)
+    content = orjson.dumps(response_body(classified, settings.head_model_name), option=orjson.OPT_SERIALIZE_NUMPY)
     return Response(content, media_type="application/json")

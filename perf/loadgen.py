@@ -1,4 +1,5 @@
-"""Closed-loop HTTP load from one asyncio loop, and the summary every benchmark reports: rate, p50, p99.
+"""HTTP load from one asyncio loop: the closed-loop runner, the routes a request takes, and the summary
+every benchmark reports.
 
 The client is a minimal HTTP/1.1 keep-alive client over asyncio streams sending pre-encoded requests:
 on 2 cores the load generator shares the CPU with the server, and httpx costs several times more CPU
@@ -24,23 +25,28 @@ class Measurement:
     elapsed_s: float
     throughput_per_s: float  # successful items per second
     p50_ms: float | None  # of successful calls; None when there were none
+    p90_ms: float | None
     p99_ms: float | None
+    max_ms: float | None
 
     @classmethod
     def of(
         cls, latencies_s: Sequence[float], error_kinds: Counter[str], elapsed_s: float, items_per_call: int
     ) -> "Measurement":
         """`latencies_s` holds successful calls only; errors are counted in `error_kinds`."""
-        p50, p99 = np.percentile(np.asarray(latencies_s) * 1e3, [50, 99]) if latencies_s else (None, None)
         errors = sum(error_kinds.values())
+        ms = np.asarray(latencies_s) * 1e3
+        p50, p90, p99, top = (float(v) for v in np.percentile(ms, [50, 90, 99, 100])) if ms.size else (None,) * 4
         return cls(
             completed=len(latencies_s) + errors,
             errors=errors,
             error_kinds=dict(error_kinds),
             elapsed_s=elapsed_s,
             throughput_per_s=len(latencies_s) * items_per_call / elapsed_s if elapsed_s > 0 else 0.0,
-            p50_ms=None if p50 is None else float(p50),
-            p99_ms=None if p99 is None else float(p99),
+            p50_ms=p50,
+            p90_ms=p90,
+            p99_ms=p99,
+            max_ms=top,
         )
 
 
@@ -58,12 +64,7 @@ class Connection:
         self._address = (host, port)
         self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
 
-    async def exchange(self, request: bytes) -> int:
-        """Sends `request`, reads the whole response, returns its status code."""
-        status, _ = await self.exchange_body(request)
-        return status
-
-    async def exchange_body(self, request: bytes) -> tuple[int, bytes]:
+    async def exchange(self, request: bytes) -> tuple[int, bytes]:
         """Sends `request`, reads the whole response, returns its status code and body."""
         if self._streams is None:
             self._streams = await asyncio.open_connection(*self._address)
@@ -88,6 +89,42 @@ class Connection:
         if self._streams is not None:
             self._streams[1].close()
             self._streams = None
+
+
+@dataclass(frozen=True)
+class Hop:
+    """One HTTP exchange of a request: the port it goes to, and its bytes, built from the request's
+    number and the previous hop's answer (b"" for the first hop)."""
+
+    port: int
+    build: Callable[[int, bytes], bytes]
+
+
+Route = tuple[Hop, ...]  # a request's hops, in order: one for a server, more for a client-chained pipeline
+
+
+def one_hop(port: int, make: MakeRequest) -> Route:
+    return (Hop(port, lambda index, _: make(index)),)
+
+
+class Lane:
+    """A keep-alive connection for each hop of a route: what one client uses for one request at a time."""
+
+    def __init__(self, host: str, route: Route) -> None:
+        self._hops = [(Connection(host, hop.port), hop.build) for hop in route]
+
+    async def send(self, index: int) -> tuple[int, bytes]:
+        """Request `index` through every hop; the first non-200 answer ends it."""
+        status, body = 200, b""
+        for connection, build in self._hops:
+            status, body = await connection.exchange(build(index, body))
+            if status != 200:
+                break
+        return status, body
+
+    def close(self) -> None:
+        for connection, _ in self._hops:
+            connection.close()
 
 
 class CallFailed(Exception):
@@ -147,23 +184,20 @@ async def run_closed_loop(
     return await _run(calls, requests, duration_s, timeout_s)
 
 
-def _http_call(connection: Connection, make: MakeRequest) -> Call:
+def _lane_call(lane: Lane) -> Call:
     async def call(index: int) -> None:
-        status = await connection.exchange(make(index))
+        status, _ = await lane.send(index)
         if status != 200:
             raise CallFailed(str(status))
 
     return call
 
 
-async def closed_loop(
-    host: str, port: int, make: MakeRequest, *, concurrency: int, requests: int, duration_s: float
-) -> Measurement:
-    """HTTP load: `concurrency` workers, each on its own keep-alive connection."""
-    connections = [Connection(host, port) for _ in range(concurrency)]
+async def closed_loop(host: str, route: Route, *, concurrency: int, requests: int, duration_s: float) -> Measurement:
+    """HTTP load: `concurrency` workers, each on its own lane of keep-alive connections."""
+    lanes = [Lane(host, route) for _ in range(concurrency)]
     try:
-        calls = [_http_call(connection, make) for connection in connections]
-        return await run_closed_loop(calls, requests=requests, duration_s=duration_s)
+        return await run_closed_loop([_lane_call(lane) for lane in lanes], requests=requests, duration_s=duration_s)
     finally:
-        for connection in connections:
-            connection.close()
+        for lane in lanes:
+            lane.close()

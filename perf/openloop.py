@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from perf.loadgen import Connection, MakeRequest
+from perf.loadgen import Lane, Route
 
 IDLE_EXPIRY_S = 4.0  # below uvicorn's 5 s keep-alive timeout
 
@@ -25,55 +25,55 @@ class Sample:
 
 async def open_loop(
     host: str,
-    port: int,
-    make: MakeRequest,
+    route: Route,
     *,
     rate_per_s: float,
     duration_s: float,
     timeout_s: float,
     max_connections: int = 512,
 ) -> list[Sample]:
-    """`rate_per_s * duration_s` requests, request i due at i / rate; keep-alive connections are reused,
-    up to `max_connections` (a request finding none free waits, and that wait counts in its latency)."""
+    """`rate_per_s * duration_s` requests, request i due at i / rate; keep-alive lanes (a connection per
+    hop) are reused, up to `max_connections` (a request finding none free waits, and that wait counts in
+    its latency)."""
     loop = asyncio.get_running_loop()
     start = loop.time()
-    idle: list[tuple[Connection, float]] = []  # with the time each was last used
+    idle: list[tuple[Lane, float]] = []  # with the time each was last used
     slots = asyncio.Semaphore(max_connections)
     samples: list[Sample] = []
 
-    def take() -> tuple[Connection, bool]:
-        """An idle connection (reused: True) or a new one. Idle ones are dropped after IDLE_EXPIRY_S,
-        before the server's keep-alive timeout closes them under a request."""
+    def take() -> tuple[Lane, bool]:
+        """An idle lane (reused: True) or a new one. Idle ones are dropped after IDLE_EXPIRY_S, before
+        the servers' keep-alive timeout closes them under a request."""
         while idle:
-            connection, used_at = idle.pop()
+            lane, used_at = idle.pop()
             if loop.time() - used_at < IDLE_EXPIRY_S:
-                return connection, True
-            connection.close()
-        return Connection(host, port), False
+                return lane, True
+            lane.close()
+        return Lane(host, route), False
 
     async def send(index: int, due: float) -> None:
         async with slots:
             sent = loop.time()
-            connection, reused = take()
+            lane, reused = take()
             try:
                 async with asyncio.timeout(timeout_s):
                     try:
-                        status, body = await connection.exchange_body(make(index))
+                        status, body = await lane.send(index)
                     except (asyncio.IncompleteReadError, ConnectionResetError, BrokenPipeError) as stale:
                         # A reused connection the server closed before answering (a keep-alive race, or a
                         # server that has begun shutting down): sent again once on a new connection, as
                         # HTTP clients do. Anything else, or a second failure, is counted.
                         if not reused or (isinstance(stale, asyncio.IncompleteReadError) and stale.partial):
                             raise
-                        connection.close()
-                        connection = Connection(host, port)
-                        status, body = await connection.exchange_body(make(index))
+                        lane.close()
+                        lane = Lane(host, route)
+                        status, body = await lane.send(index)
             except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError) as exc:
-                connection.close()
+                lane.close()
                 now = loop.time()
                 samples.append(Sample(due - start, now - due, now - sent, type(exc).__name__, b""))
                 return
-            idle.append((connection, loop.time()))
+            idle.append((lane, loop.time()))
             now = loop.time()
             samples.append(Sample(due - start, now - due, now - sent, str(status), body))
 
@@ -84,8 +84,8 @@ async def open_loop(
             await asyncio.sleep(wait)
         tasks.append(asyncio.create_task(send(index, due)))
     await asyncio.gather(*tasks)
-    for connection, _ in idle:
-        connection.close()
+    for lane, _ in idle:
+        lane.close()
     return sorted(samples, key=lambda s: s.due_s)
 
 

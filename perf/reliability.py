@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from perf.loadgen import closed_loop, http_request
+from perf.loadgen import closed_loop, http_request, one_hop
 from perf.openloop import Sample, Summary, open_loop, windows
 from perf.report import REPO, machine_info, write_report
 from perf.sentences import SENTENCES
@@ -130,8 +130,7 @@ def _under_load(
         load = asyncio.create_task(
             open_loop(
                 LOOPBACK,
-                drill.port,
-                lambda i: REQUESTS[i % len(REQUESTS)],
+                one_hop(drill.port, lambda i: REQUESTS[i % len(REQUESTS)]),
                 rate_per_s=rate,
                 duration_s=duration_s,
                 timeout_s=BUDGET_MS / 1e3 + 5,
@@ -152,8 +151,7 @@ def capacity(drill: Drill, quick: bool) -> float:
     measurement = asyncio.run(
         closed_loop(
             LOOPBACK,
-            drill.port,
-            lambda i: REQUESTS[i % len(REQUESTS)],
+            one_hop(drill.port, lambda i: REQUESTS[i % len(REQUESTS)]),
             concurrency=64,
             requests=1500 if quick else 4000,
             duration_s=20,

@@ -1,11 +1,15 @@
-"""The benchmark texts: one 8-20 word English sentence per request, and batches cut from them."""
+"""The benchmark texts: short (one 8-20 word English sentence), long (six consecutive ones, about 130
+tokens), or mixed (three short to one long); and batches cut from them."""
 
 import itertools
 import math
 from collections.abc import Sequence
-from typing import TypeVar
+from typing import Literal, TypeVar, get_args
 
 T = TypeVar("T")
+TextMix = Literal["short", "mixed", "long"]
+TEXT_MIXES: tuple[TextMix, ...] = get_args(TextMix)
+SENTENCES_PER_LONG_TEXT = 6
 
 SENTENCES = (
     "The river flooded the lower fields after three days of heavy autumn rain.",
@@ -79,3 +83,14 @@ def distinct_batches(items: Sequence[T], batch: int) -> list[list[T]]:
     """Consecutive batches of `batch` items, cycling through `items`, until they would repeat."""
     cycled = itertools.cycle(items)
     return [list(itertools.islice(cycled, batch)) for _ in range(len(items) // math.gcd(len(items), batch))]
+
+
+def texts(mix: TextMix) -> tuple[str, ...]:
+    """As many texts as SENTENCES, in a fixed order, so every scheme gets the same ones."""
+    count = len(SENTENCES)
+    long = tuple(" ".join(SENTENCES[(i + k) % count] for k in range(SENTENCES_PER_LONG_TEXT)) for i in range(count))
+    if mix == "short":
+        return SENTENCES
+    if mix == "long":
+        return long
+    return tuple(long[i] if i % 4 == 3 else SENTENCES[i] for i in range(count))

@@ -61,7 +61,10 @@ def main() -> int:
     orchestrator = services.orchestrator(
         args.orchestrator_port, embedding.url, args.head_grpc_port, args.head_rest_port
     )
-    signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops everything as Ctrl-C does
+    # SIGTERM stops everything as Ctrl-C does; SIGINT explicitly too, since a shell starting us in the
+    # background hands us SIGINT ignored, and Python then never raises KeyboardInterrupt.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _interrupt)
     procs: dict[str, subprocess.Popen[bytes]] = {}
     try:
         for service in (embedding, head, orchestrator):

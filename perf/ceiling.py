@@ -1,0 +1,131 @@
+"""The ceilings every scheme is measured against: the encoder called in-process (loaded as the service
+loads it, fed tokenised batches, no HTTP, no queue) and the FLOP bound, the encoder's matmul FLOPs per
+text over this machine's measured fp32 matmul rate."""
+
+import itertools
+import json
+import math
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from embedding_service.buckets import Buckets
+from embedding_service.encoder import TFEncoder
+from embedding_service.settings import EmbeddingSettings
+from embedding_service.tokenizer import Tokenizer
+from models.manifest import TOKENIZER_DIR, EncoderManifest
+from perf.loadgen import Measurement
+from perf.sentences import distinct_batches
+
+MATMUL_SIZE = 2048
+
+
+def matmul_gflops(size: int = MATMUL_SIZE, repeats: int = 5) -> float:
+    """The machine's fp32 matmul rate through TensorFlow: best of `repeats` square matmuls."""
+    a = tf.random.uniform((size, size), dtype=tf.float32)
+    b = tf.random.uniform((size, size), dtype=tf.float32)
+    best = math.inf
+    for _ in range(repeats + 1):  # the first call warms up the kernels
+        started = time.perf_counter()
+        tf.matmul(a, b)[0, 0].numpy()
+        best = min(best, time.perf_counter() - started)
+    return 2 * size**3 / best / 1e9
+
+
+@dataclass(frozen=True)
+class EncoderShape:
+    hidden: int
+    intermediate: int
+    layers: int
+
+    @classmethod
+    def read(cls, manifest: EncoderManifest) -> "EncoderShape":
+        """From the source checkpoint's config.json, which the manifest names."""
+        config = json.loads((Path(manifest.source) / "config.json").read_text(encoding="utf-8"))
+        return cls(config["hidden_size"], config["intermediate_size"], config["num_hidden_layers"])
+
+    def flops_per_text(self, tokens: float) -> float:
+        """Matmul FLOPs of the layers: Q, K, V, output and FFN projections, plus QK^T and attention x V."""
+        h, i = self.hidden, self.intermediate
+        return self.layers * tokens * (2 * (4 * h * h + 2 * h * i) + 2 * 2 * tokens * h)
+
+
+@dataclass(frozen=True)
+class Ceiling:
+    batch_1: Measurement  # per encoder call
+    batch_n: Measurement  # throughput in texts/s
+    batch: int
+    device: str
+    flops: dict[str, Any]
+
+    @property
+    def bound_per_s(self) -> float:
+        """Texts/s the matmul rate allows with every text at its own length: what schemes are compared with."""
+        return float(self.flops["unpadded"]["bound_texts_per_s"])
+
+
+def _time_calls(call: Callable[[], object], calls: int, duration_s: float, items_per_call: int) -> Measurement:
+    latencies: list[float] = []
+    started = time.perf_counter()
+    for _ in range(calls):
+        if time.perf_counter() - started >= duration_s:
+            break
+        call_started = time.perf_counter()
+        call()
+        latencies.append(time.perf_counter() - call_started)
+    return Measurement.of(latencies, Counter(), time.perf_counter() - started, items_per_call)
+
+
+def _cycling(encoder: TFEncoder, batches: list[list[Any]]) -> Callable[[], object]:
+    """A call that runs the encoder on the next batch, round and round."""
+    cycled = itertools.cycle(batches)
+    return lambda: encoder(next(cycled))
+
+
+def _flop_bounds(
+    shape: EncoderShape, gflops: float, lengths: list[int], batch: int, buckets: Buckets
+) -> dict[str, Any]:
+    """The bound with each text unpadded, and padded as the in-process batches ran (each batch to its
+    longest text's bucket): the gap between the two is what padding costs."""
+    padded = [buckets.seq_length(max(b)) for b in distinct_batches(lengths, batch)]
+    flops = {
+        "unpadded": np.mean([shape.flops_per_text(t) for t in lengths]),
+        f"padded as batch {batch} ran": np.mean([shape.flops_per_text(t) for t in padded]),
+    }
+    tokens = {"unpadded": float(np.mean(lengths)), f"padded as batch {batch} ran": float(np.mean(padded))}
+    result: dict[str, Any] = {"matmul_gflops": gflops, "model": asdict(shape)}
+    for kind, per_text in flops.items():
+        result[kind] = {
+            "mean_tokens": tokens[kind],
+            "gflop_per_text": float(per_text) / 1e9,
+            "bound_texts_per_s": gflops * 1e9 / float(per_text),
+        }
+    return result
+
+
+def measure_ceiling(
+    settings: EmbeddingSettings, texts: Sequence[str], calls: int, duration_s: float, progress: Callable[[str], None]
+) -> Ceiling:
+    manifest = EncoderManifest.read(settings.model_dir)
+    buckets = Buckets.default(settings.max_batch_size, manifest.max_seq_length)
+    progress(f"timing fp32 matmul ({MATMUL_SIZE}x{MATMUL_SIZE})")
+    gflops = matmul_gflops()
+    progress(f"matmul {gflops:.0f} GFLOP/s; loading the encoder in-process (xla={settings.xla})")
+    encoder = TFEncoder(settings.model_dir, buckets, xla=settings.xla, mixed_precision=settings.mixed_precision)
+    ids = [t.ids for t in Tokenizer(settings.model_dir / TOKENIZER_DIR, manifest.max_seq_length)(list(texts))]
+    runs = []
+    for batch in (1, settings.max_batch_size):
+        batches = distinct_batches(ids, batch)
+        for one in batches:  # compiles each shape before timing
+            encoder(one)
+        runs.append(_time_calls(_cycling(encoder, batches), max(calls // batch, 1), duration_s, batch))
+        progress(f"in-process batch {batch}: {runs[-1].throughput_per_s:.0f} texts/s")
+    lengths = [len(i) for i in ids]
+    flops = _flop_bounds(EncoderShape.read(manifest), gflops, lengths, settings.max_batch_size, buckets)
+    return Ceiling(runs[0], runs[1], settings.max_batch_size, encoder.device, flops)
