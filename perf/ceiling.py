@@ -56,20 +56,6 @@ class EncoderShape:
         return self.layers * tokens * (2 * (4 * h * h + 2 * h * i) + 2 * 2 * tokens * h)
 
 
-@dataclass(frozen=True)
-class Ceiling:
-    batch_1: Measurement  # per encoder call
-    batch_n: Measurement  # throughput in texts/s
-    batch: int
-    device: str
-    flops: dict[str, Any]
-
-    @property
-    def bound_per_s(self) -> float:
-        """Texts/s the matmul rate allows with every text at its own length: what schemes are compared with."""
-        return float(self.flops["unpadded"]["bound_texts_per_s"])
-
-
 def _time_calls(call: Callable[[], object], calls: int, duration_s: float, items_per_call: int) -> Measurement:
     latencies: list[float] = []
     started = time.perf_counter()
@@ -82,15 +68,7 @@ def _time_calls(call: Callable[[], object], calls: int, duration_s: float, items
     return Measurement.of(latencies, Counter(), time.perf_counter() - started, items_per_call)
 
 
-def _cycling(encoder: TFEncoder, batches: list[list[Any]]) -> Callable[[], object]:
-    """A call that runs the encoder on the next batch, round and round."""
-    cycled = itertools.cycle(batches)
-    return lambda: encoder(next(cycled))
-
-
-def _flop_bounds(
-    shape: EncoderShape, gflops: float, lengths: list[int], batch: int, buckets: Buckets
-) -> dict[str, Any]:
+def flop_bounds(shape: EncoderShape, gflops: float, lengths: list[int], batch: int, buckets: Buckets) -> dict[str, Any]:
     """The bound with each text unpadded, and padded as the in-process batches ran (each batch to its
     longest text's bucket): the gap between the two is what padding costs."""
     padded = [buckets.seq_length(max(b)) for b in distinct_batches(lengths, batch)]
@@ -109,23 +87,31 @@ def _flop_bounds(
     return result
 
 
-def measure_ceiling(
-    settings: EmbeddingSettings, texts: Sequence[str], calls: int, duration_s: float, progress: Callable[[str], None]
-) -> Ceiling:
-    manifest = EncoderManifest.read(settings.model_dir)
-    buckets = Buckets.default(settings.max_batch_size, manifest.max_seq_length)
-    progress(f"timing fp32 matmul ({MATMUL_SIZE}x{MATMUL_SIZE})")
-    gflops = matmul_gflops()
-    progress(f"matmul {gflops:.0f} GFLOP/s; loading the encoder in-process (xla={settings.xla})")
-    encoder = TFEncoder(settings.model_dir, buckets, xla=settings.xla, mixed_precision=settings.mixed_precision)
-    ids = [t.ids for t in Tokenizer(settings.model_dir / TOKENIZER_DIR, manifest.max_seq_length)(list(texts))]
-    runs = []
-    for batch in (1, settings.max_batch_size):
-        batches = distinct_batches(ids, batch)
-        for one in batches:  # compiles each shape before timing
-            encoder(one)
-        runs.append(_time_calls(_cycling(encoder, batches), max(calls // batch, 1), duration_s, batch))
-        progress(f"in-process batch {batch}: {runs[-1].throughput_per_s:.0f} texts/s")
-    lengths = [len(i) for i in ids]
-    flops = _flop_bounds(EncoderShape.read(manifest), gflops, lengths, settings.max_batch_size, buckets)
-    return Ceiling(runs[0], runs[1], settings.max_batch_size, encoder.device, flops)
+class InProcess:
+    """The encoder loaded as the service loads it (its settings, its buckets), every batch shape the texts
+    give compiled up front, then timed on demand: the suite times it in every round, beside the schemes."""
+
+    def __init__(self, settings: EmbeddingSettings, texts: Sequence[str]) -> None:
+        self.manifest = EncoderManifest.read(settings.model_dir)
+        self.buckets = Buckets.default(settings.max_batch_size, self.manifest.max_seq_length)
+        self.batch_sizes = (1, settings.max_batch_size)
+        self._encoder = TFEncoder(
+            settings.model_dir, self.buckets, xla=settings.xla, mixed_precision=settings.mixed_precision
+        )
+        self.device = self._encoder.device
+        tokenizer = Tokenizer(settings.model_dir / TOKENIZER_DIR, self.manifest.max_seq_length)
+        ids = [t.ids for t in tokenizer(list(texts))]
+        self.token_lengths = [len(i) for i in ids]
+        self._batches = {size: distinct_batches(ids, size) for size in self.batch_sizes}
+        for batches in self._batches.values():
+            for batch in batches:
+                self._encoder(batch)
+
+    def time(self, batch_size: int, texts: int, duration_s: float) -> Measurement:
+        """Throughput in texts/s; latency per encoder call (a whole batch)."""
+        cycled = itertools.cycle(self._batches[batch_size])
+        return _time_calls(lambda: self._encoder(next(cycled)), max(texts // batch_size, 1), duration_s, batch_size)
+
+    def flop_bounds(self, gflops: float) -> dict[str, Any]:
+        shape = EncoderShape.read(self.manifest)
+        return flop_bounds(shape, gflops, self.token_lengths, self.batch_sizes[-1], self.buckets)

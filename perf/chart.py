@@ -11,7 +11,7 @@ mpl.use("Agg")  # files only: no display here, and none wanted
 
 import matplotlib.pyplot as plt
 
-from perf.summary import runs_of, schemes
+from perf.summary import in_process_batch, runs_of, schemes
 
 
 def _medians(points: list[tuple[float, float | None]]) -> tuple[list[float], list[float]]:
@@ -27,7 +27,10 @@ def _medians(points: list[tuple[float, float | None]]) -> tuple[list[float], lis
 def write(path: Path, report: dict[str, Any]) -> None:
     runs = runs_of(report)
     ceiling = report["results"]["ceiling"]
-    batch_key = next(k for k in ceiling if k.startswith("batch_") and k != "batch_1")
+    batch = in_process_batch(runs)
+    _, (in_process,) = _medians(
+        [(batch, r.measurement.throughput_per_s) for r in runs if r.system == "in-process" and r.load == batch]
+    )
     figure, (latency, throughput) = plt.subplots(1, 2, figsize=(13, 5))
     for key in schemes(runs):
         line: Any = None
@@ -44,7 +47,7 @@ def write(path: Path, report: dict[str, Any]) -> None:
         throughput.plot(loads, values, marker="o", label=f"scheme {key}")
     latency.set(xlabel="offered load (requests/s, open loop)", ylabel="latency (ms)", yscale="log")
     latency.set_title("Latency per scheme: p99 solid, p50 dotted")
-    throughput.axhline(ceiling[batch_key]["throughput_per_s"], color="grey", linestyle="--", label="in-process batch")
+    throughput.axhline(in_process, color="grey", linestyle="--", label=f"in-process batch {batch:g}")
     throughput.axhline(
         ceiling["flops"]["unpadded"]["bound_texts_per_s"], color="black", linestyle="--", label="FLOP bound"
     )

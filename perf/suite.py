@@ -22,7 +22,7 @@ from embedding_service.settings import EmbeddingSettings
 from orchestrator.clients.head_grpc import HeadGrpcClient
 from orchestrator.settings import OrchestratorSettings
 from perf import chart, summary
-from perf.ceiling import Ceiling, measure_ceiling
+from perf.ceiling import InProcess, matmul_gflops
 from perf.loadgen import Measurement, closed_loop, run_closed_loop
 from perf.openloop import Sample, open_loop
 from perf.report import REPO, machine_info, num, write_report
@@ -48,7 +48,7 @@ class Plan:
     # throughput (from the first round's sweep): the same rates for every scheme.
     of_slowest: tuple[float, ...]
     of_fastest: tuple[float, ...]
-    ceiling_texts: int  # texts the in-process encoder runs per batch size
+    ceiling_texts: int  # texts the in-process encoder runs per batch size and round
     monolith_xla: bool  # also run scheme 1 with XLA ("1x")
 
 
@@ -148,6 +148,18 @@ def _sweep(found: list[System], plan: Plan, round_: int, progress: Progress) -> 
     return runs
 
 
+def _ceiling(in_process: InProcess, plan: Plan, round_: int, progress: Progress) -> tuple[float, list[Run]]:
+    """This round's matmul rate and in-process encoder, timed while the services idle."""
+    gflops = matmul_gflops()
+    runs = [
+        Run("in-process", "closed", size, round_, in_process.time(size, plan.ceiling_texts, plan.run_s))
+        for size in in_process.batch_sizes
+    ]
+    top = runs[-1]
+    progress.step(f"round {round_}, matmul {gflops:.0f} GFLOP/s, in-process batch {top.load}: {_said(top.measurement)}")
+    return gflops, runs
+
+
 def open_rates(runs: Sequence[Run], plan: Plan) -> list[float]:
     saturation = [summary.saturation(runs, key) for key in summary.schemes(runs)]
     rates = [f * min(saturation) for f in plan.of_slowest] + [f * max(saturation) for f in plan.of_fastest]
@@ -159,19 +171,24 @@ def run_suite(plan: Plan, mix: str, out: Path) -> dict[str, Any]:
     found_services = services(REPO / "build", monolith_xla=plan.monolith_xla)
     schemes_per_round = 5 if plan.monolith_xla else 4
     open_count = len(plan.of_slowest) + len(plan.of_fastest)
-    per_round = schemes_per_round * (len(plan.levels) + open_count) + 4
+    per_round = schemes_per_round * (len(plan.levels) + open_count) + 5
     progress = Progress(1 + plan.rounds * per_round)
     settings = EmbeddingSettings(log_level="warning")
-    ceiling: Ceiling = measure_ceiling(settings, sample, plan.ceiling_texts, plan.run_s, progress.say)
-    progress.step("ceiling measured")
+    progress.say(f"loading the encoder in-process and compiling its batch shapes (xla={settings.xla})")
+    in_process = InProcess(settings, sample)
+    progress.step("in-process encoder ready")
     runs: list[Run] = []
     rates: list[float] = []
+    gflops: list[float] = []
     with _started(found_services, out / "logs", progress) as pids:
         idle_rss = {name: _rss_mb(pid) for name, pid in pids.items()}
         found = systems(found_services, sample, settings.model_dir)
         head_target = found_services["orchestrator"].env["ORCHESTRATOR_HEAD_GRPC_TARGET"]
         for round_ in range(1, plan.rounds + 1):
             ordered = found if round_ % 2 else found[::-1]
+            rate, ceiling_runs = _ceiling(in_process, plan, round_, progress)
+            gflops.append(rate)
+            runs += ceiling_runs
             runs += _sweep(ordered, plan, round_, progress)
             m = _head_grpc_c1(head_target, plan)
             runs.append(Run("head gRPC", "closed", 1, round_, m))
@@ -188,10 +205,10 @@ def run_suite(plan: Plan, mix: str, out: Path) -> dict[str, Any]:
         "systems": {s.key: {"title": s.title, "uses": s.uses, "hops": len(s.route)} for s in found},
         "services": memory,
         "ceiling": {
-            "device": ceiling.device,
-            "batch_1": asdict(ceiling.batch_1),
-            f"batch_{ceiling.batch}": asdict(ceiling.batch_n),
-            "flops": ceiling.flops,
+            "device": in_process.device,
+            "matmul_gflops_per_round": gflops,
+            # The best rate seen: a ceiling, not a typical figure.
+            "flops": in_process.flop_bounds(max(gflops)),
         },
         "open_loop_rates": rates,
         "runs": [asdict(r) for r in runs],

@@ -73,6 +73,11 @@ def _difference(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else a - b
 
 
+def in_process_batch(runs: Sequence[Run]) -> float:
+    """The largest batch the in-process encoder was timed at: the service's largest batch."""
+    return max(r.load for r in runs if r.system == "in-process")
+
+
 def _below_one(name: str, value: float | None) -> Target:
     return Target(name, value, "< 1", None if value is None else value < 1)
 
@@ -81,8 +86,7 @@ def targets(report: dict[str, Any]) -> list[Target]:
     runs = runs_of(report)
     results = report["results"]
     top = report["settings"]["plan"]["levels"][-1]
-    ceiling = results["ceiling"]
-    batch_n = next(v for k, v in ceiling.items() if k.startswith("batch_") and k != "batch_1")
+    batch = in_process_batch(runs)
     s1, s3, s4 = (saturation(runs, key) for key in ("1", "3", "4"))
     split_noise = noise(runs, ("3", "4"))
     split_gap = abs(s3 - s4) / statistics.mean((s3, s4))
@@ -103,12 +107,18 @@ def targets(report: dict[str, Any]) -> list[Target]:
         ),
         at_least(
             f"embedding service c{top} / in-process batch throughput",
-            _ratio(_median_of(runs, "embedding", "closed", top, "throughput_per_s"), batch_n["throughput_per_s"]),
+            _ratio(
+                _median_of(runs, "embedding", "closed", top, "throughput_per_s"),
+                _median_of(runs, "in-process", "closed", batch, "throughput_per_s"),
+            ),
             0.85,
         ),
         at_most(
             "embedding service c1 p50 - in-process batch 1 p50 (ms)",
-            _difference(_median_of(runs, "embedding", "closed", 1, "p50_ms"), ceiling["batch_1"]["p50_ms"]),
+            _difference(
+                _median_of(runs, "embedding", "closed", 1, "p50_ms"),
+                _median_of(runs, "in-process", "closed", 1, "p50_ms"),
+            ),
             2.0,
         ),
         at_most(
@@ -164,15 +174,17 @@ def _schemes_table(report: dict[str, Any], runs: Sequence[Run]) -> list[str]:
     return lines
 
 
-def _ceiling_lines(ceiling: dict[str, Any]) -> list[str]:
+def _ceiling_lines(ceiling: dict[str, Any], runs: Sequence[Run]) -> list[str]:
     flops = ceiling["flops"]
-    batch_key = next(k for k in ceiling if k.startswith("batch_") and k != "batch_1")
+    batch = in_process_batch(runs)
     lines = [
-        f"In-process encoder on {ceiling['device']}: batch 1 p50 {num(ceiling['batch_1']['p50_ms'])} ms; "
-        f"{batch_key.replace('_', ' ')}: {ceiling[batch_key]['throughput_per_s']:.0f} texts/s.",
+        f"In-process encoder on {ceiling['device']} (medians over rounds): batch 1 p50 "
+        f"{num(_median_of(runs, 'in-process', 'closed', 1, 'p50_ms'))} ms per call; batch {batch:g}: "
+        f"{num(_median_of(runs, 'in-process', 'closed', batch, 'throughput_per_s'), 0)} texts/s.",
         "",
-        f"FLOP bound: fp32 matmul at {flops['matmul_gflops']:.0f} GFLOP/s over the encoder's matmul FLOPs per text "
-        f"({flops['model']['layers']} layers, hidden {flops['model']['hidden']}).",
+        f"FLOP bound: the best fp32 matmul rate of the rounds ({flops['matmul_gflops']:.0f} GFLOP/s; per round: "
+        f"{', '.join(f'{g:.0f}' for g in ceiling['matmul_gflops_per_round'])}) over the encoder's matmul FLOPs per "
+        f"text ({flops['model']['layers']} layers, hidden {flops['model']['hidden']}).",
         "",
         "| token length | mean tokens | GFLOP/text | bound texts/s |",
         "|---|---:|---:|---:|",
@@ -217,6 +229,8 @@ def markdown(report: dict[str, Any]) -> str:
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         *(f"| {r.system} | {r.load:g} | {r.round} | {_measure_cells(r.measurement)}" for r in closed),
         "",
+        "`in-process`: the load is the batch size, throughput is texts/s and latency is per encoder call.",
+        "",
         "## Open loop: fixed offered rates (latency from each request's due time)",
         "",
         "| scheme | offered /s | round | answered /s | p50 ms | p90 ms | p99 ms | max ms | errors |",
@@ -225,6 +239,6 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         "## Ceiling",
         "",
-        *_ceiling_lines(report["results"]["ceiling"]),
+        *_ceiling_lines(report["results"]["ceiling"], runs),
     ]
     return "\n".join(lines) + "\n"

@@ -27,3 +27,12 @@ def test_documented_defaults_are_the_real_defaults(prefix: str, settings: type[B
         default = field.default
         expected = str(default).lower() if isinstance(default, bool) else str(default).removesuffix(".0")
         assert rows[name.upper()] == expected, name
+
+
+def test_every_make_target_the_readme_names_exists() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    targets = set(re.findall(r"^([a-z][a-z-]*):", makefile, flags=re.MULTILINE))
+    named = set(re.findall(r"`make ([a-z][a-z-]*)", readme)) | set(re.findall(r"^make ([a-z][a-z-]*)", readme, re.M))
+    assert named, "the README names no make target"
+    assert named <= targets, named - targets

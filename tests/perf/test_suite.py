@@ -30,7 +30,7 @@ def test_quick_mode_measures_every_scheme_without_errors(tmp_path: Path, default
         mine = [r for r in runs if r["system"] == scheme]
         assert {r["mode"] for r in mine} == {"closed", "open"}, scheme
         assert all(r["measurement"]["errors"] == 0 and r["measurement"]["throughput_per_s"] > 0 for r in mine), mine
-    assert {r["system"] for r in runs} == SCHEMES | {"embedding", "healthz", "head gRPC"}
+    assert {r["system"] for r in runs} == SCHEMES | {"in-process", "embedding", "healthz", "head gRPC"}
     assert all(r["measurement"]["errors"] == 0 for r in runs)
     assert results["open_loop_rates"] and all(rate > 0 for rate in results["open_loop_rates"])
     assert results["ceiling"]["flops"]["unpadded"]["bound_texts_per_s"] > 0
