@@ -4,7 +4,7 @@ one request takes from the client, over services started from `services()`."""
 
 import base64
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +13,7 @@ import orjson
 
 from embedding_service.tokenizer import Tokenizer
 from models.manifest import TOKENIZER_DIR, EncoderManifest
-from perf.loadgen import Hop, Route, http_request
+from perf.loadgen import Hop, Route, http_request, one_hop
 from stack import services as stack_services
 from stack.procs import LOOPBACK, free_port
 from stack.services import HEAD_MODEL_NAME, Service
@@ -61,11 +61,6 @@ def _post(path: str, payload: object) -> bytes:
     return http_request("POST", path, orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY))
 
 
-def _cycled(requests: Sequence[bytes]) -> Callable[[int, bytes], bytes]:
-    """A first hop's builder: request i sends requests[i % len(requests)]."""
-    return lambda index, _: requests[index % len(requests)]
-
-
 def _head_predict(_: int, embedding_answer: bytes) -> bytes:
     """Scheme 3's client step between the hops: the embedding service's base64 float32 vector as a TF
     Serving REST row."""
@@ -84,7 +79,8 @@ def systems(found: Mapping[str, Service], texts: Sequence[str], encoder_dir: Pat
     port = {name: _port(service) for name, service in found.items()}
 
     def one(service: str, requests: Sequence[bytes]) -> Route:
-        return (Hop(port[service], _cycled(requests)),)
+        """Request i sends requests[i % len(requests)] to `service`."""
+        return one_hop(port[service], lambda index: requests[index % len(requests)])
 
     found_systems = [
         System("1", "monolith: one process, one model call per request", ("monolith",), one("monolith", classify)),
@@ -93,7 +89,7 @@ def systems(found: Mapping[str, Service], texts: Sequence[str], encoder_dir: Pat
             "3",
             "split, client-chained: embedding service, then head",
             ("embedding", "head"),
-            (Hop(port["embedding"], _cycled(embed)), Hop(port["head"], _head_predict)),
+            (*one("embedding", embed), Hop(port["head"], _head_predict)),
         ),
         System(
             "4",

@@ -77,8 +77,9 @@ def _rss_mb(pid: int) -> float:
 
 
 @contextmanager
-def _started(found: Mapping[str, Service], logs: Path, progress: Progress) -> Iterator[dict[str, int]]:
-    """Starts every service at once (logs under `logs`), waits until all are ready, yields their PIDs."""
+def _started(found: Mapping[str, Service], logs: Path, progress: Progress) -> Iterator[dict[str, dict[str, Any]]]:
+    """Starts every service at once (logs under `logs`), waits until all are ready, yields each one's PID
+    and seconds from start to ready (all starting together, so each is slower than it would be alone)."""
     logs.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
         procs = {}
@@ -86,10 +87,13 @@ def _started(found: Mapping[str, Service], logs: Path, progress: Progress) -> It
             log = stack.enter_context((logs / f"{name}.log").open("wb"))
             procs[name] = start_module(service.module, service.args, server_env(service.env), stdout=log, stderr=log)
             stack.callback(stop, procs[name])
+        started = time.monotonic()
+        ready: dict[str, dict[str, Any]] = {}
         for name, service in found.items():
-            waited = wait_until_ok(procs[name], service.ready_url, 600)
-            progress.say(f"{name} ready ({waited:.0f}s after start)")
-        yield {name: proc.pid for name, proc in procs.items()}
+            wait_until_ok(procs[name], service.ready_url, 600)
+            ready[name] = {"pid": procs[name].pid, "ready_after_s": time.monotonic() - started}
+            progress.say(f"{name} ready ({ready[name]['ready_after_s']:.0f}s after start)")
+        yield ready
 
 
 def _said(m: Measurement) -> str:
@@ -180,8 +184,8 @@ def run_suite(plan: Plan, mix: str, out: Path) -> dict[str, Any]:
     runs: list[Run] = []
     rates: list[float] = []
     gflops: list[float] = []
-    with _started(found_services, out / "logs", progress) as pids:
-        idle_rss = {name: _rss_mb(pid) for name, pid in pids.items()}
+    with _started(found_services, out / "logs", progress) as ready:
+        idle_rss = {name: _rss_mb(r["pid"]) for name, r in ready.items()}
         found = systems(found_services, sample, settings.model_dir)
         head_target = found_services["orchestrator"].env["ORCHESTRATOR_HEAD_GRPC_TARGET"]
         for round_ in range(1, plan.rounds + 1):
@@ -199,11 +203,20 @@ def run_suite(plan: Plan, mix: str, out: Path) -> dict[str, Any]:
                     m = _open(system, rate, plan)
                     runs.append(Run(system.key, "open", rate, round_, m))
                     progress.step(f"round {round_}, {system.key} at {rate:g}/s offered: {_said(m)}")
-        loaded_rss = {name: _rss_mb(pid) for name, pid in pids.items()}
-    memory = {name: {"idle_rss_mb": idle_rss[name], "loaded_rss_mb": loaded_rss[name]} for name in idle_rss}
+        loaded_rss = {name: _rss_mb(r["pid"]) for name, r in ready.items()}
+    started_services = {
+        name: {
+            "command": ["python", "-m", service.module, *service.args],
+            "env": dict(service.env),
+            "ready_after_s": ready[name]["ready_after_s"],
+            "idle_rss_mb": idle_rss[name],
+            "loaded_rss_mb": loaded_rss[name],
+        }
+        for name, service in found_services.items()
+    }
     return {
         "systems": {s.key: {"title": s.title, "uses": s.uses, "hops": len(s.route)} for s in found},
-        "services": memory,
+        "services": started_services,
         "ceiling": {
             "device": in_process.device,
             "matmul_gflops_per_round": gflops,

@@ -17,7 +17,7 @@ SCHEMES = {"1", "2", "3", "4"}
 
 def test_quick_mode_measures_every_scheme_without_errors(tmp_path: Path, default_head: Path) -> None:
     subprocess.run(
-        [sys.executable, "-m", "perf", "--quick", "--out", str(tmp_path)],
+        [sys.executable, "-m", "perf", "--quick", "--texts", "mixed", "--out", str(tmp_path)],
         cwd=ROOT,
         check=True,
         timeout=420,
@@ -36,6 +36,9 @@ def test_quick_mode_measures_every_scheme_without_errors(tmp_path: Path, default
     assert results["ceiling"]["flops"]["unpadded"]["bound_texts_per_s"] > 0
     assert {t["name"].split(" ")[0] for t in results["targets"]} >= {"scheme", "embedding", "head", "load"}
     assert report["machine"]["git_commit"] and "cpu_flags" in report["machine"]
+    assert report["settings"]["texts"] == "mixed"  # a quarter of the texts about 130 tokens long
+    assert set(results["services"]) == {"embedding", "head", "whole", "orchestrator", "monolith"}
+    assert all(s["command"] and s["idle_rss_mb"] > 0 for s in results["services"].values())
     markdown = (tmp_path / "bench.md").read_text()
     assert "## Targets" in markdown and "## Open loop" in markdown
     assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
