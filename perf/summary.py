@@ -100,7 +100,7 @@ def targets(report: dict[str, Any]) -> list[Target]:
             for rate in results["open_loop_rates"]
         ),
         Target(
-            "|scheme 3 - scheme 4| / their mean, throughput at saturation",
+            "gap between schemes 3 and 4 (difference / mean), throughput at saturation",
             split_gap,
             f"< noise ({num(split_noise, 3)})",
             None if split_noise is None else split_gap < split_noise,
