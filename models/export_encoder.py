@@ -1,13 +1,13 @@
 """CLI: Hugging Face BERT checkpoint directory -> inference-only SavedModel + tokenizer + manifest."""
 
 import argparse
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from models.staging import staged
 
 DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -39,9 +39,7 @@ def export(checkpoint_dir: Path, output: Path, model_name: str) -> None:
         checkpoint = Checkpoint.read(checkpoint_dir)
     except CheckpointError as exc:
         sys.exit(f"error: {exc}")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}-", dir=output.parent))
-    try:
+    with staged(output) as staging:
         with step(1, 4, "importing TensorFlow"):
             import tensorflow as tf
             import transformers
@@ -71,12 +69,6 @@ def export(checkpoint_dir: Path, output: Path, model_name: str) -> None:
                 vocab_size=int(checkpoint.config["vocab_size"]),
                 source=str(checkpoint.path),
             ).write(staging)
-        if output.exists():
-            shutil.rmtree(output)
-        staging.chmod(0o755)  # mkdtemp makes it owner-only; a server running as another user must read it
-        staging.rename(output)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     print(f"exported {model_name} to {output}")
 
 

@@ -3,20 +3,17 @@
 Scheme 2 of the deployment comparison: the client tokenises and the head service runs the whole model."""
 
 import argparse
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from models.export_encoder import step
+from models.staging import staged
 
 
 def export(encoder_dir: Path, head_dir: Path, output: Path) -> None:
-    """Writes to a temporary sibling directory and renames it into place, so a reader never sees a
-    half-written version. The head's warm-up record is not carried over: its inputs are embeddings."""
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}-", dir=output.parent))
-    try:
+    """Staged, so a reader never sees a half-written version. The head's warm-up record is not carried
+    over: its inputs are embeddings."""
+    with staged(output) as staging:
         with step(1, 3, "importing TensorFlow"):
             import tensorflow as tf
 
@@ -37,12 +34,6 @@ def export(encoder_dir: Path, head_dir: Path, output: Path) -> None:
                 return {"probabilities": head.signatures["serving_default"](embeddings=embeddings)["probabilities"]}
 
             tf.saved_model.save(module, str(staging), signatures={"serving_default": serve.get_concrete_function()})
-        if output.exists():
-            shutil.rmtree(output)
-        staging.chmod(0o755)  # mkdtemp makes it owner-only; a server running as another user must read it
-        staging.rename(output)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     print(f"exported the whole model to {output}")
 
 

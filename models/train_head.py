@@ -5,15 +5,15 @@ version directory carries its label names (a `labels` signature) and a warm-up r
 
 import argparse
 import json
-import shutil
 import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+
+from models.staging import staged
 
 DEFAULT_DATA = Path(__file__).parent / "data" / "sentiment"
 EMBED_BATCH = 32
@@ -120,10 +120,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     version = args.version or next_version(args.output)
     if (args.output / str(version)).exists():
         sys.exit(f"{args.output / str(version)} exists: versions are immutable, pick another --version")
-    args.output.mkdir(parents=True, exist_ok=True)
-    # Written beside the base path under a name TF Serving ignores, then renamed into place in one step.
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=args.output))
-    try:
+    with staged(args.output / str(version)) as staging:
         metrics = {
             "accuracy": accuracy,
             "macro_f1": f1,
@@ -133,10 +130,6 @@ def main(argv: Sequence[str] | None = None) -> None:
             "test_examples": len(test.texts),
         }
         export_head(model, label_names, staging, args.model_name, metrics)
-        staging.chmod(0o755)  # mkdtemp makes it owner-only; a server running as another user must read it
-        staging.rename(args.output / str(version))
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     print(f"exported version {version} to {args.output / str(version)}")
 
 

@@ -31,10 +31,11 @@ async def open_loop(
     duration_s: float,
     timeout_s: float,
     max_connections: int = 512,
+    stop: asyncio.Event | None = None,
 ) -> list[Sample]:
     """`rate_per_s * duration_s` requests, request i due at i / rate; keep-alive lanes (a connection per
     hop) are reused, up to `max_connections` (a request finding none free waits, and that wait counts in
-    its latency)."""
+    its latency). Setting `stop` ends the schedule early; requests already sent are still awaited."""
     loop = asyncio.get_running_loop()
     start = loop.time()
     idle: list[tuple[Lane, float]] = []  # with the time each was last used
@@ -79,6 +80,8 @@ async def open_loop(
 
     tasks = []
     for index in range(round(rate_per_s * duration_s)):
+        if stop is not None and stop.is_set():
+            break
         due = start + index / rate_per_s
         if (wait := due - loop.time()) > 0:
             await asyncio.sleep(wait)

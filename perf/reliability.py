@@ -30,7 +30,7 @@ from perf.openloop import Sample, Summary, open_loop, windows
 from perf.report import REPO, machine_info, write_report
 from perf.sentences import SENTENCES
 from stack import services
-from stack.procs import LOOPBACK, free_port
+from stack.procs import LOOPBACK, free_port, rss_mb
 from stack.restartable import Restartable
 
 BUDGET_MS = 5000  # every drill request carries X-Request-Timeout-Ms: nothing may take longer
@@ -41,6 +41,10 @@ REQUESTS = tuple(
     )
     for s in SENTENCES
 )
+# A phase that restarts a service runs until AFTER_RESTART_S after the restart is done (the checks look
+# for recovery within it), or MAX_RESTART_PHASE_S at most: a restart's length varies with the machine.
+AFTER_RESTART_S = 6.0
+MAX_RESTART_PHASE_S = 240.0
 LOST = ("TimeoutError", "IncompleteReadError", "ConnectionResetError", "BrokenPipeError", "LimitOverrunError")
 
 
@@ -101,27 +105,28 @@ def _version(sample: Sample) -> str:
     return str(json.loads(sample.body)["model"]["version"]) if sample.outcome == "200" else ""
 
 
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text(encoding="utf-8").splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def _metric(url: str, name: str) -> float:
     text = httpx.get(f"{url}/metrics", timeout=2).text
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + " "))
 
 
 def _under_load(
-    drill: Drill, rate: float, duration_s: float, actions: Callable[[Callable[[str], None]], None] | None = None
+    drill: Drill,
+    rate: float,
+    duration_s: float,
+    actions: Callable[[Callable[[str], None]], None] | None = None,
+    *,
+    after_s: float | None = None,
 ) -> list[Sample]:
     """Open-loop /classify at `rate` for `duration_s`, while `actions` (given a note-taking function)
-    breaks things in another thread; the notes land in `drill.events` with their time into the phase."""
+    breaks things in another thread; the notes land in `drill.events` with their time into the phase.
+    With `after_s`, the load ends that long after `actions` return (a restart's length varies with the
+    machine, so `duration_s` is then only an upper bound)."""
     drill.events = []
 
     async def run() -> list[Sample]:
         started = asyncio.get_running_loop().time()
+        stop = asyncio.Event()
 
         def note(what: str) -> None:
             drill.events.append((what, time.monotonic() - started))
@@ -134,10 +139,14 @@ def _under_load(
                 rate_per_s=rate,
                 duration_s=duration_s,
                 timeout_s=BUDGET_MS / 1e3 + 5,
+                stop=stop,
             )
         )
         if actions is not None:
             await asyncio.to_thread(actions, note)
+            if after_s is not None:
+                await asyncio.sleep(after_s)
+                stop.set()
         return await load
 
     return asyncio.run(run())
@@ -169,7 +178,7 @@ def soak(drill: Drill, rate: float, duration_s: float) -> Phase:
         while not done.wait(duration_s / 20):
             for name in rss:
                 process = getattr(drill, name).process
-                rss[name].append(_rss_mb(process.pid))
+                rss[name].append(rss_mb(process.pid))
 
     sampler = threading.Thread(target=sample_rss)
     sampler.start()
@@ -274,7 +283,7 @@ def _window(drill: Drill, down: str, up: str, slack_s: float = 2.0) -> tuple[flo
     return at[down], at[up] + slack_s
 
 
-def faults(drill: Drill, rate: float, quick: bool) -> Phase:
+def faults(drill: Drill, rate: float) -> Phase:
     def break_things(note: Callable[[str], None]) -> None:
         time.sleep(3)
         drill.head.signal(signal.SIGKILL)
@@ -289,7 +298,7 @@ def faults(drill: Drill, rate: float, quick: bool) -> Phase:
         drill.embedding.start()
         note("embedding ready")
 
-    samples = _under_load(drill, rate, 45 if quick else 100, break_things)
+    samples = _under_load(drill, rate, MAX_RESTART_PHASE_S, break_things, after_s=AFTER_RESTART_S)
     down = {
         "head": _window(drill, "head killed", "head ready"),
         "embedding": _window(drill, "embedding killed", "embedding ready"),
@@ -316,7 +325,7 @@ def _recovered(samples: Sequence[Sample], after_s: float) -> bool:
     return bool(later) and later[-1].due_s - later[0].due_s >= 1.0 and all(s.outcome == "200" for s in later)
 
 
-def _sigterm(drill: Drill, name: str, rate: float, quick: bool) -> Phase:
+def _sigterm(drill: Drill, name: str, rate: float) -> Phase:
     part: Restartable = getattr(drill, name)
 
     def stop_it(note: Callable[[str], None]) -> None:
@@ -332,8 +341,7 @@ def _sigterm(drill: Drill, name: str, rate: float, quick: bool) -> Phase:
         part.start()
         note(f"{name} ready")
 
-    # Long enough for the restart and a few seconds after it (an XLA restart takes about a minute).
-    samples = _under_load(drill, rate, 12 if name != "embedding" else 30 if quick else 90, stop_it)
+    samples = _under_load(drill, rate, MAX_RESTART_PHASE_S, stop_it, after_s=AFTER_RESTART_S)
     at = dict(drill.events)
     exited = next(((w, t) for w, t in drill.events if "exited" in w), None)
     checks = {
@@ -411,7 +419,7 @@ def encoder_swap(drill: Drill, rate: float, quick: bool) -> Phase:
         drill.embedding = replacement
         note("embedding ready")
 
-    samples = _under_load(drill, rate, 30 if quick else 80, restart)
+    samples = _under_load(drill, rate, MAX_RESTART_PHASE_S, restart, after_s=AFTER_RESTART_S)
     checks = {
         **_failures_named(samples, {"embedding": _window(drill, "embedding stopped", "embedding ready")}),
         "recovered: all 200 after the restart": _recovered(samples, dict(drill.events)["embedding ready"] + 2),
@@ -485,9 +493,9 @@ def run(quick: bool) -> tuple[float, list[Phase]]:
             phases = [soak(drill, 0.7 * capacity_per_s, 20 if quick else 300)]
             normal_p50 = phases[0].summary.ok_p50_ms or 0.0
             phases.append(overload(drill, capacity_per_s, normal_p50, quick))
-            phases.append(faults(drill, 0.5 * capacity_per_s, quick))
+            phases.append(faults(drill, 0.5 * capacity_per_s))
             for name in ("head", "embedding", "orchestrator"):
-                phases.append(_sigterm(drill, name, 0.5 * capacity_per_s, quick))
+                phases.append(_sigterm(drill, name, 0.5 * capacity_per_s))
             phases.append(head_swap(drill, 0.5 * capacity_per_s))
             phases.append(encoder_swap(drill, 0.5 * capacity_per_s, quick))
             for phase in phases:

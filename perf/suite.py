@@ -30,7 +30,7 @@ from perf.schemes import System, services, systems
 from perf.sentences import TEXT_MIXES, texts
 from perf.summary import Run
 from service_common.deadline import Deadline
-from stack.procs import LOOPBACK, server_env, start_module, stop, wait_until_ok
+from stack.procs import LOOPBACK, rss_mb, server_env, start_module, stop, wait_until_ok
 from stack.services import Service
 
 OPEN_LOOP_TIMEOUT_S = 120.0  # long enough for an overloaded scheme to drain what it was sent
@@ -67,13 +67,6 @@ class Progress:
     def step(self, message: str) -> None:
         self.done += 1
         self.say(message)
-
-
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text(encoding="utf-8").splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
 @contextmanager
@@ -185,7 +178,7 @@ def run_suite(plan: Plan, mix: str, out: Path) -> dict[str, Any]:
     rates: list[float] = []
     gflops: list[float] = []
     with _started(found_services, out / "logs", progress) as ready:
-        idle_rss = {name: _rss_mb(r["pid"]) for name, r in ready.items()}
+        idle_rss = {name: rss_mb(r["pid"]) for name, r in ready.items()}
         found = systems(found_services, sample, settings.model_dir)
         head_target = found_services["orchestrator"].env["ORCHESTRATOR_HEAD_GRPC_TARGET"]
         for round_ in range(1, plan.rounds + 1):
@@ -203,7 +196,7 @@ def run_suite(plan: Plan, mix: str, out: Path) -> dict[str, Any]:
                     m = _open(system, rate, plan)
                     runs.append(Run(system.key, "open", rate, round_, m))
                     progress.step(f"round {round_}, {system.key} at {rate:g}/s offered: {_said(m)}")
-        loaded_rss = {name: _rss_mb(r["pid"]) for name, r in ready.items()}
+        loaded_rss = {name: rss_mb(r["pid"]) for name, r in ready.items()}
     started_services = {
         name: {
             "command": ["python", "-m", service.module, *service.args],

@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -51,6 +52,18 @@ def wait_until_ok(proc: subprocess.Popen[bytes], url: str, timeout_s: float, pol
             pass
         time.sleep(poll_s)
     raise ServerStartError(f"{url} did not answer 200 within {timeout_s:.0f}s")
+
+
+def rss_mb(pid: int) -> float:
+    """A process's resident memory in MB; 0.0 once it has exited."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return 0.0
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0  # a zombie: exited, not yet reaped
 
 
 def stop(proc: subprocess.Popen[bytes], grace_s: float = 30.0) -> None:
