@@ -108,7 +108,7 @@ def _closed(system: System, concurrency: int, plan: Plan) -> Measurement:
 
 
 def _open(system: System, rate: float, plan: Plan) -> Measurement:
-    """A short closed-loop warm-up first, not recorded, so no run pays for opening connections."""
+    """A few requests first, not recorded: the scheme's processes sat idle through the other schemes' runs."""
     asyncio.run(closed_loop(LOOPBACK, system.route, concurrency=4, requests=20, duration_s=5))
     samples = asyncio.run(
         open_loop(LOOPBACK, system.route, rate_per_s=rate, duration_s=plan.open_s, timeout_s=OPEN_LOOP_TIMEOUT_S)
