@@ -4,6 +4,8 @@ import asyncio
 import re
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -79,12 +81,22 @@ async def test_64_concurrent_clients_get_the_answers_each_text_gets_alone(pipeli
                 assert prediction["score"] == pytest.approx(single["score"], abs=1e-4)
 
 
+def logged(log: Path, text: str, within_s: float = 5.0) -> bool:
+    """Whether `text` reaches `log` in time: a request's log line is written after its answer is sent."""
+    deadline = time.monotonic() + within_s
+    while text not in log.read_text():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def test_the_request_id_goes_to_both_hops_and_the_logs(pipeline: Pipeline) -> None:
     request_id = "trace-3f9a1c-classify"
     response = classify(pipeline.orchestrator.url, {"text": POSITIVE[1]}, **{"X-Request-ID": request_id})
     assert response.headers["x-request-id"] == request_id
-    assert request_id in pipeline.orchestrator.log.read_text()
-    assert request_id in pipeline.embedding.log.read_text()
+    assert logged(pipeline.orchestrator.log, request_id)
+    assert logged(pipeline.embedding.log, request_id)
     generated = classify(pipeline.orchestrator.url, {"text": POSITIVE[1]}).headers["x-request-id"]
     assert re.fullmatch(r"[0-9a-f]{32}", generated)
     # Not ASCII: could not go on in HTTP headers or gRPC metadata, so the request gets a new id instead.
