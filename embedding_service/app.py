@@ -15,9 +15,9 @@ from embedding_service.batcher import DynamicBatcher
 from embedding_service.buckets import Buckets
 from embedding_service.embedder import Embedder
 from embedding_service.encoder import TFEncoder
+from embedding_service.manifest import TOKENIZER_DIR, EncoderManifest
 from embedding_service.settings import EmbeddingSettings
 from embedding_service.tokenizer import Tokenizer
-from models.manifest import TOKENIZER_DIR, EncoderManifest
 from service_common.app import cancel, service_app
 
 logger = logging.getLogger(__name__)

@@ -28,14 +28,14 @@ import numpy.typing as npt
 
 from embedding_service.buckets import Buckets
 from embedding_service.encoder import Embedding
-from service_common.errors import OverloadedError, ServiceError, UnavailableError
-from service_common.metrics import (
+from embedding_service.metrics import (
     BATCH_PADDED_TOKENS,
     BATCH_TEXTS,
     QUEUE_TEXTS,
     REJECTED_TOTAL,
     STAGE_SECONDS,
 )
+from service_common.errors import OverloadedError, ServiceError, UnavailableError
 
 logger = logging.getLogger(__name__)
 

@@ -6,11 +6,11 @@ from dataclasses import dataclass
 
 from embedding_service.batcher import DynamicBatcher
 from embedding_service.encoder import Embedding
+from embedding_service.manifest import EncoderManifest
+from embedding_service.metrics import REJECTED_TOTAL, STAGE_SECONDS, TEXTS_TOTAL, TRUNCATED_TOTAL
 from embedding_service.settings import EmbeddingSettings
 from embedding_service.tokenizer import Tokenizer
-from models.manifest import EncoderManifest
 from service_common.errors import DeadlineExceededError, InvalidRequestError, NotFoundError
-from service_common.metrics import REJECTED_TOTAL, STAGE_SECONDS, TEXTS_TOTAL, TRUNCATED_TOTAL
 
 # Below this many characters a request is tokenized inline: a thread hop would cost more than it saves.
 _INLINE_TOKENIZE_CHARS = 4096

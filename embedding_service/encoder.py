@@ -11,7 +11,7 @@ import numpy.typing as npt
 import tensorflow as tf
 
 from embedding_service.buckets import Buckets
-from models.manifest import SAVED_MODEL_DIR, EncoderManifest
+from embedding_service.manifest import SAVED_MODEL_DIR, EncoderManifest
 
 INPUT_SIGNATURE = (tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None, None], tf.int32))
 

@@ -29,7 +29,8 @@ class _Failure:
     message: str
 
 
-_VERSION_NAME = re.compile(r"[0-9]{1,18}")
+# ASCII digits, few enough for the int64 version fields: superscripts and Arabic-Indic digits pass str.isdigit().
+_VERSION_NAME = re.compile(r"[0-9]{1,18}", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -38,11 +39,20 @@ class _OnDisk:
     mtime: float
 
 
-def _versions_on_disk(base_path: Path) -> dict[int, _OnDisk]:
-    """Children whose names parse as integers ('001' is version 1); anything else is ignored."""
+def _versions_on_disk(base_path: Path) -> tuple[dict[int, _OnDisk], set[str]]:
+    """Child directories named by a version number ('001' is version 1), and the names of the others."""
     if not base_path.is_dir():
-        return {}
-    return {int(p.name): _OnDisk(p, p.stat().st_mtime) for p in base_path.iterdir() if p.is_dir() and p.name.isdigit()}
+        return {}, set()
+    versions: dict[int, _OnDisk] = {}
+    ignored: set[str] = set()
+    for child in base_path.iterdir():
+        if not child.is_dir():
+            continue
+        if _VERSION_NAME.fullmatch(child.name):
+            versions[int(child.name)] = _OnDisk(child, child.stat().st_mtime)
+        else:
+            ignored.add(child.name)
+    return versions, ignored
 
 
 def _aspired(config: model_server_config_pb2.ModelConfig, available: list[int]) -> set[int]:
@@ -66,6 +76,7 @@ class Model:
         self.loaded: dict[int, Servable] = {}
         self.failed: dict[int, _Failure] = {}
         self.unloaded: set[int] = set()
+        self._ignored: set[str] = set()  # directories that name no version, each logged once
 
     def resolve(self, version: int | None, label: str | None) -> Servable:
         if label is not None:
@@ -105,7 +116,10 @@ class Model:
 
     async def sync(self) -> None:
         """One poll: load aspired versions not yet loaded, then unload loaded ones no longer aspired."""
-        on_disk = await asyncio.to_thread(_versions_on_disk, self.base_path)
+        on_disk, ignored = await asyncio.to_thread(_versions_on_disk, self.base_path)
+        for name in sorted(ignored - self._ignored):
+            logger.warning("%s: ignoring directory %r under %s: not a version number", self.name, name, self.base_path)
+        self._ignored = ignored
         loadable = [v for v, found in on_disk.items() if v not in self.failed or self.failed[v].mtime != found.mtime]
         aspired = _aspired(self.config, loadable)
         for version in sorted(aspired - set(self.loaded)):

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from models.manifest import Pooling
+from embedding_service.manifest import Pooling
 
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
 _ST_POOLING_KEYS: dict[str, Pooling] = {

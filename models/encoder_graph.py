@@ -7,8 +7,8 @@ from safetensors.numpy import load_file
 from transformers import BertConfig, TFBertModel
 from transformers.modeling_tf_pytorch_utils import load_pytorch_state_dict_in_tf2_model
 
+from embedding_service.manifest import Pooling
 from models.checkpoint import Checkpoint, CheckpointError
-from models.manifest import Pooling
 
 # Weights a sentence encoder does not use: BERT's pooler head and a buffer PyTorch stores.
 _UNUSED_WEIGHTS = ("pooler.", "embeddings.position_ids")

@@ -32,8 +32,8 @@ def step(number: int, total: int, what: str) -> Iterator[None]:
 def export(checkpoint_dir: Path, output: Path, model_name: str) -> None:
     """Writes the export to a temporary sibling directory and renames it into place, so a reader
     never sees a half-written encoder."""
+    from embedding_service.manifest import SAVED_MODEL_DIR, TOKENIZER_DIR, EncoderManifest
     from models.checkpoint import Checkpoint, CheckpointError
-    from models.manifest import SAVED_MODEL_DIR, TOKENIZER_DIR, EncoderManifest
 
     try:
         checkpoint = Checkpoint.read(checkpoint_dir)

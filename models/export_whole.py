@@ -17,8 +17,8 @@ def export(encoder_dir: Path, head_dir: Path, output: Path) -> None:
         with step(1, 3, "importing TensorFlow"):
             import tensorflow as tf
 
+            from embedding_service.manifest import SAVED_MODEL_DIR
             from models.encoder_graph import INPUT_SIGNATURE
-            from models.manifest import SAVED_MODEL_DIR
         with step(2, 3, f"loading {encoder_dir} and {head_dir}"):
             encoder = tf.saved_model.load(str(encoder_dir / SAVED_MODEL_DIR))
             head = tf.saved_model.load(str(head_dir))

@@ -5,6 +5,7 @@ version directory carries its label names (a `labels` signature) and a warm-up r
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -57,8 +58,8 @@ def embed(texts: list[str], encoder_dir: Path) -> npt.NDArray[np.float32]:
 
     from embedding_service.buckets import Buckets
     from embedding_service.encoder import TFEncoder
+    from embedding_service.manifest import TOKENIZER_DIR, EncoderManifest
     from embedding_service.tokenizer import Tokenizer
-    from models.manifest import TOKENIZER_DIR, EncoderManifest
 
     manifest = EncoderManifest.read(encoder_dir)
     encoder = TFEncoder(
@@ -82,7 +83,9 @@ def macro_f1(truth: npt.NDArray[np.int64], predicted: npt.NDArray[np.int64], cla
 
 
 def next_version(base: Path) -> int:
-    versions = [int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit()] if base.is_dir() else []
+    """One past the highest version directory ('²' passes str.isdigit() but names no version)."""
+    names = [p.name for p in base.iterdir() if p.is_dir()] if base.is_dir() else []
+    versions = [int(name) for name in names if re.fullmatch(r"[0-9]{1,18}", name, re.ASCII)]
     return max(versions, default=0) + 1
 
 

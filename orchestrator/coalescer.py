@@ -15,11 +15,11 @@ import logging
 from collections import deque
 from dataclasses import dataclass, field
 
+from orchestrator.metrics import COALESCED_REQUESTS, COALESCER_QUEUE_TEXTS
 from orchestrator.pipeline import Classified, Pipeline
 from service_common.deadline import Deadline
 from service_common.errors import DeadlineExceededError, InvalidRequestError, OverloadedError, UnavailableError
 from service_common.logs import request_id_var
-from service_common.metrics import COALESCED_REQUESTS, COALESCER_QUEUE_TEXTS
 
 logger = logging.getLogger(__name__)
 

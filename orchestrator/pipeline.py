@@ -9,9 +9,9 @@ import numpy as np
 from orchestrator.clients.embedding import Embedded, EmbeddingClient
 from orchestrator.clients.head import HeadClient, ModelNotFoundError, Scores
 from orchestrator.labels import LabelCatalog
+from orchestrator.metrics import CLASSIFIED_TEXTS_TOTAL
 from service_common.deadline import Deadline
 from service_common.errors import BadGatewayError
-from service_common.metrics import CLASSIFIED_TEXTS_TOTAL
 
 
 @dataclass(frozen=True)

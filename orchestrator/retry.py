@@ -5,8 +5,8 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from orchestrator.metrics import HOP_RETRIES_TOTAL
 from service_common.deadline import Deadline
-from service_common.metrics import HOP_RETRIES_TOTAL
 
 T = TypeVar("T")
 

@@ -22,8 +22,8 @@ from fastapi import FastAPI, HTTPException, Response
 
 from embedding_service.buckets import Buckets
 from embedding_service.encoder import TFEncoder
+from embedding_service.manifest import TOKENIZER_DIR, EncoderManifest
 from embedding_service.tokenizer import Tokenizer
-from models.manifest import TOKENIZER_DIR, EncoderManifest
 from orchestrator.api import response_body
 from orchestrator.pipeline import Classified
 from orchestrator.schemas import ClassifyRequest

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import orjson
 
+from embedding_service.manifest import TOKENIZER_DIR, EncoderManifest
 from embedding_service.tokenizer import Tokenizer
-from models.manifest import TOKENIZER_DIR, EncoderManifest
 from perf.loadgen import Hop, Route, http_request, one_hop
 from stack import services as stack_services
 from stack.procs import LOOPBACK, free_port

@@ -11,6 +11,7 @@ import numpy as np
 import orjson
 
 from orchestrator.clients import http_hop
+from orchestrator.metrics import HOP_ERRORS_TOTAL, STAGE_SECONDS
 from orchestrator.settings import OrchestratorSettings
 from service_common.deadline import TIMEOUT_HEADER, Deadline
 from service_common.errors import (
@@ -22,7 +23,6 @@ from service_common.errors import (
     UnavailableError,
 )
 from service_common.logs import request_id_var
-from service_common.metrics import HOP_ERRORS_TOTAL, STAGE_SECONDS
 from service_common.middleware import REQUEST_ID_HEADER
 
 HOP = "embedding"

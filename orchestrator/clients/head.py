@@ -5,6 +5,7 @@ from typing import Protocol, Self
 
 import numpy as np
 
+from orchestrator.metrics import HOP_ERRORS_TOTAL
 from service_common.deadline import Deadline
 from service_common.errors import (
     BadGatewayError,
@@ -13,7 +14,6 @@ from service_common.errors import (
     ServiceError,
     UnavailableError,
 )
-from service_common.metrics import HOP_ERRORS_TOTAL
 
 HOP = "head"
 PROBABILITIES_SIGNATURE = "serving_default"

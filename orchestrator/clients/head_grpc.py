@@ -17,11 +17,11 @@ from orchestrator.clients.head import (
     head_error,
     unreached,
 )
+from orchestrator.metrics import STAGE_SECONDS
 from orchestrator.retry import retry_unreached
 from orchestrator.settings import OrchestratorSettings
 from service_common.deadline import Deadline
 from service_common.logs import request_id_var
-from service_common.metrics import STAGE_SECONDS
 from service_common.middleware import REQUEST_ID_HEADER
 
 # A restarted head is found again within a second: gRPC's default reconnect backoff grows to 120 s.

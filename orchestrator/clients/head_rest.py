@@ -22,10 +22,10 @@ from orchestrator.clients.head import (
     Scores,
     head_error,
 )
+from orchestrator.metrics import STAGE_SECONDS
 from orchestrator.settings import OrchestratorSettings
 from service_common.deadline import Deadline
 from service_common.logs import request_id_var
-from service_common.metrics import STAGE_SECONDS
 from service_common.middleware import REQUEST_ID_HEADER
 
 # TF Serving's REST status codes, as the gRPC status names head_error() maps.

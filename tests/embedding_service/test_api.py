@@ -126,7 +126,7 @@ def test_ops_endpoints_headers_and_request_id(embedding_server: Server) -> None:
     assert httpx.post(f"{url}/v1/embeddings", json={"input": "hi"}).headers["x-request-id"]
     metrics = httpx.get(f"{url}/metrics").text
     for name in (
-        "stage_duration_seconds_bucket",
+        "embedding_stage_duration_seconds_bucket",
         "embedding_batch_texts_bucket",
         "embedding_queue_texts",
         "http_request_duration_seconds_bucket",

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from embedding_service.manifest import SAVED_MODEL_DIR, TOKENIZER_DIR, EncoderManifest
 from models.checkpoint import Checkpoint, CheckpointError
 from models.encoder_graph import pool
-from models.manifest import SAVED_MODEL_DIR, TOKENIZER_DIR, EncoderManifest
 from tests.models.tiny_checkpoint import write_tiny_checkpoint
 from tests.servers import ROOT
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from embedding_service.manifest import SAVED_MODEL_DIR, TOKENIZER_DIR, EncoderManifest
 from embedding_service.tokenizer import Tokenizer
 from head_service.servable import WARMUP_FILE
 from models.export_whole import export
-from models.manifest import SAVED_MODEL_DIR, TOKENIZER_DIR, EncoderManifest
 from tests.conftest import running_head
 
 pytestmark = pytest.mark.slow

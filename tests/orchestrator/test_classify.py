@@ -153,12 +153,12 @@ def test_malformed_requests(
 
 
 def test_metrics_have_per_hop_latency(pipeline: Pipeline) -> None:
-    before = pipeline.orchestrator.metric("stage_duration_seconds_count")
+    before = pipeline.orchestrator.metric("orchestrator_stage_duration_seconds_count")
     assert classify(pipeline.orchestrator.url, {"texts": POSITIVE}).status_code == 200
     text = httpx.get(f"{pipeline.orchestrator.url}/metrics").text
-    assert 'stage_duration_seconds_count{stage="embed_call"}' in text
-    assert 'stage_duration_seconds_count{stage="head_call"}' in text
-    assert pipeline.orchestrator.metric("stage_duration_seconds_count") >= before + 2
+    assert 'orchestrator_stage_duration_seconds_count{stage="embed_call"}' in text
+    assert 'orchestrator_stage_duration_seconds_count{stage="head_call"}' in text
+    assert pipeline.orchestrator.metric("orchestrator_stage_duration_seconds_count") >= before + 2
     assert pipeline.orchestrator.metric("orchestrator_classified_texts_total") >= 2
 
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from embedding_service.manifest import SAVED_MODEL_DIR, TOKENIZER_DIR, EncoderManifest
 from embedding_service.tokenizer import Tokenizer
-from models.manifest import SAVED_MODEL_DIR, TOKENIZER_DIR, EncoderManifest
 from stack.procs import LOOPBACK, free_port
 from stack.services import Service
 from tests.servers import running

@@ -1,4 +1,5 @@
-"""The encoder manifest: what an exported encoder directory holds, read by the embedding service."""
+"""The encoder manifest: what an exported encoder directory holds. A run-time contract of the embedding
+service (it reads it at start-up); build-time models.export_encoder writes it."""
 
 from pathlib import Path
 from typing import Literal
