@@ -11,14 +11,14 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from fastapi import FastAPI
 
 from embedding_service.api import router
-from embedding_service.batcher import DynamicBatcher
+from embedding_service.batcher import DynamicBatcher, gated
 from embedding_service.buckets import Buckets
 from embedding_service.embedder import Embedder
 from embedding_service.encoder import TFEncoder
 from embedding_service.manifest import TOKENIZER_DIR, EncoderManifest
 from embedding_service.settings import EmbeddingSettings
 from embedding_service.tokenizer import Tokenizer
-from service_common.app import cancel, service_app
+from service_common.app import cancel, drain_budget_s, service_app, stopping_event
 
 logger = logging.getLogger(__name__)
 
@@ -30,12 +30,19 @@ class ModelSlot:
         self.settings = settings
         self.manifest = EncoderManifest.read(settings.model_dir)
         self.embedder: Embedder | None = None
+        self.batcher: DynamicBatcher | None = None
         self.failure: str | None = None
 
     def not_ready_reason(self) -> str | None:
         if self.embedder is not None:
             return None
         return self.failure or "the model is loading and warming up"
+
+    async def drain_when(self, stopping: asyncio.Event) -> None:
+        """Drains the batcher as soon as the server stops accepting, within its grace period."""
+        await stopping.wait()
+        if self.batcher is not None:
+            await self.batcher.drain()
 
     async def load(self, stack: AsyncExitStack) -> None:
         settings = self.settings
@@ -47,16 +54,17 @@ class ModelSlot:
             tokenizer = await asyncio.to_thread(
                 Tokenizer, settings.model_dir / TOKENIZER_DIR, self.manifest.max_seq_length
             )
+            gate = settings.test_encoder_gate
             batcher = DynamicBatcher(  # built before the long warm-up, so a bad budget fails at once
-                encoder,
+                encoder if gate is None else gated(encoder, gate),
                 buckets,
                 max_batch_tokens=settings.max_batch_tokens,
                 max_wait_s=settings.max_wait_ms / 1e3,
                 max_queue_texts=settings.max_queue_texts,
-                drain_timeout_s=settings.graceful_shutdown_s,
+                drain_timeout_s=drain_budget_s(settings),
             )
             await asyncio.to_thread(encoder.warm_up, settings.max_batch_tokens)
-            await stack.enter_async_context(batcher)
+            self.batcher = await stack.enter_async_context(batcher)
         except Exception as exc:
             self.failure = f"model failed to load: {exc}"
             logger.exception("model failed to load; stopping")
@@ -78,8 +86,10 @@ def create_app(settings: EmbeddingSettings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             loading = asyncio.create_task(slot.load(stack))
+            draining = asyncio.create_task(slot.drain_when(stopping_event(app)))
             yield
             await cancel(loading)
+            await cancel(draining)
 
     app = service_app("Embedding service", settings, lifespan, slot.not_ready_reason, router)
     app.state.model = slot

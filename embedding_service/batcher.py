@@ -11,16 +11,24 @@ Tuning:
 - `max_queue_texts` bounds the queue: past it, callers get `OverloadedError` (429) at once instead
   of a growing wait. Size it to what the encoder clears within your latency target.
 Texts whose caller has gone (timeout, disconnect) are dropped before they reach the encoder.
+
+Shutdown (`drain`): new texts are refused with 503 at once; queued and running ones get
+`drain_timeout_s` to finish; whatever is left then, a hung encoder call included, is answered 503, so no
+caller waits past the grace period. Encoder calls run on a daemon thread: a call that never returns
+cannot keep the process from exiting.
 """
 
 import asyncio
 import contextlib
 import logging
+import queue
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 
 import numpy as np
@@ -40,6 +48,47 @@ from service_common.errors import OverloadedError, ServiceError, UnavailableErro
 logger = logging.getLogger(__name__)
 
 RunBatch = Callable[[list[npt.NDArray[np.int32]]], list[Embedding]]
+_Call = tuple[Future[list[Embedding]], list[npt.NDArray[np.int32]]]
+
+
+def gated(run_batch: RunBatch, gate: Path) -> RunBatch:
+    """For tests only: each batch waits while the file `gate` exists, so a test can hold the encoder
+    (fill the queue, pass a deadline, hang a shutdown) deterministically, however fast the hardware."""
+
+    def run(batch: list[npt.NDArray[np.int32]]) -> list[Embedding]:
+        while gate.exists():
+            time.sleep(0.002)
+        return run_batch(batch)
+
+    return run
+
+
+class _EncoderThread:
+    """One daemon thread that runs the encoder calls, one at a time, in order."""
+
+    def __init__(self, run_batch: RunBatch) -> None:
+        self._run_batch = run_batch
+        self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name="encoder", daemon=True)
+        self._thread.start()
+
+    def submit(self, batch: list[npt.NDArray[np.int32]]) -> "asyncio.Future[list[Embedding]]":
+        future: Future[list[Embedding]] = Future()
+        self._calls.put((future, batch))
+        return asyncio.wrap_future(future)
+
+    def close(self) -> None:
+        """Ends the thread after the call it is running, if any; does not wait for it."""
+        self._calls.put(None)
+
+    def _serve(self) -> None:
+        while (call := self._calls.get()) is not None:
+            future, batch = call
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(self._run_batch(batch))
+                except BaseException as exc:
+                    future.set_exception(exc)
 
 
 @dataclass(frozen=True)
@@ -83,26 +132,37 @@ class DynamicBatcher:
         self._arrived = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder")
+        self._running: list[_Pending] = []  # the batch in the encoder
+        self._encoder: _EncoderThread | None = None
         self._worker: asyncio.Task[None] | None = None
         self._closing = False
 
     async def __aenter__(self) -> "DynamicBatcher":
+        self._encoder = _EncoderThread(self._run_batch)
         self._worker = asyncio.create_task(self._work(), name="batcher")
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        """Refuses new texts, lets queued and running ones finish (up to `drain_timeout_s`), then stops."""
-        self._closing = True
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._idle.wait(), self._drain_timeout_s)
+        await self.drain()
         if self._worker is not None:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
-        self._executor.shutdown(wait=True)
+        if self._encoder is not None:
+            self._encoder.close()
+
+    async def drain(self) -> None:
+        """Refuses new texts, lets queued and running ones finish for up to `drain_timeout_s`, then answers
+        what is left with 503. Safe to call more than once."""
+        self._closing = True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), self._drain_timeout_s)
+        stopped = UnavailableError("the service is shutting down", code="shutting_down")
+        for p in [*self._running, *self._queue]:
+            if not p.future.done():
+                p.future.set_exception(stopped)
 
     @property
     def queued_texts(self) -> int:
@@ -156,9 +216,13 @@ class DynamicBatcher:
                         p.future.set_exception(ServiceError("the encoder failed on this batch", code="encoder_error"))
 
     async def _run(self, batch: list[_Pending]) -> None:
-        loop = asyncio.get_running_loop()
+        assert self._encoder is not None, "the batcher runs inside `async with`"
         started = time.perf_counter()
-        outputs = await loop.run_in_executor(self._executor, self._run_batch, [p.ids for p in batch])
+        self._running = batch
+        try:
+            outputs = await self._encoder.submit([p.ids for p in batch])
+        finally:
+            self._running = []
         infer_s = time.perf_counter() - started
         STAGE_SECONDS.labels("infer").observe(infer_s)
         for p, embedding in zip(batch, outputs, strict=True):

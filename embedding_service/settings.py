@@ -24,6 +24,9 @@ class EmbeddingSettings(ServiceSettings):
     xla: bool = Field(True, description="XLA-compile the encoder (jit_compile)")
     xla_cache_dir: str = Field("build/xla-cache", description="persistent XLA compile cache; empty: none")
     mixed_precision: bool = Field(False, description="fp16 on GPU, bf16 on CPU (graph mode; XLA off)")
+    test_encoder_gate: Path | None = Field(
+        None, description="tests only: while this file exists, every encoder batch waits before it runs"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

@@ -16,7 +16,13 @@ from orchestrator.labels import LabelCatalog
 from orchestrator.pipeline import Pipeline
 from orchestrator.readiness import DownstreamMonitor
 from orchestrator.settings import OrchestratorSettings
-from service_common.app import cancel, service_app
+from service_common.app import cancel, drain_budget_s, service_app, stopping_event
+
+
+async def _drain_when(stopping: asyncio.Event, coalescer: Coalescer, grace_s: float) -> None:
+    """Drains the coalescer as soon as the server stops accepting, within its grace period."""
+    await stopping.wait()
+    await coalescer.aclose(grace_s)
 
 
 def create_app(settings: OrchestratorSettings) -> FastAPI:
@@ -37,9 +43,10 @@ def create_app(settings: OrchestratorSettings) -> FastAPI:
                 max_queue_texts=settings.max_queue_texts,
             )
             watching = asyncio.create_task(monitor.watch(pipeline))
+            draining = asyncio.create_task(_drain_when(stopping_event(app), coalescer, drain_budget_s(settings)))
             yield
             await cancel(watching)
-            # Before the clients it calls are closed; uvicorn has already given requests their grace.
-            await coalescer.aclose(grace_s=min(5.0, settings.graceful_shutdown_s))
+            await cancel(draining)
+            await coalescer.aclose(grace_s=0)  # before the clients it calls are closed
 
     return service_app("Orchestrator", settings, lifespan, monitor.not_ready_reason, router)

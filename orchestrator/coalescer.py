@@ -48,9 +48,12 @@ class Coalescer:
         self._max_queue_texts = max_queue_texts
         self._queue: deque[_Job] = deque()
         self._queued_texts = 0
-        self._in_flight: set[asyncio.Task[None]] = set()
+        self._in_flight: dict[asyncio.Task[None], list[_Job]] = {}
+        self._closing = False
 
     async def classify(self, texts: list[str], deadline: Deadline, field: str) -> Classified:
+        if self._closing:
+            raise UnavailableError("the orchestrator is shutting down", code="shutting_down")
         if self._queued_texts + len(texts) > self._max_queue_texts:
             raise OverloadedError(f"the orchestrator has {self._queued_texts} texts queued; retry shortly")
         job = _Job(texts, field, deadline, request_id_var.get(), asyncio.get_running_loop().create_future())
@@ -80,23 +83,26 @@ class Coalescer:
             if jobs:
                 COALESCED_REQUESTS.observe(len(jobs))
                 task = asyncio.create_task(self._run(jobs))
-                self._in_flight.add(task)
+                self._in_flight[task] = jobs
                 task.add_done_callback(self._finished)
 
     async def aclose(self, grace_s: float) -> None:
-        """At shutdown: queued requests are refused, calls under way get `grace_s` to finish."""
-        while self._queue:
-            job = self._queue.popleft()
-            if not job.future.done():
-                job.future.set_exception(UnavailableError("the orchestrator is shutting down", code="shutting_down"))
+        """At shutdown: new and queued requests are refused, calls under way get `grace_s` to finish, and
+        the requests of calls still unfinished then are answered 503. Safe to call more than once."""
+        self._closing = True
+        stopped = UnavailableError("the orchestrator is shutting down", code="shutting_down")
+        queued = list(self._queue)
+        self._queue.clear()
         self._queued_texts = 0
+        _deliver_error(queued, stopped)
         if self._in_flight:
             _, late = await asyncio.wait(set(self._in_flight), timeout=grace_s)
             for task in late:
+                _deliver_error(self._in_flight.get(task, []), stopped)
                 task.cancel()
 
     def _finished(self, task: asyncio.Task[None]) -> None:
-        self._in_flight.discard(task)
+        self._in_flight.pop(task, None)
         self._dispatch()
         COALESCER_QUEUE_TEXTS.set(self._queued_texts)
 

@@ -1,5 +1,5 @@
 """The parts of every service's FastAPI app that are the same: settings on the state, middleware, the
-error handlers, the ops routes; and ending a lifespan's background task."""
+error handlers, the ops routes, the shutdown signal; and ending a lifespan's background task."""
 
 import asyncio
 import contextlib
@@ -24,6 +24,7 @@ def service_app(
 ) -> FastAPI:
     app = FastAPI(title=title, version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
+    app.state.stopping = asyncio.Event()
     add_access_control(app, settings)  # inside the request context: refusals get an id and a log line
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     install_error_handlers(app)
@@ -37,3 +38,19 @@ async def cancel(task: asyncio.Task[None]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+# Kept back from the grace period: the time to answer 503 to what draining had to cut off.
+_ANSWER_MARGIN_S = 1.0
+
+
+def stopping_event(app: FastAPI) -> asyncio.Event:
+    """Set by `serve` when the server stops accepting, before in-flight requests get their grace period."""
+    event: asyncio.Event = app.state.stopping
+    return event
+
+
+def drain_budget_s(settings: ServiceSettings) -> float:
+    """How long in-flight work may run after the stop began, so that what is still unfinished then is
+    answered 503 before the server's grace period ends and it drops the connections."""
+    return max(0.0, int(settings.graceful_shutdown_s) - _ANSWER_MARGIN_S)

@@ -1,9 +1,26 @@
 """Runs an app under uvicorn with our logging (uvicorn's own log config off) and graceful shutdown."""
 
+import asyncio
+import socket
+
 import uvicorn
 from fastapi import FastAPI
 
+from service_common.app import stopping_event
 from service_common.settings import ServiceSettings
+
+
+class _Server(uvicorn.Server):
+    """uvicorn that tells the app the moment it stops accepting: before in-flight requests get their grace
+    period, so the app can bound its own draining (a hung call answered 503) within it."""
+
+    def __init__(self, config: uvicorn.Config, stopping: asyncio.Event) -> None:
+        super().__init__(config)
+        self._stopping = stopping
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self._stopping.set()
+        await super().shutdown(sockets)
 
 
 def serve(app: FastAPI, settings: ServiceSettings) -> None:
@@ -18,4 +35,4 @@ def serve(app: FastAPI, settings: ServiceSettings) -> None:
         timeout_graceful_shutdown=int(settings.graceful_shutdown_s),
         server_header=False,
     )
-    uvicorn.Server(config).run()
+    _Server(config, stopping_event(app)).run()

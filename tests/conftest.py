@@ -2,6 +2,7 @@
 
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -46,16 +47,48 @@ def embedding_server(
         yield server
 
 
+class GatedServer(Server):
+    """A server whose encoder a test can hold: while `hold()` is active, every batch waits before it runs
+    (EMBEDDING_TEST_ENCODER_GATE), so queues fill and deadlines pass on any hardware, however fast."""
+
+    def __init__(self, server: Server, gate: Path) -> None:
+        super().__init__(server.process, server.url, server.log)
+        self.gate = gate
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        self.gate.touch()
+        try:
+            yield
+        finally:
+            self.gate.unlink(missing_ok=True)
+
+    def wait_for_metric(self, name: str, value: float, *, at_least: bool = False, within_s: float = 10.0) -> None:
+        deadline = time.monotonic() + within_s
+        while (seen := self.metric(name)) != value and not (at_least and seen > value):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{name} is {seen}, not {value}, after {within_s}s")
+            time.sleep(0.02)
+
+
 @pytest.fixture(scope="session")
 def constrained_server(
     encoder_dir: Path, xla_cache_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Server]:
-    """Small batches, a short queue and a 2 s deadline: for overload, timeout and disconnect tests."""
-    log = tmp_path_factory.mktemp("logs") / "constrained.log"
+) -> Iterator[GatedServer]:
+    """Small batches, a short queue, a 2 s deadline and an encoder the test can hold: for overload,
+    timeout, disconnect and batching tests."""
+    logs = tmp_path_factory.mktemp("constrained")
+    gate = logs / "encoder.gate"
     with running_embedding(
-        encoder_dir, xla_cache_dir, log, max_batch_size="8", max_queue_texts="256", request_timeout_s="2"
+        encoder_dir,
+        xla_cache_dir,
+        logs / "constrained.log",
+        max_batch_size="8",
+        max_queue_texts="256",
+        request_timeout_s="2",
+        test_encoder_gate=str(gate),
     ) as server:
-        yield server
+        yield GatedServer(server, gate)
 
 
 DEFAULT_HEAD = ROOT / "build" / "head"

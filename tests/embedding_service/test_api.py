@@ -1,6 +1,5 @@
 """Every endpoint and error of the embedding service, against the real model in a real server."""
 
-import asyncio
 import socket
 from pathlib import Path
 
@@ -134,41 +133,9 @@ def test_ops_endpoints_headers_and_request_id(embedding_server: Server) -> None:
         assert name in metrics
 
 
-async def test_64_concurrent_requests_each_get_their_own_vector_in_real_batches(
-    embedding_server: Server,
-) -> None:
-    texts = [
-        f"Customer review number {i}: the {['soup', 'film', 'phone', 'hotel'][i % 4]} was fine." for i in range(64)
-    ]
-    url = f"{embedding_server.url}/v1/embeddings"
-    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=64)) as client:
-        alone = [np.asarray((await client.post(url, json={"input": t})).json()["data"][0]["embedding"]) for t in texts]
-        batches_before = embedding_server.metric("embedding_batch_texts_count")
-        texts_before = embedding_server.metric("embedding_batch_texts_sum")
-        responses = await asyncio.gather(*(client.post(url, json={"input": t}) for t in texts))
-    together = [np.asarray(r.json()["data"][0]["embedding"]) for r in responses]
-    for i, (a, b) in enumerate(zip(alone, together, strict=True)):
-        np.testing.assert_allclose(a, b, atol=1e-5, err_msg=f"text {i}")
-    batches = embedding_server.metric("embedding_batch_texts_count") - batches_before
-    assert embedding_server.metric("embedding_batch_texts_sum") - texts_before == 64
-    assert batches < 64 / 2, f"64 concurrent texts ran in {batches} encoder calls: the batcher did not batch"
-
-
 def test_garbage_on_the_socket_does_not_hurt_the_server(embedding_server: Server) -> None:
     host, port = embedding_server.url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=5) as sock:
         sock.sendall(b"\x00\x01GARBAGE / HTTP/9\r\n\r\n")
         sock.recv(1024)
     assert httpx.post(f"{embedding_server.url}/v1/embeddings", json={"input": "alive"}).status_code == 200
-
-
-def test_the_callers_deadline_header_is_honoured(embedding_server: Server) -> None:
-    long_batch = {"input": [f"{i} " + "many words here " * 80 for i in range(64)]}
-    url = f"{embedding_server.url}/v1/embeddings"
-    response = httpx.post(url, json=long_batch, headers={"X-Request-Timeout-Ms": "20"}, timeout=60)
-    assert response.status_code == 504, response.text
-    assert response.json()["error"]["code"] == "timeout"
-    assert httpx.post(url, json=long_batch, headers={"X-Request-Timeout-Ms": "60000"}, timeout=60).status_code == 200
-    malformed = httpx.post(url, json={"input": "hi"}, headers={"X-Request-Timeout-Ms": "-1"})
-    assert malformed.status_code == 400
-    assert malformed.json()["error"]["param"] == "X-Request-Timeout-Ms"
