@@ -136,6 +136,7 @@ class DynamicBatcher:
         self._encoder: _EncoderThread | None = None
         self._worker: asyncio.Task[None] | None = None
         self._closing = False
+        self._drain_deadline: float | None = None  # set by the first drain(); later ones wait no longer
 
     async def __aenter__(self) -> "DynamicBatcher":
         self._encoder = _EncoderThread(self._run_batch)
@@ -155,10 +156,12 @@ class DynamicBatcher:
 
     async def drain(self) -> None:
         """Refuses new texts, lets queued and running ones finish for up to `drain_timeout_s`, then answers
-        what is left with 503. Safe to call more than once."""
-        self._closing = True
+        what is left with 503. Later calls keep the first call's deadline."""
+        if self._drain_deadline is None:
+            self._closing = True
+            self._drain_deadline = time.perf_counter() + self._drain_timeout_s
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._idle.wait(), self._drain_timeout_s)
+            await asyncio.wait_for(self._idle.wait(), max(0.0, self._drain_deadline - time.perf_counter()))
         stopped = UnavailableError("the service is shutting down", code="shutting_down")
         for p in [*self._running, *self._queue]:
             if not p.future.done():
