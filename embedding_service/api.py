@@ -17,7 +17,9 @@ from embedding_service.schemas import (
     EmbedResponse,
     ModelCard,
     ModelList,
+    RequestLimits,
 )
+from embedding_service.settings import EmbeddingSettings
 from service_common.deadline import DeadlineDep
 from service_common.disconnect import unless_disconnected
 from service_common.errors import InvalidRequestError
@@ -103,14 +105,21 @@ async def embed(body: EmbedRequest, embedder: EmbedderDep, deadline: DeadlineDep
 
 
 @router.get("/v1/models")
-async def list_models(embedder: EmbedderDep) -> ModelList:
+async def list_models(embedder: EmbedderDep, request: Request) -> ModelList:
     manifest = embedder.manifest
+    settings: EmbeddingSettings = request.app.state.settings
+    limits = RequestLimits(
+        max_texts_per_request=settings.max_texts_per_request,
+        max_chars_per_text=settings.max_chars_per_text,
+        max_body_bytes=settings.max_body_bytes,
+    )
     return ModelList(
         data=[
             ModelCard(
                 id=manifest.model_name,
                 dimensions=manifest.embedding_dim,
                 max_seq_length=manifest.max_seq_length,
+                limits=limits,
             )
         ]
     )

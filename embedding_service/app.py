@@ -7,6 +7,7 @@ import os
 import signal
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
 
@@ -56,7 +57,7 @@ class ModelSlot:
             )
             gate = settings.test_encoder_gate
             batcher = DynamicBatcher(  # built before the long warm-up, so a bad budget fails at once
-                encoder if gate is None else gated(encoder, gate),
+                gated(encoder, Path(gate)) if gate else encoder,
                 buckets,
                 max_batch_tokens=settings.max_batch_tokens,
                 max_wait_s=settings.max_wait_ms / 1e3,

@@ -65,6 +65,14 @@ class EmbedResponse(BaseModel):
     usage: Usage
 
 
+class RequestLimits(BaseModel):
+    """What one request may hold; published so that callers (the orchestrator) check before sending."""
+
+    max_texts_per_request: int
+    max_chars_per_text: int
+    max_body_bytes: int
+
+
 class ModelCard(BaseModel):
     id: str
     object: Literal["model"] = "model"
@@ -72,6 +80,7 @@ class ModelCard(BaseModel):
     owned_by: str = "local"
     dimensions: int
     max_seq_length: int
+    limits: RequestLimits
 
 
 class ModelList(BaseModel):

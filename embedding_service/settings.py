@@ -24,9 +24,7 @@ class EmbeddingSettings(ServiceSettings):
     xla: bool = Field(True, description="XLA-compile the encoder (jit_compile)")
     xla_cache_dir: str = Field("build/xla-cache", description="persistent XLA compile cache; empty: none")
     mixed_precision: bool = Field(False, description="fp16 on GPU, bf16 on CPU (graph mode; XLA off)")
-    test_encoder_gate: Path | None = Field(
-        None, description="tests only: while this file exists, every encoder batch waits before it runs"
-    )
+    test_encoder_gate: str = Field("", description="tests only: while this file exists, encoder batches wait")
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

@@ -17,26 +17,11 @@ from service_common.errors import InvalidRequestError
 router = APIRouter()
 
 
-def _texts(body: ClassifyRequest, settings: OrchestratorSettings) -> tuple[list[str], str]:
-    """The texts and the field they came in, checked against the limits; errors name the field."""
+def _texts(body: ClassifyRequest) -> tuple[list[str], str]:
+    """The texts and the field they came in (limits are the coalescer's to check: errors name the field)."""
     if (body.text is None) == (body.texts is None):
         raise InvalidRequestError("send exactly one of `text` (a string) and `texts` (a list)", param="texts")
-    texts, field = ([body.text], "text") if body.text is not None else (body.texts or [], "texts")
-    if len(texts) > settings.max_texts_per_request:
-        raise InvalidRequestError(
-            f"texts has {len(texts)} texts; at most {settings.max_texts_per_request} are allowed per request",
-            param="texts",
-            code="too_many_texts",
-        )
-    for index, text in enumerate(texts):
-        if len(text) > settings.max_chars_per_text:
-            param = field if field == "text" else f"texts[{index}]"
-            raise InvalidRequestError(
-                f"{param} has {len(text)} characters; at most {settings.max_chars_per_text} are allowed",
-                param=param,
-                code="text_too_long",
-            )
-    return texts, field
+    return ([body.text], "text") if body.text is not None else (body.texts or [], "texts")
 
 
 def response_body(classified: Classified, model_name: str) -> dict[str, Any]:
@@ -57,7 +42,7 @@ def response_body(classified: Classified, model_name: str) -> dict[str, Any]:
 @router.post("/classify", response_model=ClassifyResponse)
 async def classify(body: ClassifyRequest, coalescer: CoalescerDep, deadline: DeadlineDep, request: Request) -> Response:
     settings: OrchestratorSettings = request.app.state.settings
-    texts, field = _texts(body, settings)
+    texts, field = _texts(body)
     classified = await unless_disconnected(request, coalescer.classify(texts, deadline, field))
     content = orjson.dumps(response_body(classified, settings.head_model_name), option=orjson.OPT_SERIALIZE_NUMPY)
     return Response(content, media_type="application/json")

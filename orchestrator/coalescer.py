@@ -8,17 +8,22 @@ leaves as soon as one of `max_in_flight` call slots is free, taking every reques
 
 Tuning: `max_batch_texts` near the embedding service's batch size; `max_in_flight` enough to keep the
 encoder fed while another batch is at the head (2-4); `max_queue_texts` bounds the wait (overflow: 429).
-A text the embedding service refuses fails only its own request: the merged requests are retried alone."""
+
+Requests are checked against the embedding service's limits before they queue (orchestrator/limits.py),
+and a merged call never outgrows them. A text the embedding service still refuses fails only its own
+request; the others go again together, in one more call."""
 
 import asyncio
 import logging
 from collections import deque
 from dataclasses import dataclass, field
 
+from orchestrator.clients.embedding import EmbeddingRefusedError
+from orchestrator.limits import check_texts
 from orchestrator.metrics import COALESCED_REQUESTS, COALESCER_QUEUE_TEXTS
 from orchestrator.pipeline import Classified, Pipeline
 from service_common.deadline import Deadline
-from service_common.errors import DeadlineExceededError, InvalidRequestError, OverloadedError, UnavailableError
+from service_common.errors import DeadlineExceededError, OverloadedError, UnavailableError
 from service_common.logs import request_id_var
 
 logger = logging.getLogger(__name__)
@@ -34,6 +39,7 @@ _WAITING_ON = {
 class _Job:
     texts: list[str]
     texts_field: str  # `text` or `texts`: how errors name them
+    size_bytes: int  # the texts' share of an embedding call's body
     deadline: Deadline
     request_id: str
     future: asyncio.Future[Classified]
@@ -52,11 +58,14 @@ class Coalescer:
         self._closing = False
 
     async def classify(self, texts: list[str], deadline: Deadline, field: str) -> Classified:
+        """`field` is how the caller sent the texts (`text` or `texts`), for errors naming one of them."""
         if self._closing:
             raise UnavailableError("the orchestrator is shutting down", code="shutting_down")
+        size_bytes = check_texts(texts, field, self._pipeline.embedding.limits, self._max_queue_texts)
         if self._queued_texts + len(texts) > self._max_queue_texts:
             raise OverloadedError(f"the orchestrator has {self._queued_texts} texts queued; retry shortly")
-        job = _Job(texts, field, deadline, request_id_var.get(), asyncio.get_running_loop().create_future())
+        future = asyncio.get_running_loop().create_future()
+        job = _Job(texts, field, size_bytes, deadline, request_id_var.get(), future)
         self._queue.append(job)
         self._queued_texts += len(texts)
         self._dispatch()
@@ -71,15 +80,27 @@ class Coalescer:
             job.future.cancel()  # no-op when done; else its batch skips it (or no longer delivers to it)
 
     def _dispatch(self) -> None:
+        limits = self._pipeline.embedding.limits
+        max_texts = (
+            self._max_batch_texts if limits is None else min(self._max_batch_texts, limits.max_texts_per_request)
+        )
+        max_bytes = None if limits is None else limits.max_call_bytes
         while self._queue and len(self._in_flight) < self._max_in_flight:
             jobs: list[_Job] = []
-            texts = 0
-            while self._queue and (not jobs or texts + len(self._queue[0].texts) <= self._max_batch_texts):
+            texts = size = 0
+            while self._queue and (
+                not jobs
+                or (
+                    texts + len(self._queue[0].texts) <= max_texts
+                    and (max_bytes is None or size + self._queue[0].size_bytes <= max_bytes)
+                )
+            ):
                 job = self._queue.popleft()
                 self._queued_texts -= len(job.texts)
                 if not job.future.done():  # its caller went away while it was queued
                     jobs.append(job)
                     texts += len(job.texts)
+                    size += job.size_bytes
             if jobs:
                 COALESCED_REQUESTS.observe(len(jobs))
                 task = asyncio.create_task(self._run(jobs))
@@ -117,18 +138,11 @@ class Coalescer:
         deadline = max((j.deadline for j in jobs), key=lambda d: d.expires_at)
         texts = [text for job in jobs for text in job.texts]
         try:
-            embedded = await self._pipeline.embed(texts, deadline, jobs[0].texts_field if len(jobs) == 1 else "texts")
+            embedded = await self._pipeline.embed(texts, deadline)
             stage[0] = "head"
             classified = await self._pipeline.score(embedded, deadline)
-        except InvalidRequestError as exc:
-            if len(jobs) == 1:
-                _deliver_error(jobs, exc)
-                return
-            # One request's text was refused: each request again alone, one after another in this call
-            # slot, so only its sender gets the error.
-            for job in jobs:
-                if not job.future.done():
-                    await self._run([job])
+        except EmbeddingRefusedError as refusal:
+            await self._refused(jobs, refusal)
             return
         except Exception as exc:
             _deliver_error(jobs, exc)
@@ -138,6 +152,26 @@ class Coalescer:
             if not job.future.done():
                 job.future.set_result(classified.rows(start, start + len(job.texts)))
             start += len(job.texts)
+
+    async def _refused(self, jobs: list[_Job], refusal: EmbeddingRefusedError) -> None:
+        """Only the request whose text was refused gets the error, in its own terms; the others go again
+        together, in one call. A refusal of a merged call as a whole (the embedding service's limits
+        changed under it) splits the call in two."""
+        if len(jobs) == 1:
+            _deliver_error(jobs, refusal.for_caller(jobs[0].texts_field, refusal.index))
+            return
+        start = 0
+        for job in jobs:
+            if refusal.index is not None and start <= refusal.index < start + len(job.texts):
+                _deliver_error([job], refusal.for_caller(job.texts_field, refusal.index - start))
+                rest = [j for j in jobs if not j.future.done()]
+                if rest:
+                    await self._run(rest)
+                return
+            start += len(job.texts)
+        half = len(jobs) // 2
+        await self._run(jobs[:half])
+        await self._run(jobs[half:])
 
 
 def _deliver_error(jobs: list[_Job], error: BaseException) -> None:

@@ -33,8 +33,8 @@ class Pipeline:
         self.head = head
         self.labels = labels
 
-    async def embed(self, texts: list[str], deadline: Deadline, field: str) -> Embedded:
-        return await self.embedding.embed(texts, deadline, field)
+    async def embed(self, texts: list[str], deadline: Deadline) -> Embedded:
+        return await self.embedding.embed(texts, deadline)
 
     async def score(self, embedded: Embedded, deadline: Deadline) -> Classified:
         """The head's probabilities for the embedded texts, with the answering version's label names."""

@@ -49,7 +49,7 @@ class DownstreamMonitor:
         try:
             await embedding.check_ready(self.timeout_s)
             if self._dimensions is None:
-                self._dimensions = await embedding.dimensions(self.timeout_s)
+                self._dimensions = await embedding.describe(self.timeout_s)
             return self._dimensions
         except ServiceError:
             self._dimensions = None

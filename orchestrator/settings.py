@@ -1,8 +1,8 @@
 """OrchestratorSettings: every knob of the orchestrator, read from ORCHESTRATOR_* variables."""
 
-from typing import Literal, Self
+from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from service_common.settings import ServiceSettings
@@ -23,16 +23,8 @@ class OrchestratorSettings(ServiceSettings):
     head_timeout_s: float = Field(2.0, gt=0, description="budget of one head call")
     connect_retries: int = Field(2, ge=0, le=10, description="retries of a hop that could not be reached")
     retry_backoff_ms: float = Field(50.0, ge=0, description="first retry's backoff ceiling; doubles, full jitter")
-    max_texts_per_request: int = Field(256, ge=1, description="texts in one /classify request")
     max_batch_texts: int = Field(32, ge=1, description="texts of concurrent requests merged into one hop call")
     max_in_flight_batches: int = Field(4, ge=1, description="merged calls under way at once")
     max_queue_texts: int = Field(256, ge=1, description="texts waiting for a call slot before 429")
-    max_chars_per_text: int = Field(20_000, ge=1, description="characters in one text")
     ready_interval_s: float = Field(1.0, gt=0, description="how often the downstreams are checked for /readyz")
     ready_timeout_s: float = Field(1.0, gt=0, description="budget of each downstream check behind /readyz")
-
-    @model_validator(mode="after")
-    def _consistent(self) -> Self:
-        if self.max_texts_per_request > self.max_queue_texts:
-            raise ValueError("max_texts_per_request must not exceed max_queue_texts: such a request could never run")
-        return self

@@ -75,8 +75,8 @@ class GatedServer(Server):
 def constrained_server(
     encoder_dir: Path, xla_cache_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[GatedServer]:
-    """Small batches, a short queue, a 2 s deadline and an encoder the test can hold: for overload,
-    timeout, disconnect and batching tests."""
+    """Small batches, a short queue, short texts, a 2 s deadline and an encoder the test can hold: for
+    overload, timeout, disconnect, batching and limits tests."""
     logs = tmp_path_factory.mktemp("constrained")
     gate = logs / "encoder.gate"
     with running_embedding(
@@ -85,6 +85,7 @@ def constrained_server(
         logs / "constrained.log",
         max_batch_size="8",
         max_queue_texts="256",
+        max_chars_per_text="500",
         request_timeout_s="2",
         test_encoder_gate=str(gate),
     ) as server:

@@ -1,6 +1,7 @@
 """EmbeddingClient: the embedding service's /v1/embeddings over one pooled keep-alive httpx client, base64."""
 
 import base64
+import re
 import time
 from dataclasses import dataclass
 from types import TracebackType
@@ -11,6 +12,7 @@ import numpy as np
 import orjson
 
 from orchestrator.clients import http_hop
+from orchestrator.limits import EmbeddingLimits
 from orchestrator.metrics import HOP_ERRORS_TOTAL, STAGE_SECONDS
 from orchestrator.settings import OrchestratorSettings
 from service_common.deadline import TIMEOUT_HEADER, Deadline
@@ -29,6 +31,7 @@ HOP = "embedding"
 # Below uvicorn's (and most servers') 5 s idle timeout: a pooled connection is dropped before the server
 # closes it, not reused in the instant it does (which fails the call).
 KEEPALIVE_EXPIRY_S = 4.0
+_INPUT_INDEX = re.compile(r"input\[([0-9]{1,9})\]", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -37,10 +40,30 @@ class Embedded:
     truncated: list[int]  # indices of texts cut to the encoder's max sequence length
 
 
+class EmbeddingRefusedError(InvalidRequestError):
+    """The embedding service refused the call's texts (4xx): `index` is the text it named, in the call's
+    order, or None when it refused the call as a whole. `for_caller` says it in a caller's own terms."""
+
+    def __init__(self, message: str, *, status_code: int, param: str | None, code: str | None) -> None:
+        super().__init__(message, param=param, code=code)
+        self.status_code = status_code
+        match = _INPUT_INDEX.fullmatch(param or "")
+        self.index = int(match[1]) if match else None
+
+    def for_caller(self, field: str, index: int | None) -> InvalidRequestError:
+        """`field` is the caller's name for its texts (`text` or `texts`); `index` its own text's position."""
+        ours = field if field == "text" or index is None else f"{field}[{index}]"
+        message = self.message.replace(self.param, ours) if self.param else self.message
+        error = InvalidRequestError(message, param=ours, code=self.code)
+        error.status_code = self.status_code
+        return error
+
+
 class EmbeddingClient:
     def __init__(self, settings: OrchestratorSettings) -> None:
         self.url = settings.embedding_url.rstrip("/")
         self._settings = settings
+        self.limits: EmbeddingLimits | None = None  # learned from its /v1/models by `describe`
         key = settings.embedding_api_key.get_secret_value()
         self._client = httpx.AsyncClient(
             base_url=self.url,
@@ -60,15 +83,15 @@ class EmbeddingClient:
     async def __aexit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
         await self._client.aclose()
 
-    async def embed(self, texts: list[str], deadline: Deadline, field: str) -> Embedded:
-        """`field` is the caller's name for the texts (`texts` or `text`), used in errors about one of them."""
+    async def embed(self, texts: list[str], deadline: Deadline) -> Embedded:
+        """The texts' vectors, in order; EmbeddingRefusedError when the service refuses them."""
         timeout_s = deadline.budget_s(self._settings.embedding_timeout_s)
         body = orjson.dumps({"input": texts, "encoding_format": "base64"})
         response = await self._call(
             "POST", "/v1/embeddings", timeout_s, content=body, headers={"Content-Type": "application/json"}
         )
         if response.status_code != 200:
-            raise _as_error(response, field)
+            raise _as_error(response)
         try:
             answer = orjson.loads(response.content)
             items = sorted(answer["data"], key=lambda item: item["index"])
@@ -86,15 +109,23 @@ class EmbeddingClient:
         """Returns when the embedding service is ready; raises UnavailableError saying why not."""
         response = await self._call("GET", "/readyz", timeout_s)
         if response.status_code != 200:
-            raise _as_error(response, "texts")
+            raise _as_error(response)
 
-    async def dimensions(self, timeout_s: float) -> int:
-        """The served encoder's embedding size; raises UnavailableError until it is loaded and warm."""
+    async def describe(self, timeout_s: float) -> int:
+        """The served encoder's embedding size; its request limits are kept in `limits`. Raises
+        UnavailableError until it is loaded and warm."""
         response = await self._call("GET", "/v1/models", timeout_s)
         if response.status_code != 200:
-            raise _as_error(response, "texts")
-        dimensions: int = orjson.loads(response.content)["data"][0]["dimensions"]
-        return dimensions
+            raise _as_error(response)
+        try:
+            card = orjson.loads(response.content)["data"][0]
+            self.limits = EmbeddingLimits.from_model_card(card)
+            return int(card["dimensions"])
+        except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, ValueError) as exc:
+            HOP_ERRORS_TOTAL.labels(HOP, "malformed").inc()
+            raise BadGatewayError(
+                f"the embedding service's model list is malformed: {exc!r}", code="embedding_error"
+            ) from None
 
     async def _call(self, method: str, path: str, timeout_s: float, **kwargs: Any) -> httpx.Response:
         headers = {**kwargs.pop("headers", {}), REQUEST_ID_HEADER: request_id_var.get()}
@@ -127,8 +158,8 @@ class EmbeddingClient:
                 STAGE_SECONDS.labels("embed_call").observe(time.perf_counter() - started)
 
 
-def _as_error(response: httpx.Response, field: str) -> ServiceError:
-    """The embedding service's error as ours: its `input[3]` is our caller's `texts[3]` (or `text`)."""
+def _as_error(response: httpx.Response) -> ServiceError:
+    """The embedding service's error as ours; its refusals of the texts stay refusals (EmbeddingRefusedError)."""
     try:
         error = orjson.loads(response.content)["error"]
         message, param, code = str(error["message"]), error.get("param"), error.get("code")
@@ -140,11 +171,8 @@ def _as_error(response: httpx.Response, field: str) -> ServiceError:
         overloaded = OverloadedError(f"the embedding service is overloaded: {message}")
         overloaded.headers = {"Retry-After": response.headers.get("Retry-After", "1")}
         return overloaded
-    if status in (400, 413) and param is not None and param.startswith("input"):
-        ours = "text" if field == "text" else field + param.removeprefix("input")
-        invalid = InvalidRequestError(message.replace(param, ours), param=ours, code=code)
-        invalid.status_code = status
-        return invalid
+    if status in (400, 413):
+        return EmbeddingRefusedError(message, status_code=status, param=param, code=code)
     if status == 503:
         return UnavailableError(f"the embedding service is not ready: {message}", code="embedding_unavailable")
     if status == 504:

@@ -1,20 +1,36 @@
 """The deployment checks, as functions returning their findings, shared by the tests and the broken-copy tests."""
 
+import ast
+import importlib.metadata
 import json
+import os
+import posixpath
 import re
+import shlex
+import shutil
+import signal
 import subprocess
 import sys
+import sysconfig
+import time
+import tomllib
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import packages_distributions
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import kubernetes_validate  # type: ignore[import-untyped]
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from embedding_service.settings import EmbeddingSettings
 from orchestrator.settings import OrchestratorSettings
 from service_common.settings import ServiceSettings
+from stack.procs import LOOPBACK, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOLS = ROOT / "deploy" / "tools"
@@ -399,3 +415,414 @@ def compose_errors(compose_file: Path, profile: str) -> list[str]:
 def compose_services(compose_file: Path) -> Iterator[tuple[str, Obj]]:
     document = yaml.safe_load(compose_file.read_text())
     yield from document["services"].items()
+
+
+# ---- the Python images, reproduced without Docker ---------------------------------------------
+# Each image's build stage copied (only what its COPY lines name, as .dockerignore lets through) and
+# installed, not editable and offline, into a fresh venv that sees the dev venv's third-party packages
+# but not the project; then the final stage's ENTRYPOINT run with its ENV from an empty WORKDIR.
+
+# What `$PATH` is in an ENV line here; the image's own venv (e.g. /opt/venv) is put in front of it.
+HOST_PATH = "/usr/bin:/bin"
+HEALTH_PATH = "/healthz"
+IMPORT_FAILURES = ("ModuleNotFoundError", "ImportError")
+
+
+@dataclass
+class Stage:
+    """One FROM ... stage, with ARG defaults and variables expanded as Docker expands them."""
+
+    base: str
+    name: str
+    args: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    workdir: str = "/"
+    copies: list[tuple[list[str], str]] = field(default_factory=list)  # (sources, destination); no --from
+    runs: list[str] = field(default_factory=list)
+    entrypoint: list[str] = field(default_factory=list)
+
+
+def expand(text: str, variables: Mapping[str, str]) -> str:
+    """$VAR, ${VAR} and ${VAR:-default}; an unset variable is empty."""
+
+    def value(m: re.Match[str]) -> str:
+        name = m.group(1) or m.group(3)
+        return variables.get(name) or (m.group(2) or "")
+
+    return re.sub(r"\$\{(\w+)(?::-([^}]*))?\}|\$(\w+)", value, text)
+
+
+def dockerfile_stages(dockerfile: Path) -> list[Stage]:
+    """Comment lines dropped (inside continuations too, as Docker does), continuations joined."""
+    text = "\n".join(line for line in dockerfile.read_text().splitlines() if not line.lstrip().startswith("#"))
+    stages: list[Stage] = []
+    for line in re.sub(r"\\\n", " ", text).splitlines():
+        if not line.strip():
+            continue
+        kind, _, rest = line.strip().partition(" ")
+        kind, rest = kind.upper(), rest.strip()
+        if kind == "FROM":
+            words = rest.split()
+            name = words[2] if len(words) == 3 and words[1].upper() == "AS" else str(len(stages))
+            stages.append(Stage(base=words[0], name=name))
+            continue
+        if not stages:
+            continue  # a global ARG
+        stage = stages[-1]
+        variables = {"PATH": HOST_PATH, **stage.args, **stage.env}
+        if kind == "ARG":
+            key, _, default = rest.partition("=")
+            stage.args[key] = default
+        elif kind == "ENV":
+            words = shlex.split(rest)
+            if words and "=" not in words[0]:  # the legacy `ENV key value` form
+                words = [f"{words[0]}={' '.join(words[1:])}"]
+            # Every value is expanded against the environment before this instruction.
+            stage.env.update({k: expand(v, variables) for k, _, v in (w.partition("=") for w in words)})
+        elif kind == "WORKDIR":
+            stage.workdir = posixpath.join(stage.workdir, expand(rest, variables))
+        elif kind == "COPY":
+            words = json.loads(rest) if rest.startswith("[") else shlex.split(rest)
+            if not any(w.startswith("--from") for w in words):
+                paths = [expand(w, variables) for w in words if not w.startswith("--")]
+                stage.copies.append((paths[:-1], paths[-1]))
+        elif kind == "RUN":
+            stage.runs.append(expand(rest, variables))
+        elif kind == "ENTRYPOINT":
+            stage.entrypoint = json.loads(rest) if rest.startswith("[") else ["/bin/sh", "-c", rest]
+    return stages
+
+
+def run_commands(stage: Stage) -> Iterator[list[str]]:
+    """Each simple command of the stage's RUN lines, split into words."""
+    for run_line in stage.runs:
+        for command in re.split(r"&&|\|\||;", run_line):
+            if command.strip():
+                yield shlex.split(command)
+
+
+class DockerIgnore:
+    """.dockerignore as the builder applies it: the last matching pattern wins, `!` re-includes, and a
+    pattern matching a parent directory matches everything under it."""
+
+    def __init__(self, path: Path) -> None:
+        self.patterns: list[tuple[bool, re.Pattern[str]]] = []
+        lines = path.read_text().splitlines() if path.is_file() else []
+        for raw in (line.strip() for line in lines):
+            if not raw or raw.startswith("#"):
+                continue
+            include = raw.startswith("!")
+            pattern = posixpath.normpath(raw.removeprefix("!").strip().strip("/"))
+            regex = ""
+            for part in re.split(r"(\*\*/|\*\*|\*|\?)", pattern):
+                regex += {"**/": "(.*/)?", "**": ".*", "*": "[^/]*", "?": "[^/]"}.get(part, re.escape(part))
+            self.patterns.append((include, re.compile(regex)))
+
+    def excluded(self, relative: str) -> bool:
+        parts = relative.split("/")
+        candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+        excluded = False
+        for include, regex in self.patterns:
+            if any(regex.fullmatch(c) for c in candidates):
+                excluded = not include
+        return excluded
+
+
+def copy_build_context(root: Path, stage: Stage, target: Path) -> list[str]:
+    """The stage's COPY sources from `root` into `target`, which stands in for the stage's WORKDIR."""
+    ignore = DockerIgnore(root / ".dockerignore")
+    errors = []
+    for sources, destination in stage.copies:
+        container_path = posixpath.join(stage.workdir, destination)
+        relative = posixpath.relpath(container_path, stage.workdir)
+        if relative.startswith(".."):
+            errors.append(f"COPY to {container_path}, outside WORKDIR {stage.workdir}: not reproduced")
+            continue
+        into = target / relative
+        for source in sources:
+            name = posixpath.normpath(source)
+            if not (root / name).exists() or ignore.excluded(name):
+                errors.append(f"COPY {source}: not in the build context (missing or excluded by .dockerignore)")
+                continue
+            if (root / name).is_dir():
+                for file in sorted((root / name).rglob("*")):
+                    inside = file.relative_to(root).as_posix()
+                    if file.is_file() and not ignore.excluded(inside):
+                        copied = into / file.relative_to(root / name)
+                        copied.parent.mkdir(parents=True, exist_ok=True)
+                        shutil.copy2(file, copied)
+            else:
+                copied = into / Path(name).name if destination.endswith("/") or len(sources) > 1 else into
+                copied.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(root / name, copied)
+    return errors
+
+
+def top_level_packages(directory: Path) -> set[str]:
+    return {p.parent.name for p in directory.glob("*/__init__.py")}
+
+
+def _guarded(handler: ast.ExceptHandler) -> bool:
+    names = handler.type.elts if isinstance(handler.type, ast.Tuple) else [handler.type]
+    return any(isinstance(n, ast.Name) and n.id in IMPORT_FAILURES for n in names)
+
+
+def runtime_imports(tree: ast.AST) -> list[tuple[int, str]]:
+    """(line, top-level name) of every absolute import that can run: inside functions too, but not under
+    `if TYPE_CHECKING:` nor in a `try` that catches ImportError (an optional dependency)."""
+    found: list[tuple[int, str]] = []
+
+    def visit(node: ast.AST, optional: bool) -> None:
+        if isinstance(node, ast.If) and ast.unparse(node.test) in {"TYPE_CHECKING", "typing.TYPE_CHECKING"}:
+            for child in node.orelse:
+                visit(child, optional)
+            return
+        if isinstance(node, ast.Try | ast.TryStar):
+            for child in node.body:
+                visit(child, optional or any(_guarded(h) for h in node.handlers))
+            for part in [*node.handlers, *node.orelse, *node.finalbody]:
+                visit(part, optional)
+            return
+        if not optional and isinstance(node, ast.Import):
+            found.extend((node.lineno, alias.name.split(".")[0]) for alias in node.names)
+        if not optional and isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.append((node.lineno, node.module.split(".")[0]))
+        for inner in ast.iter_child_nodes(node):
+            visit(inner, optional)
+
+    visit(tree, False)
+    return [(line, name) for line, name in found if name != "__future__"]
+
+
+def distribution_closure(requirements: Iterable[str]) -> set[str]:
+    """The installed distributions `pip install` of these requirements pulls in, extras and markers applied."""
+    todo = [Requirement(r) for r in requirements]
+    todo = [r for r in todo if not r.marker or r.marker.evaluate({"extra": ""})]
+    seen: set[tuple[str, frozenset[str]]] = set()
+    names: set[str] = set()
+    while todo:
+        requirement = todo.pop()
+        key = (canonicalize_name(requirement.name), frozenset(requirement.extras))
+        if key in seen:
+            continue
+        seen.add(key)
+        names.add(key[0])
+        try:
+            dist = importlib.metadata.distribution(requirement.name)
+        except importlib.metadata.PackageNotFoundError:
+            continue  # not installed here either: what it would provide cannot be imported below
+        for line in dist.requires or []:
+            r = Requirement(line)
+            extras = requirement.extras or {""}
+            if not r.marker or any(r.marker.evaluate({"extra": e}) for e in extras):
+                todo.append(r)
+    return names
+
+
+def import_errors(tree: Path, packages: set[str], first_party: set[str], distributions: set[str]) -> list[str]:
+    """Every import in the copied packages resolves inside the image: to a copied package, the standard
+    library, or a distribution the image's install pulls in."""
+    providers = {top: {canonicalize_name(d) for d in dists} for top, dists in packages_distributions().items()}
+    errors = []
+    for package in sorted(packages):
+        for module in sorted((tree / package).rglob("*.py")):
+            where = module.relative_to(tree).as_posix()
+            for line, name in runtime_imports(ast.parse(module.read_text(), str(module))):
+                if name in packages or name in sys.stdlib_module_names:
+                    continue
+                if name in first_party:
+                    errors.append(f"{where}:{line}: imports {name}, which the image does not copy")
+                elif not providers.get(name, set()) & distributions:
+                    errors.append(f"{where}:{line}: imports {name}, which no dependency of the image provides")
+    return errors
+
+
+def stand_in_paths(variables: Mapping[str, str], paths: Mapping[str, Path]) -> dict[str, str]:
+    """Container paths in variable values (whole path components, e.g. in PATH) replaced by their stand-ins
+    here, in one pass: a stand-in is never rewritten again. The root directory has no stand-in."""
+    paths = {container: host for container, host in paths.items() if container != "/"}
+    if not paths:
+        return dict(variables)
+    pattern = re.compile(rf"(?<![\w/])({'|'.join(map(re.escape, paths))})(?=/|:|$)")
+    return {key: pattern.sub(lambda m: str(paths[m.group(1)]), value) for key, value in variables.items()}
+
+
+def fresh_venv(directory: Path) -> Path:
+    """A venv without pip, whose sys.path ends with this venv's site-packages as plain path lines: the
+    project's editable-install hook there (a .pth file) is not run, so the project itself is not importable."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", directory], check=True, timeout=120)
+    python = directory / "bin" / "python"
+    site = run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip()
+    ours = dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
+    (Path(site) / "_dev_venv_dependencies.pth").write_text("".join(f"{p}\n" for p in ours))
+    return python
+
+
+def importable(python: Path, modules: Iterable[str], cwd: Path, env: Mapping[str, str]) -> list[str]:
+    probe = (
+        "import importlib, sys\n"
+        "for name in sys.argv[1:]:\n"
+        "    try:\n        importlib.import_module(name)\n"
+        "    except ModuleNotFoundError as e:\n        if e.name != name: raise\n"
+        "    else:\n        print(name)\n"
+    )
+    result = subprocess.run(
+        [str(python), "-c", probe, *modules], cwd=cwd, env=dict(env), capture_output=True, text=True, timeout=120
+    )
+    return result.stdout.split()
+
+
+def serve_or_exit(
+    command: list[str], cwd: Path, env: Mapping[str, str], url: str, log: Path, timeout_s: float
+) -> tuple[bool, int | None, str]:
+    """Runs `command` until `url` answers 200 or it exits; then SIGTERM by PID (SIGKILL after 10 s).
+    Returns (served, exit status or None if it had to be killed, output)."""
+    with log.open("wb") as out:
+        proc = subprocess.Popen(command, cwd=cwd, env=dict(env), stdout=out, stderr=subprocess.STDOUT)
+    served, status = False, None
+    try:
+        deadline = time.monotonic() + timeout_s
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                if httpx.get(url, timeout=2.0).status_code == 200:
+                    served = True
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+        try:
+            status = proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return served, status, log.read_text(errors="replace")
+
+
+def image_errors(
+    root: Path,
+    dockerfile: Path,
+    tmp: Path,
+    env: Mapping[str, str] | None = None,
+    exit_naming: Iterable[str] = (),
+    timeout_s: float = 60.0,
+) -> list[str]:
+    """A Python image of `root` (a checkout) reproduced without Docker, as this module's header says.
+
+    `dockerfile` is relative to `root`. A runtime image has started far enough once its /healthz answers
+    200 (then it is stopped), or, if `exit_naming` is given, once it has exited with output containing each
+    of those strings and no import failure (the step after imports and settings, e.g. loading a model from
+    the directory `env` points it at). A build stage's `python -m` commands must answer --help from the
+    copied tree, where the stage runs them. `env` overrides the final stage's ENV."""
+    errors: list[str] = []
+    stages = dockerfile_stages(root / dockerfile)
+    installs = [
+        (words[0].removesuffix("/bin/pip"), stage, words)
+        for stage in stages
+        for words in run_commands(stage)
+        if len(words) > 1 and words[0].endswith("/bin/pip") and words[1] == "install"
+    ]
+    local = [(venv, stage, w) for venv, stage, words in installs for w in words[2:] if re.fullmatch(r"\.(\[.*\])?", w)]
+    if len(local) != 1:
+        return [f"{dockerfile}: expected one `pip install .` of the project, found {len(local)}"]
+    venv, build, spec = local[0]
+    python_tag = re.search(r"python:(\d+\.\d+)", build.base)
+    if not python_tag or python_tag.group(1) != f"{sys.version_info.major}.{sys.version_info.minor}":
+        return [f"{dockerfile}: the build stage's base {build.base} is not this Python, {sys.version}"]
+
+    source = tmp / "src"  # the build stage's WORKDIR
+    source.mkdir(parents=True)
+    errors += copy_build_context(root, build, source)
+    packages = top_level_packages(source)
+    extras = [e.strip() for e in spec.removeprefix(".").strip("[]").split(",") if e.strip()]
+    project = tomllib.loads((source / "pyproject.toml").read_text())["project"]
+    optional = project.get("optional-dependencies", {})
+    errors += [
+        f"{dockerfile}: installs extra {e!r}, which pyproject.toml does not define" for e in extras if e not in optional
+    ]
+    registry = [w for _, _, words in installs for w in words[2:] if not w.startswith("-") and not w.startswith(".")]
+    required = [*project.get("dependencies", []), *(r for e in extras for r in optional.get(e, [])), *registry]
+    errors += import_errors(source, packages, top_level_packages(root), distribution_closure(required))
+
+    fresh = tmp / "venv"
+    python = fresh_venv(fresh)
+
+    def translate(variables: Mapping[str, str], workdir: str, stand_in: Path) -> dict[str, str]:
+        return stand_in_paths(variables, {venv: fresh, workdir: stand_in})
+
+    base_env = {"PATH": f"{fresh}/bin:{HOST_PATH}", "HOME": str(tmp), "PIP_CONFIG_FILE": os.devnull}
+    build_env = {**base_env, **translate(build.env, build.workdir, source)}
+    empty = tmp / "empty"
+    empty.mkdir()
+    visible = importable(python, sorted(packages), empty, build_env)
+    if visible or not packages:
+        return [*errors, f"the check is void: {visible or 'nothing'} importable in the fresh venv before the install"]
+    pip = [python, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index", "--ignore-installed"]
+    result = subprocess.run(
+        [str(a) for a in [*pip, f"{source}{spec.removeprefix('.')}"]],
+        cwd=source,
+        env=build_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    if result.returncode or "does not provide the extra" in result.stderr:
+        return [*errors, f"pip install {spec} failed:\n{result.stdout[-2000:]}{result.stderr[-4000:]}"]
+
+    ran = 0
+    for stage in stages:
+        for words in run_commands(stage):
+            if len(words) > 2 and words[0] == f"{venv}/bin/python" and words[1] == "-m":
+                ran += 1
+                stage_env = {**base_env, **translate(stage.env, stage.workdir, source)}
+                help_run = subprocess.run(
+                    [str(python), "-m", words[2], "--help"],
+                    cwd=source,
+                    env=stage_env,
+                    capture_output=True,
+                    text=True,
+                    timeout=120,
+                )
+                if help_run.returncode or "usage:" not in help_run.stdout:
+                    errors.append(f"RUN python -m {words[2]} --help failed:\n{help_run.stderr[-4000:]}")
+
+    final = stages[-1]
+    if final.entrypoint and final.entrypoint[0] in {"python", "python3", f"{venv}/bin/python"}:
+        ran += 1
+        workdir = tmp / "workdir"  # the final stage's WORKDIR, empty as in the image
+        workdir.mkdir()
+        run_env = {**base_env, **translate(final.env, final.workdir, workdir)}
+        run_env.pop("PIP_CONFIG_FILE")
+        port = free_port()
+        ports = [k for k in final.env if k.endswith("_PORT")]
+        run_env |= {k: str(port) for k in ports} | {k: LOOPBACK for k in final.env if k.endswith("_HOST")}
+        run_env |= dict(env or {})
+        if len(ports) != 1:
+            errors.append(f"{dockerfile}: expected one *_PORT in the final stage's ENV, found {ports}")
+        served, status, output = serve_or_exit(
+            [str(python), *final.entrypoint[1:]],
+            workdir,
+            run_env,
+            f"http://{LOOPBACK}:{port}{HEALTH_PATH}",
+            tmp / "entrypoint.log",
+            timeout_s,
+        )
+        entry = " ".join(final.entrypoint)
+        wanted = list(exit_naming)
+        tail = output[-4000:]
+        if any(f'File "{root / p}/' in output for p in packages):
+            errors.append(f"{entry}: imported the project from {root}, not from the image's install:\n{tail}")
+        if any(failure in output for failure in IMPORT_FAILURES):
+            errors.append(f"{entry}: an import failed:\n{tail}")
+        elif served and status not in {0, -signal.SIGTERM}:  # uvicorn re-raises the signal once stopped
+            errors.append(f"{entry}: served {HEALTH_PATH}, then on SIGTERM: {status or 'no exit within 10 s'}:\n{tail}")
+        elif not served and status is None:
+            errors.append(f"{entry}: neither served {HEALTH_PATH} nor exited within {timeout_s:.0f} s:\n{tail}")
+        elif not served and not (wanted and all(w in output for w in wanted)):
+            errors.append(f"{entry}: exited with status {status}, not at the expected step {wanted}:\n{tail}")
+    if not ran:
+        errors.append(f"{dockerfile}: no Python ENTRYPOINT and no `python -m` build step: nothing was run")
+    return errors

@@ -222,3 +222,26 @@ def test_checkov_skip_without_a_reason(tmp_path: Path) -> None:
     break_file(dockerfile, reason, "# checkov:skip=CKV_DOCKER_2")
     _, unexplained = checks.checkov_findings([dockerfile])
     assert len(unexplained) == 1 and unexplained[0].startswith("CKV_DOCKER_2 skipped without a reason")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_an_image_missing_a_package_it_imports_and_a_dependency_it_does_not_install(tmp_path: Path) -> None:
+    """The orchestrator image without its `COPY service_common/` (it dies at import), and with a lazy
+    import of TensorFlow, which its base-dependencies-only install does not bring."""
+    root = tmp_path / "repo"
+    no_caches = shutil.ignore_patterns("__pycache__")
+    for directory in ("service_common", "orchestrator"):
+        shutil.copytree(ROOT / directory, root / directory, ignore=no_caches)
+    for file in ("pyproject.toml", ".dockerignore", "deploy/orchestrator.Dockerfile"):
+        (root / file).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / file, root / file)
+    break_file(root / "deploy/orchestrator.Dockerfile", "COPY service_common/ service_common/\n", "")
+    break_file(
+        root / "orchestrator/__main__.py", "def main() -> None:\n", "def main() -> None:\n    import tensorflow\n"
+    )
+    errors = checks.image_errors(root, Path("deploy/orchestrator.Dockerfile"), tmp_path / "image")
+    found = {(e.split(":")[0], e.split(": ", 1)[-1]) for e in errors}
+    assert ("orchestrator/__main__.py", "imports service_common, which the image does not copy") in found
+    assert ("orchestrator/__main__.py", "imports tensorflow, which no dependency of the image provides") in found
+    assert any("ModuleNotFoundError: No module named 'service_common'" in e for e in errors), errors

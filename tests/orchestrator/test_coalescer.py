@@ -6,33 +6,46 @@ import asyncio
 import numpy as np
 import pytest
 
-from orchestrator.clients.embedding import Embedded
+from orchestrator.clients.embedding import Embedded, EmbeddingRefusedError
 from orchestrator.coalescer import Coalescer
+from orchestrator.limits import CALL_OVERHEAD_BYTES, EmbeddingLimits
 from orchestrator.pipeline import Classified
 from service_common.deadline import Deadline
-from service_common.errors import DeadlineExceededError, InvalidRequestError, OverloadedError, UnavailableError
+from service_common.errors import (
+    DeadlineExceededError,
+    InvalidRequestError,
+    OverloadedError,
+    PayloadTooLargeError,
+    UnavailableError,
+)
 
 
 class Hops:
-    """Embeds a text as [len(text)], scores it as [len, -len]; records every call's texts."""
+    """Embeds a text as [len(text)], scores it as [len, -len]; records every call's texts. Refuses the text
+    "refused" as the embedding service would (naming it `input[i]`), and a call holding "no merging"
+    with another text as a whole."""
 
-    def __init__(self, delay_s: float = 0.0) -> None:
+    def __init__(self, delay_s: float = 0.0, limits: EmbeddingLimits | None = None) -> None:
         self.delay_s = delay_s
         self.calls: list[list[str]] = []
         self.release = asyncio.Event()
         self.release.set()
         self.fail_with: Exception | None = None
+        self.embedding = self  # the pipeline's embedding client, for its limits
+        self.limits = limits
 
-    async def embed(self, texts: list[str], deadline: Deadline, field: str) -> Embedded:
+    async def embed(self, texts: list[str], deadline: Deadline) -> Embedded:
         self.calls.append(list(texts))
         await self.release.wait()
         await asyncio.sleep(self.delay_s)
         if self.fail_with is not None:
             raise self.fail_with
+        if "no merging" in texts and len(texts) > 1:
+            raise EmbeddingRefusedError("body exceeds 10 bytes", status_code=413, param="body", code="body_too_large")
         for index, text in enumerate(texts):
             if text == "refused":
-                param = "text" if field == "text" else f"{field}[{index}]"
-                raise InvalidRequestError(f"{param} is refused", param=param)
+                param = f"input[{index}]"
+                raise EmbeddingRefusedError(f"{param} is refused", status_code=400, param=param, code="refused")
         lengths = np.array([[len(t)] for t in texts], np.float32)
         return Embedded(lengths, [i for i, t in enumerate(texts) if t.startswith("long")])
 
@@ -88,6 +101,75 @@ async def test_a_refused_text_fails_only_its_own_request() -> None:
     with pytest.raises(InvalidRequestError) as refused:
         await bad
     assert refused.value.param == "texts[1]"  # its own index, not the merged call's
+    assert refused.value.message == "texts[1] is refused"
+
+
+async def test_a_refused_text_costs_one_more_call_for_the_others_not_one_each() -> None:
+    hops = Hops()
+    hops.release.clear()
+    merged = coalescer(hops)
+    blocker = asyncio.create_task(merged.classify(["x"], Deadline(5), "text"))
+    await asyncio.sleep(0.01)
+    sent = [asyncio.create_task(merged.classify([t], Deadline(5), "text")) for t in ("a", "bb", "refused", "dddd")]
+    await asyncio.sleep(0.01)
+    hops.release.set()
+    await blocker
+    results = await asyncio.gather(*sent, return_exceptions=True)
+    assert hops.calls == [["x"], ["a", "bb", "refused", "dddd"], ["a", "bb", "dddd"]]
+    assert isinstance(results[2], InvalidRequestError) and results[2].param == "text"
+    assert results[2].status_code == 400
+    assert [r.probabilities[0, 0] for r in results if isinstance(r, Classified)] == [1, 2, 4]
+
+
+async def test_a_merged_call_refused_as_a_whole_is_split_and_each_half_answered() -> None:
+    hops = Hops()
+    hops.release.clear()
+    merged = coalescer(hops)
+    blocker = asyncio.create_task(merged.classify(["x"], Deadline(5), "text"))
+    await asyncio.sleep(0.01)
+    sent = [asyncio.create_task(merged.classify([t], Deadline(5), "text")) for t in ("no merging", "b", "c", "d")]
+    await asyncio.sleep(0.01)
+    hops.release.set()
+    await blocker
+    results = await asyncio.gather(*sent)
+    assert hops.calls[1:] == [["no merging", "b", "c", "d"], ["no merging", "b"], ["no merging"], ["b"], ["c", "d"]]
+    assert [r.probabilities[0, 0] for r in results] == [10, 1, 1, 1]
+
+
+LIMITS = EmbeddingLimits(max_texts_per_request=3, max_chars_per_text=10, max_body_bytes=CALL_OVERHEAD_BYTES + 18)
+
+
+@pytest.mark.parametrize(
+    ("texts", "field", "error", "param"),
+    [
+        (["a", "b", "c", "d"], "texts", InvalidRequestError, "texts"),
+        (["ok", "eleven char"], "texts", InvalidRequestError, "texts[1]"),
+        (["eleven char"], "text", InvalidRequestError, "text"),
+        (['"' * 9, "x"], "texts", PayloadTooLargeError, "texts"),  # 9 quotes escape to 18 bytes, 26 in all
+    ],
+)
+async def test_the_embedding_services_limits_refuse_a_request_before_it_queues(
+    texts: list[str], field: str, error: type[InvalidRequestError], param: str
+) -> None:
+    hops = Hops(limits=LIMITS)
+    with pytest.raises(error) as refused:
+        await coalescer(hops).classify(texts, Deadline(5), field)
+    assert type(refused.value) is error and refused.value.param == param
+    assert hops.calls == []
+
+
+async def test_merged_calls_stay_within_the_embedding_services_texts_and_bytes() -> None:
+    hops = Hops(limits=LIMITS)
+    hops.release.clear()
+    merged = coalescer(hops, max_batch_texts=8)
+    blocker = asyncio.create_task(merged.classify(["x"], Deadline(5), "text"))
+    await asyncio.sleep(0.01)
+    sent = ["a", "b", "c", "d", "0123456789", "e"]  # ["0123456789"] is 14 bytes: alone within 18
+    results = [asyncio.create_task(merged.classify([t], Deadline(5), "text")) for t in sent]
+    await asyncio.sleep(0.01)
+    hops.release.set()
+    await asyncio.gather(blocker, *results)
+    assert hops.calls[1:] == [["a", "b", "c"], ["d"], ["0123456789"], ["e"]]
 
 
 async def test_a_hop_failure_reaches_every_request_of_the_call() -> None:
@@ -145,3 +227,18 @@ async def test_shutdown_refuses_queued_requests_and_lets_running_calls_finish() 
     with pytest.raises(UnavailableError) as refused:
         await queued
     assert refused.value.code == "shutting_down"
+
+
+async def test_shutdown_answers_503_to_a_call_still_running_after_the_grace() -> None:
+    hops = Hops()
+    hops.release.clear()  # a hop that never answers
+    merged = coalescer(hops)
+    running = [asyncio.create_task(merged.classify([t], Deadline(5), "text")) for t in ("a", "b")]
+    await asyncio.sleep(0.01)
+    await merged.aclose(grace_s=0.05)
+    for task in running:
+        with pytest.raises(UnavailableError) as cut_off:
+            await task
+        assert cut_off.value.code == "shutting_down"
+    with pytest.raises(UnavailableError):
+        await merged.classify(["late"], Deadline(5), "text")
