@@ -108,19 +108,21 @@ class Coalescer:
                 task.add_done_callback(self._finished)
 
     async def aclose(self, grace_s: float) -> None:
-        """At shutdown: new and queued requests are refused, calls under way get `grace_s` to finish, and
-        the requests of calls still unfinished then are answered 503. Safe to call more than once."""
+        """At shutdown: new requests are refused; queued ones and calls under way get `grace_s` to finish,
+        and what is unfinished then is answered 503. Safe to call more than once."""
         self._closing = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        while self._in_flight and (remaining := deadline - loop.time()) > 0:
+            await asyncio.wait(set(self._in_flight), timeout=remaining)  # finished calls dispatch the queue
         stopped = UnavailableError("the orchestrator is shutting down", code="shutting_down")
         queued = list(self._queue)
         self._queue.clear()
         self._queued_texts = 0
         _deliver_error(queued, stopped)
-        if self._in_flight:
-            _, late = await asyncio.wait(set(self._in_flight), timeout=grace_s)
-            for task in late:
-                _deliver_error(self._in_flight.get(task, []), stopped)
-                task.cancel()
+        for task, jobs in list(self._in_flight.items()):
+            _deliver_error(jobs, stopped)
+            task.cancel()
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._in_flight.pop(task, None)

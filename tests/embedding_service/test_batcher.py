@@ -168,6 +168,26 @@ async def test_shutdown_finishes_queued_work_and_refuses_new_work() -> None:
     assert len(await pending) == 6
 
 
+async def test_shutdown_with_a_hung_encoder_call_answers_503_and_ends_within_the_drain_timeout() -> None:
+    encoder = CountingEncoder()
+    encoder.release.clear()  # the encoder call never returns (until the test ends)
+    batcher = DynamicBatcher(
+        encoder, Buckets.default(2, 64), max_batch_tokens=1024, max_wait_s=0, max_queue_texts=10, drain_timeout_s=0.1
+    )
+    await batcher.__aenter__()
+    running = asyncio.create_task(batcher.embed([ids(1), ids(2)]))
+    queued = asyncio.create_task(batcher.embed([ids(3)]))
+    await asyncio.sleep(0.02)
+    started = time.perf_counter()
+    await batcher.__aexit__(None, None, None)
+    assert time.perf_counter() - started < 1.0
+    for request in (running, queued):
+        with pytest.raises(UnavailableError) as cut_off:
+            await request
+        assert cut_off.value.code == "shutting_down"
+    encoder.release.set()
+
+
 async def test_abandoned_texts_do_not_count_against_the_queue() -> None:
     encoder = CountingEncoder()
     encoder.release.clear()
