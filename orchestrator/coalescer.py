@@ -102,7 +102,6 @@ class Coalescer:
                     texts += len(job.texts)
                     size += job.size_bytes
             if jobs:
-                COALESCED_REQUESTS.observe(len(jobs))
                 task = asyncio.create_task(self._run(jobs))
                 self._in_flight[task] = jobs
                 task.add_done_callback(self._finished)
@@ -130,6 +129,7 @@ class Coalescer:
         COALESCER_QUEUE_TEXTS.set(self._queued_texts)
 
     async def _run(self, jobs: list[_Job]) -> None:
+        COALESCED_REQUESTS.observe(len(jobs))  # per embedding call, a refused call's second one included
         request_id_var.set(jobs[0].request_id)  # the id the hops see; this line ties the others to it
         if len(jobs) > 1:
             others = " ".join(j.request_id for j in jobs[1:])
