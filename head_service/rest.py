@@ -28,6 +28,8 @@ _POST = re.compile(r"/v1/models/([^/:]+)(?:/versions/(\d+)|/labels/([^/:]+))?:(c
 _GET = re.compile(r"/v1/models(?:/([^/:]+))?(?:/versions/(\d+)|/labels/([^/:]+))?(?:/(metadata))?", re.I)
 _NOT_FOUND_HTML = "<HTML><HEAD>\n<TITLE>404 Not Found</TITLE>\n</HEAD><BODY>\n<H1>Not Found</H1>\n</BODY></HTML>\n"
 _METHOD_FOR = {"classify": "tensorflow/serving/classify", "regress": "tensorflow/serving/regress"}
+# What a gRPC call still running when the server's graceful stop runs out of time ends with (UNAVAILABLE).
+STOPPED_MESSAGE = "Cancelling all calls"
 
 
 def _json(text: str | bytes, status: int = 200) -> Response:
@@ -72,6 +74,12 @@ def create_rest_app(runner: Runner, prometheus_path: str | None, timeout_s: floa
             return _error(error)
         except TimeoutError:
             return _error(HeadError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"))
+        except asyncio.CancelledError:
+            # Only the server cancels a request: uvicorn, for one still running when its graceful stop runs
+            # out of time (its own answer would be a bare text 500, as if the model had failed). Answered as
+            # the gRPC port answers the same call: UNAVAILABLE, TF Serving's body.
+            logger.warning("stopping: %s %s cancelled before it finished", request.method, path)
+            return _error(HeadError(grpc.StatusCode.UNAVAILABLE, STOPPED_MESSAGE))
         except Exception as exc:  # TF Serving answers INTERNAL with its usual body, never a bare 500
             logger.exception("unexpected error on %s %s", request.method, path)
             return _error(HeadError(grpc.StatusCode.INTERNAL, str(exc)))

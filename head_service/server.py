@@ -98,4 +98,8 @@ async def serve(options: ServerOptions) -> None:
             if task.get_name() != "rest":
                 task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if rest is not None and rest.server_state.tasks:
+            # Requests uvicorn cancelled when its grace ran out answer (503, see rest.py) before the runner and
+            # the loop close: uvicorn itself does not wait for them.
+            await asyncio.wait(set(rest.server_state.tasks), timeout=1.0)
         runner.close()

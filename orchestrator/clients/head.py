@@ -27,7 +27,10 @@ MALFORMED = "MALFORMED_ANSWER"  # head_error() kind for an answer we cannot read
 def unreached(kind: str, detail: str) -> bool:
     """The head did not run the call: it could not be reached (UNAVAILABLE, but not a full batching queue),
     or it was shutting down (gRPC cancels calls that arrive after a server's graceful stop has begun, as
-    TF Serving's does on SIGTERM and every rolling update). Safe to retry: a Predict is a pure read."""
+    the stand-in's does on SIGTERM; the real tensorflow_model_server has no graceful stop, tensorflow/serving
+    #1853, and is killed: its calls fail as refused or reset connections, UNAVAILABLE). Safe to retry: a
+    Predict is a pure read. Both clients retry exactly this: REST's 499 and 503 are CANCELLED and
+    UNAVAILABLE, and a connection refused or dropped is UNAVAILABLE, as gRPC reports one."""
     return kind == "CANCELLED" or (kind == "UNAVAILABLE" and QUEUE_FULL not in detail)
 
 

@@ -2,7 +2,11 @@
 
 REST predict answers carry no model version, so each call is pinned to the newest AVAILABLE version
 (`/versions/{v}:predict`), which `available_version` keeps current; a pinned version unloaded under a
-call is looked up again once."""
+call is looked up again once.
+
+Failures are mapped exactly as over gRPC: an HTTP status back to the gRPC status TF Serving derived it from,
+a dropped or refused connection to UNAVAILABLE (what gRPC reports for one), and then `head_error()` and
+`unreached()` decide, so both protocols report and retry the same events the same way."""
 
 import time
 from typing import Any, Self
@@ -21,22 +25,66 @@ from orchestrator.clients.head import (
     ModelNotFoundError,
     Scores,
     head_error,
+    unreached,
 )
 from orchestrator.metrics import STAGE_SECONDS
+from orchestrator.retry import retry_unreached
 from orchestrator.settings import OrchestratorSettings
 from service_common.deadline import Deadline
 from service_common.logs import request_id_var
 from service_common.middleware import REQUEST_ID_HEADER
 
-# TF Serving's REST status codes, as the gRPC status names head_error() maps.
-_KINDS = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 408: "DEADLINE_EXCEEDED", 429: "RESOURCE_EXHAUSTED"}
-_KINDS |= {503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
+# TF Serving's REST status codes back to the gRPC status names head_error() maps: the inverse of its
+# ToHTTPStatusCode. Where several codes share a status, head_error() treats them all alike.
+_KINDS = {
+    400: "INVALID_ARGUMENT",  # and FAILED_PRECONDITION, OUT_OF_RANGE
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    408: "DEADLINE_EXCEEDED",  # not TF Serving's own, but a request timeout all the same (a proxy's)
+    409: "ABORTED",  # and ALREADY_EXISTS
+    429: "RESOURCE_EXHAUSTED",
+    499: "CANCELLED",
+    500: "INTERNAL",  # and UNKNOWN, DATA_LOSS
+    501: "UNIMPLEMENTED",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+
+
+def status_kind(status_code: int) -> str:
+    """The gRPC status name of a REST answer's HTTP status; `HTTP_<code>` for one TF Serving never sends."""
+    return _KINDS.get(status_code, f"HTTP_{status_code}")
+
+
+class _Failed(Exception):
+    """One attempt's failure, as the gRPC status name and detail head_error() maps."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(kind, detail)
+        self.kind = kind
+        self.detail = detail
+
+
+def _unreached(exc: Exception) -> bool:
+    return isinstance(exc, _Failed) and unreached(exc.kind, exc.detail)
+
+
+def _detail(response: httpx.Response) -> str:
+    """TF Serving's `{"error": "..."}` message, or the start of a body that is not one."""
+    try:
+        return str(orjson.loads(response.content)["error"])
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return response.text[:200]
 
 
 class HeadRestClient:
     def __init__(self, settings: OrchestratorSettings) -> None:
         self.url = settings.head_rest_url.rstrip("/")
         self._settings = settings
+        # One attempt per http_hop call: _call retries every unreached failure (a refused connection
+        # included) in one loop, with one count of retries, as the gRPC client does.
+        self._one_try = settings.model_copy(update={"connect_retries": 0})
         self._model = f"/v1/models/{settings.head_model_name}"
         self._client = httpx.AsyncClient(
             base_url=self.url, timeout=settings.head_timeout_s, limits=httpx.Limits(keepalive_expiry=KEEPALIVE_EXPIRY_S)
@@ -102,6 +150,24 @@ class HeadRestClient:
 
     async def _call(self, method: str, path: str, deadline: Deadline, **kwargs: Any) -> Any:
         timeout_s = deadline.budget_s(self._settings.head_timeout_s)
+        hop_deadline = Deadline(timeout_s)
+        try:
+            response = await retry_unreached(
+                lambda: self._attempt(method, path, hop_deadline, **kwargs),
+                unreached=_unreached,
+                hop=HOP,
+                retries=self._settings.connect_retries,
+                backoff_s=self._settings.retry_backoff_ms / 1e3,
+                deadline=hop_deadline,
+            )
+        except _Failed as failure:
+            raise head_error(failure.kind, failure.detail, where=self.url, timeout_s=timeout_s) from None
+        try:
+            return orjson.loads(response.content)
+        except orjson.JSONDecodeError as exc:
+            raise head_error(MALFORMED, repr(exc), where=self.url, timeout_s=timeout_s) from None
+
+    async def _attempt(self, method: str, path: str, hop_deadline: Deadline, **kwargs: Any) -> httpx.Response:
         headers = {REQUEST_ID_HEADER: request_id_var.get(), "Content-Type": "application/json"}
         try:
             response = await http_hop.request(
@@ -109,23 +175,15 @@ class HeadRestClient:
                 method,
                 path,
                 hop=HOP,
-                timeout_s=timeout_s,
-                settings=self._settings,
+                timeout_s=hop_deadline.remaining_s(),
+                settings=self._one_try,
                 headers=headers,
                 **kwargs,
             )
         except TimeoutError:
-            raise head_error("DEADLINE_EXCEEDED", "", where=self.url, timeout_s=timeout_s) from None
-        except http_hop.HopUnreachable as exc:
-            raise head_error("UNAVAILABLE", str(exc), where=self.url, timeout_s=timeout_s) from None
+            raise _Failed("DEADLINE_EXCEEDED", "") from None
+        except http_hop.HopUnreachable as exc:  # refused, reset or dropped: what gRPC reports as UNAVAILABLE
+            raise _Failed("UNAVAILABLE", str(exc)) from None
         if response.status_code != 200:
-            try:
-                detail = str(orjson.loads(response.content)["error"])
-            except (orjson.JSONDecodeError, KeyError, TypeError):
-                detail = response.text[:200]
-            kind = _KINDS.get(response.status_code, f"HTTP_{response.status_code}")
-            raise head_error(kind, detail, where=self.url, timeout_s=timeout_s)
-        try:
-            return orjson.loads(response.content)
-        except orjson.JSONDecodeError as exc:
-            raise head_error(MALFORMED, repr(exc), where=self.url, timeout_s=timeout_s) from None
+            raise _Failed(status_kind(response.status_code), _detail(response))
+        return response

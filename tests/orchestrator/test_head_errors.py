@@ -1,0 +1,162 @@
+"""One table for both head protocols: each failure TF Serving can report over REST (its HTTP status, from
+ToHTTPStatusCode, with its `{"error": ...}` body) and over gRPC (the status it derived it from) gives the same
+error, and is retried exactly as often, through the real clients. No servers: both transports are faked."""
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import grpc
+import httpx
+import orjson
+import pytest
+
+from orchestrator.clients.head import QUEUE_FULL, ModelNotFoundError
+from orchestrator.clients.head_grpc import HeadGrpcClient
+from orchestrator.clients.head_rest import HeadRestClient, status_kind
+from orchestrator.settings import OrchestratorSettings
+from service_common.deadline import Deadline
+from service_common.errors import (
+    BadGatewayError,
+    DeadlineExceededError,
+    OverloadedError,
+    ServiceError,
+    UnavailableError,
+)
+
+S = grpc.StatusCode
+RETRIES = 2
+FULL = f"The batch {QUEUE_FULL}; ..."
+SETTINGS = OrchestratorSettings(
+    head_grpc_target="127.0.0.1:1", head_rest_url="http://head.invalid", connect_retries=RETRIES, retry_backoff_ms=0
+)
+
+
+@dataclass(frozen=True)
+class Case:
+    http_status: int
+    code: grpc.StatusCode
+    message: str
+    expected: type[ServiceError]
+    error_code: str | None
+    retried: bool
+
+
+# Each HTTP status TF Serving answers with, beside each gRPC status it maps to it (errors.py's table).
+CASES = [
+    Case(400, S.INVALID_ARGUMENT, "Missing 'inputs' or 'instances' key", BadGatewayError, "head_error", False),
+    Case(400, S.FAILED_PRECONDITION, 'Serving signature key "x" not found.', BadGatewayError, "head_error", False),
+    Case(404, S.NOT_FOUND, "Servable not found: Specific(head, 9)", ModelNotFoundError, "head_model_not_found", False),
+    Case(408, S.DEADLINE_EXCEEDED, "Request Timeout", DeadlineExceededError, "head_timeout", False),
+    Case(429, S.RESOURCE_EXHAUSTED, "out of memory", OverloadedError, "overloaded", False),
+    Case(499, S.CANCELLED, "Cancelled", UnavailableError, "head_unavailable", True),
+    Case(500, S.INTERNAL, "Matrix size-incompatible", BadGatewayError, "head_error", False),
+    Case(500, S.UNKNOWN, "a model bug", BadGatewayError, "head_error", False),
+    Case(503, S.UNAVAILABLE, "Cancelling all calls", UnavailableError, "head_unavailable", True),
+    Case(503, S.UNAVAILABLE, FULL, OverloadedError, "overloaded", False),
+    Case(504, S.DEADLINE_EXCEEDED, "Deadline Exceeded", DeadlineExceededError, "head_timeout", False),
+]
+
+
+async def _rest_error(answer: Callable[[httpx.Request], httpx.Response]) -> tuple[ServiceError, int]:
+    """What HeadRestClient raises for a label lookup (one predict call) whose every attempt gets `answer`."""
+    attempts = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal attempts
+        attempts += 1
+        return answer(request)
+
+    async with HeadRestClient(SETTINGS) as client:
+        await client._client.aclose()
+        client._client = httpx.AsyncClient(base_url=client.url, transport=httpx.MockTransport(handler))
+        with pytest.raises(ServiceError) as caught:
+            await client.label_names(1, 4, Deadline(5.0))
+    return caught.value, attempts
+
+
+async def _grpc_error(fail: Callable[[], Awaitable[object]]) -> tuple[ServiceError, int]:
+    """What HeadGrpcClient raises for a label lookup whose every attempt fails with `fail()`."""
+    attempts = 0
+
+    def call(request: object, *, timeout: float, metadata: object) -> Awaitable[object]:
+        nonlocal attempts
+        attempts += 1
+        return fail()
+
+    async with HeadGrpcClient(SETTINGS) as client:
+        client._predict = call
+        with pytest.raises(ServiceError) as caught:
+            await client.label_names(1, 4, Deadline(5.0))
+    return caught.value, attempts
+
+
+def _aborted(code: grpc.StatusCode, message: str) -> Callable[[], Awaitable[object]]:
+    async def fail() -> object:
+        raise grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), message)
+
+    return fail
+
+
+def _same(rest: tuple[ServiceError, int], over_grpc: tuple[ServiceError, int]) -> tuple[object, ...]:
+    (rest_error, rest_attempts), (grpc_error, grpc_attempts) = rest, over_grpc
+    assert (type(rest_error), rest_error.status_code, rest_error.code, rest_attempts) == (
+        type(grpc_error),
+        grpc_error.status_code,
+        grpc_error.code,
+        grpc_attempts,
+    ), (rest_error, grpc_error)
+    return type(rest_error), rest_error.status_code, rest_error.code, rest_attempts
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c.http_status}-{c.code.name}")
+async def test_a_tf_serving_error_is_the_same_error_whatever_the_protocol(case: Case) -> None:
+    body = orjson.dumps({"error": case.message}, option=orjson.OPT_INDENT_2)
+    rest = await _rest_error(lambda _: httpx.Response(case.http_status, content=body))
+    over_grpc = await _grpc_error(_aborted(case.code, case.message))
+    expected = (case.expected, case.expected.status_code, case.error_code, 1 + RETRIES if case.retried else 1)
+    assert _same(rest, over_grpc) == expected
+
+
+def test_rest_statuses_name_the_grpc_status_tf_serving_derived_them_from() -> None:
+    """The inverse of ToHTTPStatusCode (head_service/errors.py holds the forward table)."""
+    for case in CASES:
+        if case.code not in (S.FAILED_PRECONDITION, S.UNKNOWN):  # share 400 / 500
+            assert status_kind(case.http_status) == case.code.name
+    assert status_kind(502) == "HTTP_502"  # not TF Serving's: a proxy's, reported as a bad answer
+
+
+async def test_a_bare_500_is_a_bad_answer_not_an_unavailable_head() -> None:
+    """A 500 that is not TF Serving's body (a web server's own page) is still INTERNAL: a 502, not retried."""
+    error, attempts = await _rest_error(lambda _: httpx.Response(500, text="Internal Server Error"))
+    assert (type(error), error.code, attempts) == (BadGatewayError, "head_error", 1)
+    assert "INTERNAL: Internal Server Error" in str(error)
+
+
+@pytest.mark.parametrize(
+    "transport_error",
+    [
+        httpx.ConnectError("All connection attempts failed"),
+        httpx.ReadError(""),
+        httpx.RemoteProtocolError("Server disconnected without sending a response."),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+async def test_a_refused_or_dropped_connection_is_unavailable_as_over_grpc(transport_error: Exception) -> None:
+    """gRPC reports a refused, reset or dropped connection as UNAVAILABLE: REST's transport errors are the same."""
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise transport_error
+
+    rest = await _rest_error(refuse)
+    over_grpc = await _grpc_error(_aborted(S.UNAVAILABLE, "Connection reset by peer"))
+    assert _same(rest, over_grpc) == (UnavailableError, 503, "head_unavailable", 1 + RETRIES)
+
+
+async def test_an_answer_after_an_unreached_attempt_is_used() -> None:
+    """A retried 499 then a 200: the call succeeds, as a CANCELLED then OK does over gRPC."""
+    answers = iter([httpx.Response(499, json={"error": "Cancelled"}), httpx.Response(200, json={"outputs": [["a"]]})])
+    async with HeadRestClient(SETTINGS) as client:
+        await client._client.aclose()
+        transport = httpx.MockTransport(lambda _: next(answers))
+        client._client = httpx.AsyncClient(base_url=client.url, transport=transport)
+        assert await client.label_names(1, 4, Deadline(5.0)) == ["a"]
