@@ -6,6 +6,8 @@ from embedding_service.settings import EmbeddingSettings, use_xla_cache
 from service_common.logs import configure_logging
 from service_common.serve import serve
 
+OPS_CONNECTIONS = 64
+
 
 def main() -> None:
     settings = EmbeddingSettings()
@@ -16,7 +18,9 @@ def main() -> None:
     use_xla_cache(settings)
     from embedding_service.app import create_app
 
-    serve(create_app(settings), settings)
+    # Every queued request holds at least one text: more connections than the queue bound (and a margin for
+    # probes and metrics) could only wait or be refused, so uvicorn refuses them before they cost memory.
+    serve(create_app(settings), settings, max_concurrency=settings.max_queue_texts + OPS_CONNECTIONS)
 
 
 if __name__ == "__main__":

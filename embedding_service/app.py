@@ -6,11 +6,13 @@ import logging
 import os
 import signal
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
 
+from embedding_service.admission import AdmissionMiddleware
 from embedding_service.api import router
 from embedding_service.batcher import DynamicBatcher, gated
 from embedding_service.buckets import Buckets
@@ -34,6 +36,10 @@ class ModelSlot:
         self.batcher: DynamicBatcher | None = None
         self.failure: str | None = None
 
+    def has_room(self) -> bool:
+        """Whether the queue could take a request now (until the model is loaded, the route answers 503)."""
+        return self.embedder is None or self.embedder.has_room()
+
     def not_ready_reason(self) -> str | None:
         if self.embedder is not None:
             return None
@@ -55,6 +61,13 @@ class ModelSlot:
             tokenizer = await asyncio.to_thread(
                 Tokenizer, settings.model_dir / TOKENIZER_DIR, self.manifest.max_seq_length
             )
+            if settings.chunk_overlap_tokens * 2 > tokenizer.max_content:
+                raise ValueError(
+                    f"chunk_overlap_tokens {settings.chunk_overlap_tokens} is over half of a window "
+                    f"({tokenizer.max_content} tokens)"
+                )
+            pool = ThreadPoolExecutor(settings.tokenizer_threads, thread_name_prefix="tokenizer")
+            stack.callback(pool.shutdown, wait=False, cancel_futures=True)
             gate = settings.test_encoder_gate
             batcher = DynamicBatcher(  # built before the long warm-up, so a bad budget fails at once
                 gated(encoder, Path(gate)) if gate else encoder,
@@ -76,7 +89,7 @@ class ModelSlot:
         # of the collector's reach; only objects created from here on are scanned.
         gc.collect()
         gc.freeze()
-        self.embedder = Embedder(self.manifest, tokenizer, batcher, settings)
+        self.embedder = Embedder(self.manifest, tokenizer, batcher, settings, pool)
         logger.info("ready: %s", self.manifest.model_name)
 
 
@@ -93,5 +106,6 @@ def create_app(settings: EmbeddingSettings) -> FastAPI:
             await cancel(draining)
 
     app = service_app("Embedding service", settings, lifespan, slot.not_ready_reason, router)
+    app.add_middleware(AdmissionMiddleware, has_room=slot.has_room)
     app.state.model = slot
     return app

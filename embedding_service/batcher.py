@@ -8,8 +8,10 @@ Tuning:
 - `max_wait_s` is how long the first text of a batch may wait for company. 0 (the default) is
   right when the encoder is busy under load anyway, since texts queue while a batch runs; raise it
   (1-5 ms) only where per-call overhead dominates, e.g. a GPU at low concurrency.
-- `max_queue_texts` bounds the queue: past it, callers get `OverloadedError` (429) at once instead
-  of a growing wait. Size it to what the encoder clears within your latency target.
+- `max_queue_texts` bounds the texts admitted and not yet answered: a request reserves room for all of
+  its texts (`reserve`) before it is tokenized, and past the bound it gets `OverloadedError` (429) at
+  once instead of a growing wait. Size it to what the encoder clears within your latency target, and
+  at least to the largest request you accept.
 Texts whose caller has gone (timeout, disconnect) are dropped before they reach the encoder.
 
 Shutdown (`drain`): new texts are refused with 503 at once; queued and running ones get
@@ -37,6 +39,7 @@ import numpy.typing as npt
 from embedding_service.buckets import Buckets
 from embedding_service.encoder import Embedding
 from embedding_service.metrics import (
+    ADMITTED_TEXTS,
     BATCH_PADDED_TOKENS,
     BATCH_TEXTS,
     QUEUE_TEXTS,
@@ -107,6 +110,28 @@ class _Pending:
     waiting: bool = True  # counted in the queue: not yet taken into a batch, nor abandoned by its caller
 
 
+class Reservation:
+    """Queue room held for one request's texts, from before they are tokenized until it is answered."""
+
+    def __init__(self, batcher: "DynamicBatcher", texts: int) -> None:
+        self._batcher = batcher
+        self.texts = 0
+        self.grow(texts)
+
+    def grow(self, texts: int) -> None:
+        """Holds room for `texts` more (a long text's extra windows); OverloadedError when there is none."""
+        self._batcher._hold(texts)
+        self.texts += texts
+
+    def __enter__(self) -> "Reservation":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._batcher._reserved -= self.texts
+        self.texts = 0
+        ADMITTED_TEXTS.set(self._batcher._reserved)
+
+
 class DynamicBatcher:
     def __init__(
         self,
@@ -129,6 +154,7 @@ class DynamicBatcher:
         self._drain_timeout_s = drain_timeout_s
         self._queue: deque[_Pending] = deque()
         self._waiting = 0  # live texts in the queue; abandoned ones stay in the deque until the worker skips them
+        self._reserved = 0  # texts of admitted requests not yet answered: what max_queue_texts bounds
         self._arrived = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -171,15 +197,32 @@ class DynamicBatcher:
     def queued_texts(self) -> int:
         return self._waiting
 
-    async def embed(self, texts: Sequence[npt.NDArray[np.int32]]) -> list[BatchedEmbedding]:
-        """Embeds the token id arrays, in order. Cancelling the caller drops its queued texts."""
+    def has_room(self) -> bool:
+        """Whether a request of one text would be admitted now: checked before its body is even read."""
+        return not self._closing and self._reserved < self._max_queue_texts
+
+    def reserve(self, texts: int) -> Reservation:
+        """Room for a request's texts, held until the returned reservation is closed (`with`)."""
+        return Reservation(self, texts)
+
+    def _hold(self, texts: int) -> None:
         if self._closing:
             raise UnavailableError("the service is shutting down", code="shutting_down")
-        if self._waiting + len(texts) > self._max_queue_texts:
-            REJECTED_TOTAL.labels("queue_full").inc(len(texts))
+        if self._reserved + texts > self._max_queue_texts:
+            REJECTED_TOTAL.labels("queue_full").inc(texts)
             raise OverloadedError(
-                f"the encoder queue is full ({self._waiting} of {self._max_queue_texts} texts); retry shortly"
+                f"the encoder queue is full ({self._reserved} of {self._max_queue_texts} texts); retry shortly"
             )
+        self._reserved += texts
+        ADMITTED_TEXTS.set(self._reserved)
+
+    async def embed(self, texts: Sequence[npt.NDArray[np.int32]], reservation: Reservation) -> list[BatchedEmbedding]:
+        """Embeds the token id arrays, in order, within the room `reservation` holds. Cancelling the caller
+        drops its queued texts."""
+        if len(texts) > reservation.texts:
+            raise ValueError(f"{len(texts)} texts exceed the {reservation.texts} reserved")
+        if self._closing:
+            raise UnavailableError("the service is shutting down", code="shutting_down")
         loop = asyncio.get_running_loop()
         pending = [_Pending(ids, loop.create_future()) for ids in texts]
         self._queue.extend(pending)

@@ -17,6 +17,12 @@ BATCH_PADDED_TOKENS = Histogram(
     buckets=(16, 64, 256, 1024, 2048, 4096, 8192, 16384, 32768),
 )
 QUEUE_TEXTS = Gauge("embedding_queue_texts", "Texts waiting for the encoder")
+ADMITTED_TEXTS = Gauge(
+    "embedding_admitted_texts", "Texts of admitted requests not yet answered (what max_queue_texts bounds)"
+)
 TEXTS_TOTAL = Counter("embedding_texts_total", "Texts embedded")
 TRUNCATED_TOTAL = Counter("embedding_truncated_texts_total", "Texts cut to the model's max sequence length")
 REJECTED_TOTAL = Counter("embedding_rejected_texts_total", "Texts refused before inference", ["reason"])
+REJECTED_REQUESTS_TOTAL = Counter(
+    "embedding_rejected_requests_total", "Requests refused before their body was read", ["reason"]
+)

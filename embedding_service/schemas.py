@@ -2,7 +2,7 @@
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, WithJsonSchema
 
 
 def _one_or_many(value: Any) -> Any:
@@ -12,17 +12,36 @@ def _one_or_many(value: Any) -> Any:
 Texts = Annotated[list[Annotated[StrictStr, Field(min_length=1)]], BeforeValidator(_one_or_many), Field(min_length=1)]
 
 
+_TOKEN_IDS = {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1}
+# OpenAI's four forms; inputs.parse_input checks them by hand, so that refusals name the exact item.
+OpenAIInput = Annotated[
+    Any,
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string"},
+                {"type": "array", "items": {"type": "string"}, "minItems": 1},
+                _TOKEN_IDS,
+                {"type": "array", "items": _TOKEN_IDS, "minItems": 1},
+            ]
+        }
+    ),
+]
+
+
 class EmbeddingsRequest(BaseModel):
-    """OpenAI's request; `truncate` is ours (default true: over-long texts are cut and reported)."""
+    """OpenAI's request. Ours: `truncate` (default true: over-long texts are cut and reported; false:
+    refused) and `chunk` (true: over-long texts are embedded whole, as the mean of their windows)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    input: Texts
+    input: OpenAIInput
     model: str | None = None
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(None, ge=1)
     user: str | None = Field(None, max_length=256)
     truncate: bool = True
+    chunk: bool = False
 
 
 class EmbedRequest(BaseModel):
@@ -34,6 +53,16 @@ class EmbedRequest(BaseModel):
     pooling: Literal["mean", "cls", "max", "none"] | None = None
     normalize: bool | None = None
     truncate: bool = True
+    chunk: bool = Field(False, description="embed over-long texts whole (pooled outputs only)")
+
+
+class TokenizeRequest(BaseModel):
+    """Texts -> this model's token ids, with no cut: for clients that count or chunk themselves."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: Texts
+    add_special_tokens: bool = True
 
 
 class Usage(BaseModel):
@@ -47,12 +76,18 @@ class EmbeddingData(BaseModel):
     embedding: list[float] | str
 
 
+class Chunked(BaseModel):
+    index: int
+    windows: int
+
+
 class EmbeddingsResponse(BaseModel):
     object: Literal["list"] = "list"
     data: list[EmbeddingData]
     model: str
     usage: Usage
     truncated: list[int] = Field(description="indices of inputs cut to the model's max sequence length")
+    chunked: list[Chunked] = Field(description="inputs embedded whole from several windows (`chunk`)")
 
 
 class EmbedResponse(BaseModel):
@@ -62,7 +97,21 @@ class EmbedResponse(BaseModel):
     dimensions: int
     embeddings: list[list[float]] | list[list[list[float]]]
     truncated: list[int]
+    chunked: list[Chunked]
     usage: Usage
+
+
+class TokenizedInput(BaseModel):
+    index: int
+    ids: list[int]
+    tokens: list[str]
+    offsets: list[tuple[int, int]] = Field(description="each token's character span; [0, 0] for special tokens")
+
+
+class TokenizeResponse(BaseModel):
+    model: str
+    max_seq_length: int
+    data: list[TokenizedInput]
 
 
 class RequestLimits(BaseModel):

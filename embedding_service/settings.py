@@ -18,13 +18,23 @@ class EmbeddingSettings(ServiceSettings):
     max_batch_size: int = Field(32, ge=1, le=1024, description="texts per encoder call")
     max_batch_tokens: int = Field(8192, ge=16, description="padded tokens per encoder call")
     max_wait_ms: float = Field(0.0, ge=0, le=1000, description="how long a batch waits to fill")
-    max_queue_texts: int = Field(1024, ge=1, description="queued texts before 429")
-    max_texts_per_request: int = Field(256, ge=1, description="texts in one request")
-    max_chars_per_text: int = Field(20_000, ge=1, description="characters in one text")
+    max_queue_texts: int = Field(4096, ge=1, description="texts admitted and not yet answered before 429")
+    max_texts_per_request: int = Field(2048, ge=1, description="texts in one request (OpenAI's limit)")
+    max_chars_per_text: int = Field(20_000, ge=1, description="characters (or token ids) in one text")
+    max_response_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, description="estimated size of a token-level /embed answer before 400"
+    )
+    model_aliases: str = Field("", description="more names `model` may give, comma-separated")
+    chunk_overlap_tokens: int = Field(32, ge=0, description="tokens each window of a chunked text shares")
+    tokenizer_threads: int = Field(1, ge=1, le=64, description="threads tokenizing requests off the event loop")
     xla: bool = Field(True, description="XLA-compile the encoder (jit_compile)")
     xla_cache_dir: str = Field("build/xla-cache", description="persistent XLA compile cache; empty: none")
     mixed_precision: bool = Field(False, description="fp16 on GPU, bf16 on CPU (graph mode; XLA off)")
     test_encoder_gate: str = Field("", description="tests only: while this file exists, encoder batches wait")
+
+    @property
+    def model_alias_list(self) -> list[str]:
+        return [alias.strip() for alias in self.model_aliases.split(",") if alias.strip()]
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

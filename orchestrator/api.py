@@ -36,6 +36,7 @@ def response_body(classified: Classified, model_name: str) -> dict[str, Any]:
         "predictions": predictions,
         "model": {"name": model_name, "version": str(classified.version)},
         "truncated": classified.truncated,
+        "chunked": [{"index": index, "windows": windows} for index, windows in classified.chunked],
     }
 
 
@@ -43,6 +44,6 @@ def response_body(classified: Classified, model_name: str) -> dict[str, Any]:
 async def classify(body: ClassifyRequest, coalescer: CoalescerDep, deadline: DeadlineDep, request: Request) -> Response:
     settings: OrchestratorSettings = request.app.state.settings
     texts, field = _texts(body)
-    classified = await unless_disconnected(request, coalescer.classify(texts, deadline, field))
+    classified = await unless_disconnected(request, coalescer.classify(texts, deadline, field, chunk=body.chunk))
     content = orjson.dumps(response_body(classified, settings.head_model_name), option=orjson.OPT_SERIALIZE_NUMPY)
     return Response(content, media_type="application/json")

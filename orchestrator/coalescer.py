@@ -39,6 +39,7 @@ _WAITING_ON = {
 class _Job:
     texts: list[str]
     texts_field: str  # `text` or `texts`: how errors name them
+    chunk: bool  # long texts embedded whole: only requests that agree on it share a call
     size_bytes: int  # the texts' share of an embedding call's body
     deadline: Deadline
     request_id: str
@@ -57,15 +58,16 @@ class Coalescer:
         self._in_flight: dict[asyncio.Task[None], list[_Job]] = {}
         self._closing = False
 
-    async def classify(self, texts: list[str], deadline: Deadline, field: str) -> Classified:
-        """`field` is how the caller sent the texts (`text` or `texts`), for errors naming one of them."""
+    async def classify(self, texts: list[str], deadline: Deadline, field: str, *, chunk: bool = False) -> Classified:
+        """`field` is how the caller sent the texts (`text` or `texts`), for errors naming one of them;
+        `chunk`: texts over the encoder's max length are classified on all of their text."""
         if self._closing:
             raise UnavailableError("the orchestrator is shutting down", code="shutting_down")
         size_bytes = check_texts(texts, field, self._pipeline.embedding.limits, self._max_queue_texts)
         if self._queued_texts + len(texts) > self._max_queue_texts:
             raise OverloadedError(f"the orchestrator has {self._queued_texts} texts queued; retry shortly")
         future = asyncio.get_running_loop().create_future()
-        job = _Job(texts, field, size_bytes, deadline, request_id_var.get(), future)
+        job = _Job(texts, field, chunk, size_bytes, deadline, request_id_var.get(), future)
         self._queue.append(job)
         self._queued_texts += len(texts)
         self._dispatch()
@@ -91,7 +93,8 @@ class Coalescer:
             while self._queue and (
                 not jobs
                 or (
-                    texts + len(self._queue[0].texts) <= max_texts
+                    self._queue[0].chunk == jobs[0].chunk
+                    and texts + len(self._queue[0].texts) <= max_texts
                     and (max_bytes is None or size + self._queue[0].size_bytes <= max_bytes)
                 )
             ):
@@ -140,7 +143,7 @@ class Coalescer:
         deadline = max((j.deadline for j in jobs), key=lambda d: d.expires_at)
         texts = [text for job in jobs for text in job.texts]
         try:
-            embedded = await self._pipeline.embed(texts, deadline)
+            embedded = await self._pipeline.embed(texts, deadline, chunk=jobs[0].chunk)
             stage[0] = "head"
             classified = await self._pipeline.score(embedded, deadline)
         except EmbeddingRefusedError as refusal:

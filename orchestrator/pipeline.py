@@ -20,11 +20,13 @@ class Classified:
     labels: list[str]  # the answering version's class names, in column order
     version: int
     truncated: list[int]
+    chunked: list[tuple[int, int]]  # (text index, windows) of texts embedded whole from several windows
 
     def rows(self, start: int, stop: int) -> "Classified":
         """The part for texts [start, stop), with indices relative to `start`."""
         truncated = [i - start for i in self.truncated if start <= i < stop]
-        return Classified(self.probabilities[start:stop], self.labels, self.version, truncated)
+        chunked = [(i - start, n) for i, n in self.chunked if start <= i < stop]
+        return Classified(self.probabilities[start:stop], self.labels, self.version, truncated, chunked)
 
 
 class Pipeline:
@@ -33,8 +35,8 @@ class Pipeline:
         self.head = head
         self.labels = labels
 
-    async def embed(self, texts: list[str], deadline: Deadline) -> Embedded:
-        return await self.embedding.embed(texts, deadline)
+    async def embed(self, texts: list[str], deadline: Deadline, *, chunk: bool) -> Embedded:
+        return await self.embedding.embed(texts, deadline, chunk=chunk)
 
     async def score(self, embedded: Embedded, deadline: Deadline) -> Classified:
         """The head's probabilities for the embedded texts, with the answering version's label names."""
@@ -49,7 +51,7 @@ class Pipeline:
             names = await self.labels.names(scores.version, embedded.vectors.shape[1], deadline)
         _check_shape(scores, names, texts)
         CLASSIFIED_TEXTS_TOTAL.inc(texts)
-        return Classified(scores.probabilities, names, scores.version, embedded.truncated)
+        return Classified(scores.probabilities, names, scores.version, embedded.truncated, embedded.chunked)
 
 
 def _check_shape(scores: Scores, names: list[str], texts: int) -> None:

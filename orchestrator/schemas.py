@@ -14,6 +14,7 @@ class ClassifyRequest(BaseModel):
 
     texts: list[Text] | None = Field(None, min_length=1)
     text: Text | None = None
+    chunk: bool = Field(False, description="classify texts over the encoder's max length on all of their text")
 
 
 class Prediction(BaseModel):
@@ -27,7 +28,13 @@ class ModelInfo(BaseModel):
     version: str = Field(description="the head version that answered")
 
 
+class Chunked(BaseModel):
+    index: int
+    windows: int
+
+
 class ClassifyResponse(BaseModel):
     predictions: list[Prediction] = Field(description="one per input text, in input order")
     model: ModelInfo
     truncated: list[int] = Field(description="indices of texts cut to the encoder's max sequence length")
+    chunked: list[Chunked] = Field(description="texts embedded whole from several windows (`chunk`)")

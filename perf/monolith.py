@@ -53,7 +53,7 @@ class Monolith:
         tokenized = self._tokenizer(texts)
         probabilities = self._scores([t.ids for t in tokenized])
         truncated = [i for i, t in enumerate(tokenized) if t.truncated]
-        return response_body(Classified(probabilities, self._labels, self._version, truncated), HEAD_MODEL_NAME)
+        return response_body(Classified(probabilities, self._labels, self._version, truncated, []), HEAD_MODEL_NAME)
 
     def _scores(self, ids: list[npt.NDArray[np.int32]]) -> npt.NDArray[np.float32]:
         embeddings = np.stack([e.sentence for e in self._encoder(ids)])

@@ -57,7 +57,7 @@ class RequestContextMiddleware:
             if replay is None:
                 await self.app(scope, receive, send_with_id)
             elif isinstance(replay, PayloadTooLargeError):
-                await _send_error(send_with_id, replay)
+                await send_error(send_with_id, replay, close=True)
             else:
                 await self.app(scope, replay, send_with_id)
         except Exception:
@@ -65,7 +65,7 @@ class RequestContextMiddleware:
             # middleware, so the 500 would lose its request id.
             logger.exception("unhandled error on %s %s", scope["method"], scope["path"])
             if not responded:
-                await _send_error(send_with_id, ServiceError("internal error", code="internal"))
+                await send_error(send_with_id, ServiceError("internal error", code="internal"), close=True)
         finally:
             elapsed = time.perf_counter() - started
             route = getattr(scope.get("route"), "path", "unmatched")
@@ -118,17 +118,19 @@ class RequestContextMiddleware:
         return replay
 
 
-async def _send_error(send: Send, error: ServiceError) -> None:
+async def send_error(
+    send: Send, error: ServiceError, headers: list[tuple[bytes, bytes]] | None = None, *, close: bool = False
+) -> None:
+    """Answers with `error` straight from ASGI, before any app runs; `close` ends the connection (when the
+    body left unread could be too large to skip)."""
     body = json.dumps(error.body()).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": error.status_code,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-            ],
-        }
-    )
+    start = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        *((name.lower().encode(), value.encode()) for name, value in error.headers.items()),
+        *(headers or []),
+    ]
+    if close:
+        start.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": error.status_code, "headers": start})
     await send({"type": "http.response.body", "body": body})

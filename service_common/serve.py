@@ -23,9 +23,10 @@ class _Server(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def serve(app: FastAPI, settings: ServiceSettings) -> None:
+def serve(app: FastAPI, settings: ServiceSettings, *, max_concurrency: int | None = None) -> None:
     """Blocks until SIGINT/SIGTERM; then stops accepting, lets in-flight requests finish for up to
-    `graceful_shutdown_s`, and runs the app's lifespan shutdown."""
+    `graceful_shutdown_s`, and runs the app's lifespan shutdown. Past `max_concurrency` connections or
+    requests at once, uvicorn itself answers 503 before the app sees them."""
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -34,5 +35,6 @@ def serve(app: FastAPI, settings: ServiceSettings) -> None:
         access_log=False,
         timeout_graceful_shutdown=int(settings.graceful_shutdown_s),
         server_header=False,
+        limit_concurrency=max_concurrency,
     )
     _Server(config, stopping_event(app)).run()

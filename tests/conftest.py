@@ -85,7 +85,9 @@ def constrained_server(
         logs / "constrained.log",
         max_batch_size="8",
         max_queue_texts="256",
+        max_texts_per_request="256",
         max_chars_per_text="500",
+        max_response_bytes="1048576",
         request_timeout_s="2",
         test_encoder_gate=str(gate),
     ) as server:

@@ -38,6 +38,7 @@ _INPUT_INDEX = re.compile(r"input\[([0-9]{1,9})\]", re.ASCII)
 class Embedded:
     vectors: np.ndarray  # [texts, dimensions] float32
     truncated: list[int]  # indices of texts cut to the encoder's max sequence length
+    chunked: list[tuple[int, int]]  # (index, windows) of texts embedded whole from several windows
 
 
 class EmbeddingRefusedError(InvalidRequestError):
@@ -83,10 +84,14 @@ class EmbeddingClient:
     async def __aexit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
         await self._client.aclose()
 
-    async def embed(self, texts: list[str], deadline: Deadline) -> Embedded:
-        """The texts' vectors, in order; EmbeddingRefusedError when the service refuses them."""
+    async def embed(self, texts: list[str], deadline: Deadline, *, chunk: bool = False) -> Embedded:
+        """The texts' vectors, in order; EmbeddingRefusedError when the service refuses them. `chunk`: texts
+        over the encoder's max length are embedded whole (the mean of their windows), not cut."""
         timeout_s = deadline.budget_s(self._settings.embedding_timeout_s)
-        body = orjson.dumps({"input": texts, "encoding_format": "base64"})
+        request: dict[str, object] = {"input": texts, "encoding_format": "base64"}
+        if chunk:
+            request["chunk"] = True
+        body = orjson.dumps(request)
         response = await self._call(
             "POST", "/v1/embeddings", timeout_s, content=body, headers={"Content-Type": "application/json"}
         )
@@ -98,7 +103,8 @@ class EmbeddingClient:
             if [item["index"] for item in items] != list(range(len(texts))):
                 raise ValueError(f"{len(items)} embeddings for {len(texts)} texts")
             vectors = np.stack([np.frombuffer(base64.b64decode(item["embedding"]), dtype="<f4") for item in items])
-            return Embedded(vectors, [int(i) for i in answer.get("truncated", [])])
+            chunked = [(int(c["index"]), int(c["windows"])) for c in answer.get("chunked", [])]
+            return Embedded(vectors, [int(i) for i in answer.get("truncated", [])], chunked)
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             HOP_ERRORS_TOTAL.labels(HOP, "malformed").inc()
             raise BadGatewayError(

@@ -25,7 +25,7 @@ async def test_a_full_queue_answers_429_with_retry_after_at_once(constrained_ser
     async with httpx.AsyncClient(timeout=60) as client:
         with constrained_server.hold():
             holding_the_queue = asyncio.create_task(client.post(url, json={"input": texts(200, "held")}))
-            await asyncio.to_thread(constrained_server.wait_for_metric, "embedding_queue_texts", 200 - BATCH)
+            await asyncio.to_thread(constrained_server.wait_for_metric, "embedding_admitted_texts", 200)
             started = time.perf_counter()
             refused = await client.post(url, json={"input": texts(100, "refused")})
             refused_after = time.perf_counter() - started
@@ -52,6 +52,7 @@ def test_a_request_past_its_deadline_gets_504_and_its_remaining_texts_are_droppe
         assert response.json()["error"]["type"] == "timeout_error"
         assert 1.8 < elapsed < 4  # the server's 2 s request timeout
         assert constrained_server.metric("embedding_queue_texts") == 0
+        assert constrained_server.metric("embedding_admitted_texts") == 0
     constrained_server.wait_for_metric("embedding_batch_texts_sum", computed_before + BATCH)
 
 
@@ -66,9 +67,10 @@ def test_a_client_that_disconnects_has_its_texts_dropped(constrained_server: Gat
                 f"Content-Length: {len(body)}\r\n\r\n".encode()
                 + body
             )
-            constrained_server.wait_for_metric("embedding_queue_texts", 200 - BATCH)
+            constrained_server.wait_for_metric("embedding_admitted_texts", 200)
         dropped_at = time.perf_counter()
-        constrained_server.wait_for_metric("embedding_queue_texts", 0)
+        constrained_server.wait_for_metric("embedding_admitted_texts", 0)
+        assert constrained_server.metric("embedding_queue_texts") == 0
         assert time.perf_counter() - dropped_at < 1.5  # dropped on the disconnect, not at the 2 s deadline
     constrained_server.wait_for_metric("embedding_batch_texts_sum", computed_before + BATCH)
 
@@ -110,3 +112,34 @@ def test_the_callers_deadline_header_is_honoured(constrained_server: GatedServer
     malformed = httpx.post(url, json={"input": "hi"}, headers={"X-Request-Timeout-Ms": "-1"})
     assert malformed.status_code == 400
     assert malformed.json()["error"]["param"] == "X-Request-Timeout-Ms"
+
+
+def tokenized(server: GatedServer) -> float:
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in httpx.get(f"{server.url}/metrics").text.splitlines()
+        if line.startswith('embedding_stage_duration_seconds_count{stage="tokenize"}')
+    )
+
+
+async def test_a_refused_request_is_never_tokenized(constrained_server: GatedServer) -> None:
+    url = f"{constrained_server.url}/v1/embeddings"
+    async with httpx.AsyncClient(timeout=60) as client:
+        with constrained_server.hold():
+            # 250 of the 256 texts of room taken: a request of 10 passes the door, then finds no room for all.
+            holding = asyncio.create_task(client.post(url, json={"input": texts(250, "first")}))
+            await asyncio.to_thread(constrained_server.wait_for_metric, "embedding_admitted_texts", 250)
+            before = tokenized(constrained_server)
+            too_many = await client.post(url, json={"input": texts(10, "ten")})
+            fill = asyncio.create_task(client.post(url, json={"input": texts(6, "last")}))
+            await asyncio.to_thread(constrained_server.wait_for_metric, "embedding_admitted_texts", 256)
+            door_before = constrained_server.metric("embedding_rejected_requests_total")
+            at_the_door = [await client.post(url, json={"input": f"refused {i}"}) for i in range(20)]
+            assert tokenized(constrained_server) == before + 1  # the six that fit, and nothing else
+        answered = [await holding, await fill]
+    assert too_many.status_code == 429 and too_many.json()["error"]["type"] == "overloaded_error"
+    assert all(r.status_code == 429 and r.headers["retry-after"] == "1" for r in at_the_door)
+    assert all(r.json()["error"]["code"] == "overloaded" for r in at_the_door)
+    assert constrained_server.metric("embedding_rejected_requests_total") == door_before + 20
+    # Admitted, they are answered: embedded, or 504 had holding the encoder outlasted the 2 s deadline.
+    assert all(r.status_code in (200, 504) for r in answered)

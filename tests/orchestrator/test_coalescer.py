@@ -34,7 +34,7 @@ class Hops:
         self.embedding = self  # the pipeline's embedding client, for its limits
         self.limits = limits
 
-    async def embed(self, texts: list[str], deadline: Deadline) -> Embedded:
+    async def embed(self, texts: list[str], deadline: Deadline, *, chunk: bool) -> Embedded:
         self.calls.append(list(texts))
         await self.release.wait()
         await asyncio.sleep(self.delay_s)
@@ -47,11 +47,12 @@ class Hops:
                 param = f"input[{index}]"
                 raise EmbeddingRefusedError(f"{param} is refused", status_code=400, param=param, code="refused")
         lengths = np.array([[len(t)] for t in texts], np.float32)
-        return Embedded(lengths, [i for i, t in enumerate(texts) if t.startswith("long")])
+        long = [i for i, t in enumerate(texts) if t.startswith("long")]
+        return Embedded(lengths, [] if chunk else long, [(i, 2) for i in long] if chunk else [])
 
     async def score(self, embedded: Embedded, deadline: Deadline) -> Classified:
         probabilities = np.concatenate([embedded.vectors, -embedded.vectors], axis=1)
-        return Classified(probabilities, ["len", "neg"], 7, embedded.truncated)
+        return Classified(probabilities, ["len", "neg"], 7, embedded.truncated, embedded.chunked)
 
 
 def coalescer(hops: Hops, max_batch_texts: int = 8, max_in_flight: int = 1, max_queue_texts: int = 64) -> Coalescer:
@@ -242,3 +243,20 @@ async def test_shutdown_answers_503_to_what_is_unfinished_after_the_grace() -> N
         assert cut_off.value.code == "shutting_down"
     with pytest.raises(UnavailableError):
         await merged.classify(["late"], Deadline(5), "text")
+
+
+async def test_only_requests_that_agree_on_chunking_share_a_call() -> None:
+    hops = Hops()
+    hops.release.clear()
+    merged = coalescer(hops)
+    blocker = asyncio.create_task(merged.classify(["x"], Deadline(5), "text"))
+    await asyncio.sleep(0.01)
+    plain = asyncio.create_task(merged.classify(["long a"], Deadline(5), "text"))
+    whole = [asyncio.create_task(merged.classify([t], Deadline(5), "text", chunk=True)) for t in ("b", "long c")]
+    await asyncio.sleep(0.01)
+    hops.release.set()
+    await blocker
+    alone, together = await plain, await asyncio.gather(*whole)
+    assert hops.calls[1:] == [["long a"], ["b", "long c"]]
+    assert (alone.truncated, alone.chunked) == ([0], [])
+    assert [(r.truncated, r.chunked) for r in together] == [([], []), ([], [(0, 2)])]

@@ -19,8 +19,10 @@ Case = tuple[str, bytes, str, int, str | None]
 
 
 def common_cases(field: str) -> list[Case]:
-    """What both services take the same way; `field` is the texts field (`input`, `inputs`, `texts`)."""
+    """What every service takes the same way; `field` is the texts field (`input`, `inputs`, `texts`).
+    OpenAI's `input` also takes token ids: there, ints are ids and a list in a list is one text's ids."""
     j = "application/json"
+    ids = field == "input"
     return [
         ("invalid-utf8", b'{"' + field.encode() + b'": ["caf\xe9"]}', j, 400, "body"),
         ("invalid-utf8-key", b'{"\xff\xfe": ["x"]}', j, 400, "body"),
@@ -39,10 +41,10 @@ def common_cases(field: str) -> list[Case]:
         ("control-and-nul", as_json({field: ["a\x00b", "\x01\x1b[31m\x7f", "\u202e\u2028\ufeff\ufffe"]}), j, 200, None),
         ("whitespace-only", as_json({field: [" ", "\t\n\r", "\u3000\u00a0"]}), j, 200, None),
         ("number", as_json({field: 123}), j, 400, field),
-        ("numbers", as_json({field: [1, 2]}), j, 400, f"{field}[0]"),
+        ("numbers", as_json({field: [1, 2]}), j, *((200, None) if ids else (400, f"{field}[0]"))),
         ("null", as_json({field: None}), j, 400, field),
         ("object", as_json({field: {"a": "b"}}), j, 400, field),
-        ("nested-list", as_json({field: [["a"]]}), j, 400, f"{field}[0]"),
+        ("nested-list", as_json({field: [["a"]]}), j, 400, f"{field}[0][0]" if ids else f"{field}[0]"),
         ("bool", as_json({field: True}), j, 400, field),
         ("unknown-field", as_json({field: ["a"], "extra": 1}), j, 400, "extra"),
         ("root-list", as_json(["a"]), j, 400, "body"),
@@ -53,6 +55,34 @@ def common_cases(field: str) -> list[Case]:
         ("huge-integer", b'{"' + field.encode() + b'": ' + b"9" * 5000 + b"}", j, 400, "body"),
         ("plain-text", b"hello", "text/plain", 400, "body"),
         ("form", b"a=b", "application/x-www-form-urlencoded", 400, "body"),
+    ]
+
+
+def token_id_cases() -> list[Case]:
+    """OpenAI's token-id forms of `input`, broken every way: a 400 naming the item, never a 5xx."""
+    j = "application/json"
+    return [
+        ("ids-negative", as_json({"input": [[5, -5]]}), j, 400, "input[0][1]"),
+        ("ids-huge", as_json({"input": [[2**70]]}), j, 400, "input[0][0]"),
+        ("ids-huge-flat", as_json({"input": [9 * 10**400]}), j, 400, "input[0]"),
+        ("ids-foreign", as_json({"input": [[101, 100257, 102]]}), j, 400, "input[0][1]"),
+        ("ids-float", as_json({"input": [1.5, 2]}), j, 400, "input[0]"),
+        ("ids-float-nested", as_json({"input": [[2, 3.0]]}), j, 400, "input[0][1]"),
+        ("ids-bool", as_json({"input": [[True]]}), j, 400, "input[0][0]"),
+        ("ids-bool-flat", as_json({"input": [False, 2]}), j, 400, "input[0]"),
+        ("ids-then-string", as_json({"input": [1, "a"]}), j, 400, "input[1]"),
+        ("string-then-id", as_json({"input": ["a", 1]}), j, 400, "input[1]"),
+        ("ids-then-int", as_json({"input": [[1], 2]}), j, 400, "input[1]"),
+        ("ids-null", as_json({"input": [[1, None]]}), j, 400, "input[0][1]"),
+        ("ids-empty", as_json({"input": [[]]}), j, 400, "input[0]"),
+        ("ids-one-empty", as_json({"input": [[1000], []]}), j, 400, "input[1]"),
+        ("ids-nested-deeper", as_json({"input": [[[1000]]]}), j, 400, "input[0][0]"),
+        ("ids-over-long", as_json({"input": [[1000] * 300], "truncate": False}), j, 400, "input[0]"),
+        ("ids-over-limit", as_json({"input": [[1000] * 20_001]}), j, 400, "input[0]"),
+        ("ids-2049-arrays", as_json({"input": [[1000]] * 2049}), j, 400, "input"),
+        # 2,048 arrays of 10,000 ids is ~100 MB of JSON: the body limit refuses it before it is read.
+        ("ids-2048x10000", as_json({"input": [[1000] * 10_000] * 2048}), j, 413, "body"),
+        ("ids-long-truncated", as_json({"input": [[1000] * 10_000]}), j, 200, None),
     ]
 
 
@@ -67,6 +97,7 @@ EMBEDDINGS_CASES: list[Case] = [
     ("dimensions-float", as_json({"input": "a", "dimensions": 1e300}), "application/json", 400, "dimensions"),
     ("truncate-string", as_json({"input": "a", "truncate": "maybe"}), "application/json", 400, "truncate"),
     ("user-long", as_json({"input": "a", "user": "u" * 1000}), "application/json", 400, "user"),
+    *token_id_cases(),
 ]
 EMBED_CASES: list[Case] = [
     *common_cases("inputs"),
