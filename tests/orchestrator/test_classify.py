@@ -257,3 +257,27 @@ def test_the_terminal_client(pipeline: Pipeline) -> None:
     assert [line.split()[0] for line in lines] == ["negative", "negative"]
     failed = subprocess.run([*command, "x" * 20_001], capture_output=True, text=True)
     assert failed.returncode == 1 and "texts[0]" in failed.stderr
+
+
+PRAISE = [
+    "The opening scenes are gorgeous and the cast is charming.",
+    "I loved the music in the first act, it was wonderful.",
+    "What a delightful, warm and funny beginning.",
+]
+COMPLAINTS = [
+    "Then it falls apart: the plot is boring and the dialogue is awful.",
+    "I regret paying for this, it was a terrible waste of an evening.",
+    "The ending is dreadful, lazy and insulting, the worst I have seen.",
+]
+
+
+def test_chunk_classifies_a_long_review_on_all_of_its_text(pipeline: Pipeline) -> None:
+    """Praise for its first 256 tokens and complaints for the rest: cut, it reads as praise; whole, it is
+    the complaint it mostly is."""
+    review = " ".join(PRAISE * 9 + COMPLAINTS * 30)
+    cut = classify(pipeline.orchestrator.url, {"text": review}).json()
+    assert cut["truncated"] == [0] and cut["chunked"] == []
+    assert cut["predictions"][0]["label"] == "positive"
+    whole = classify(pipeline.orchestrator.url, {"text": review, "chunk": True}).json()
+    assert whole["truncated"] == [] and whole["chunked"][0]["index"] == 0 and whole["chunked"][0]["windows"] > 4
+    assert whole["predictions"][0]["label"] == "negative"
