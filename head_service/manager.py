@@ -3,7 +3,13 @@
 Polls each base path; a new version is loaded and warmed up while the old one serves, becomes the
 "latest" atomically, and only then is the old one unloaded. Requests already running on the old
 version hold their own reference and finish. A version that fails to load is reported (state END
-with its error) and never replaces the serving one; it is retried when its directory changes."""
+with its error) and never replaces the serving one; it is retried when its directory changes.
+
+The set of models can change while serving (`reconfigure`, from a re-read config file): a model left
+out of the new list is unloaded the same way (running requests finish, new ones get NOT_FOUND; its
+status keeps its versions as END, as TF Serving's state monitor does), a new one is loaded, and a
+changed entry applies: labels and version policy at once, a new base path by loading its versions,
+each replacing the old path's only once it is available."""
 
 import asyncio
 import logging
@@ -78,6 +84,19 @@ class Model:
         self.unloaded: set[int] = set()
         self._ignored: set[str] = set()  # directories that name no version, each logged once
 
+    def reconfigure(self, config: model_server_config_pb2.ModelConfig) -> None:
+        """A changed entry for this model; the next `sync` loads and unloads by it."""
+        if config.base_path != self.config.base_path:
+            self.failed.clear()  # those were the old path's directories
+            self._ignored = set()
+        self.config = config
+        self.base_path = Path(config.base_path)
+
+    def unload_all(self) -> None:
+        """Removed from the config: every version unloaded (requests running on one hold it and finish)."""
+        self.unloaded |= set(self.loaded)
+        self.loaded = {}
+
     def resolve(self, version: int | None, label: str | None) -> Servable:
         if label is not None:
             if label not in self.config.version_labels:
@@ -122,8 +141,10 @@ class Model:
         self._ignored = ignored
         loadable = [v for v, found in on_disk.items() if v not in self.failed or self.failed[v].mtime != found.mtime]
         aspired = _aspired(self.config, loadable)
-        for version in sorted(aspired - set(self.loaded)):
-            await self._load(version, on_disk[version])
+        for version in sorted(aspired):
+            loaded = self.loaded.get(version)
+            if loaded is None or loaded.path.parent != self.base_path:  # not yet, or from a former base path
+                await self._load(version, on_disk[version])
         if not (aspired & set(self.loaded)):
             return  # nothing aspired could load: keep serving what there is
         for version in sorted(set(self.loaded) - _aspired(self.config, [*self.loaded, *loadable])):
@@ -150,23 +171,52 @@ class Model:
 class ModelManager:
     def __init__(self, configs: list[model_server_config_pb2.ModelConfig]) -> None:
         self.models = {config.name: Model(config) for config in configs}
+        self._removed: dict[str, Model] = {}  # left out of the config: only their status remains
+        self._lock = asyncio.Lock()  # one sync or reconfiguration at a time
 
     def model(self, name: str) -> Model:
+        """For status: a configured model, or one since removed (its versions END)."""
         if not name:
             raise invalid_argument("ModelSpec has no name specified.")
-        if name not in self.models:
+        found = self.models.get(name) or self._removed.get(name)
+        if found is None:
             raise not_found(f"Could not find any versions of model {name}")
-        return self.models[name]
+        return found
 
     def resolve(self, name: str, version: int | None, label: str | None) -> Servable:
         if name not in self.models:
             what = f"Specific({name}, {version})" if version is not None else f"Latest({name})"
             raise not_found(f"Servable not found for request: {what}")
-        return self.model(name).resolve(version, label)
+        return self.models[name].resolve(version, label)
 
     async def sync(self) -> None:
-        for model in self.models.values():
+        async with self._lock:
+            await self._sync()
+
+    async def _sync(self) -> None:
+        for model in list(self.models.values()):
             await model.sync()
+
+    async def reconfigure(self, configs: list[model_server_config_pb2.ModelConfig]) -> None:
+        """The whole model list replaced, as TF Serving's ReloadConfig does: models left out are unloaded,
+        new ones loaded (they answer once a version is available), changed ones updated."""
+        async with self._lock:
+            wanted = {config.name: config for config in configs}
+            for name in [name for name in self.models if name not in wanted]:
+                logger.info("%s: no longer in the model config, unloading it", name)
+                self._removed[name] = self.models.pop(name)
+                self._removed[name].unload_all()
+            for name, config in wanted.items():
+                model = self.models.get(name)
+                if model is None:
+                    logger.info("%s: added to the model config, loading it from %s", name, config.base_path)
+                    self.models[name] = Model(config)
+                    if name in self._removed:  # TF Serving still reports the versions it unloaded
+                        self.models[name].unloaded = self._removed.pop(name).unloaded
+                elif model.config != config:
+                    logger.info("%s: its model config changed, applying it", name)
+                    model.reconfigure(config)
+            await self._sync()
 
     def all_available(self) -> bool:
         return all(model.loaded for model in self.models.values())

@@ -10,6 +10,7 @@ from google.protobuf.message import Message
 from tensorflow_serving.config import model_server_config_pb2
 
 from head_service.config_protos import BatchingParameters, MonitoringConfig
+from head_service.config_reload import ConfigError, read_model_config
 
 # Ours alone: the stand-in binds loopback by default; the real binary always binds every interface.
 STAND_IN_ONLY_FLAGS = ("--host",)
@@ -24,6 +25,8 @@ class ServerOptions:
     rest_api_timeout_ms: int
     poll_wait_s: float
     models: list[model_server_config_pb2.ModelConfig]
+    model_config_file: Path | None  # re-read every config_poll_wait_s while serving, if that is > 0
+    config_poll_wait_s: float
     batching: Message | None  # BatchingParameters when --enable_batching
     prometheus_path: str | None
 
@@ -36,6 +39,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--model_name", default="default")
     p.add_argument("--model_base_path", default="")
     p.add_argument("--model_config_file", default="")
+    # TF Serving's flag is an int32; fractions (tests' 0.5 s) only work with the stand-in.
+    p.add_argument(
+        "--model_config_file_poll_wait_seconds",
+        type=float,
+        default=0.0,
+        help="re-read --model_config_file this often (0: read once, at start-up)",
+    )
     p.add_argument("--file_system_poll_wait_seconds", type=float, default=1.0)
     p.add_argument("--enable_batching", type=_flag_bool, nargs="?", const=True, default=False)
     p.add_argument("--batching_parameters_file", default="")
@@ -62,9 +72,10 @@ def _read_text_proto(path: str, message: Message) -> Message:
 def parse(argv: Sequence[str]) -> ServerOptions:
     args = parser().parse_args(argv)
     if args.model_config_file:
-        config = _read_text_proto(args.model_config_file, model_server_config_pb2.ModelServerConfig())
-        assert isinstance(config, model_server_config_pb2.ModelServerConfig)
-        models = list(config.model_config_list.config)
+        try:
+            models = read_model_config(Path(args.model_config_file)) or []
+        except ConfigError as exc:
+            raise SystemExit(f"cannot read {args.model_config_file}: {exc}") from exc
     elif args.model_base_path:
         models = [model_server_config_pb2.ModelConfig(name=args.model_name, base_path=args.model_base_path)]
     else:
@@ -91,6 +102,8 @@ def parse(argv: Sequence[str]) -> ServerOptions:
         rest_api_timeout_ms=args.rest_api_timeout_in_ms,
         poll_wait_s=args.file_system_poll_wait_seconds,
         models=models,
+        model_config_file=Path(args.model_config_file) if args.model_config_file else None,
+        config_poll_wait_s=args.model_config_file_poll_wait_seconds,
         batching=batching,
         prometheus_path=prometheus_path,
     )

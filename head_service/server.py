@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import grpc
 import uvicorn
 
+from head_service.config_reload import watch_model_config
 from head_service.grpc_api import add_services
 from head_service.manager import ModelManager
 from head_service.monitoring import Metrics
@@ -70,6 +71,10 @@ async def serve(options: ServerOptions) -> None:
     tasks: set[asyncio.Task[object]] = {asyncio.create_task(stopping.wait())}
     if options.poll_wait_s > 0:
         tasks.add(asyncio.create_task(manager.poll(options.poll_wait_s)))
+    if options.model_config_file is not None and options.config_poll_wait_s > 0:
+        tasks.add(
+            asyncio.create_task(watch_model_config(options.model_config_file, manager, options.config_poll_wait_s))
+        )
     rest = None
     if options.rest_api_port:
         app = create_rest_app(runner, options.prometheus_path, options.rest_api_timeout_ms / 1e3)

@@ -40,7 +40,7 @@ def export(encoder_dir: Path, head_dir: Path, output: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--encoder", type=Path, required=True, help="exported encoder directory")
-    parser.add_argument("--head", type=Path, required=True, help="head version directory, e.g. build/head/1")
+    parser.add_argument("--head", type=Path, required=True, help="head version directory, e.g. build/heads/sentiment/1")
     parser.add_argument("--output", type=Path, required=True, help="version directory to write (replaced if it exists)")
     args = parser.parse_args(argv)
     export(args.encoder, args.head, args.output)

@@ -1,5 +1,5 @@
 """The head's Keras model and its TF Serving export: signature `serving_default` (embeddings -> probabilities)
-and `labels` (the label names of this version), plus a warm-up record."""
+and `labels` (the label names of this version), plus a warm-up record and the version's held-out scores."""
 
 import json
 from pathlib import Path
@@ -12,6 +12,9 @@ import tf_keras as keras
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
 from head_service.servable import WARMUP_FILE
+
+# Inside the version directory, so the scores travel (and are replaced) with the weights they describe.
+METRICS_FILE = Path("assets.extra") / "metrics.json"
 
 
 def train_head(
@@ -65,4 +68,4 @@ def export_head(model: Any, labels: list[str], path: Path, model_name: str, metr
     log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
     with tf.io.TFRecordWriter(str(path / WARMUP_FILE)) as writer:
         writer.write(log.SerializeToString())
-    (path / "assets.extra" / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    (path / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")

@@ -1,7 +1,9 @@
-"""CLI: train the fastText-style head on encoder embeddings and export it as a TF Serving model version.
+"""CLI: train a named fastText-style head on encoder embeddings and export it as a TF Serving model version.
 
-The head is averaged (mean-pooled) sentence embedding -> optional small hidden layer -> softmax. The
-version directory carries its label names (a `labels` signature) and a warm-up record for TF Serving."""
+A head is averaged (mean-pooled) sentence embedding -> optional small hidden layer -> softmax. `--head NAME`
+names it: the data set models/data/NAME/{train,test}.tsv, the base path build/heads/NAME and the model name
+in the warm-up record (each overridable but the last). The version directory carries its label names (a
+`labels` signature), a warm-up record for TF Serving and its held-out scores (assets.extra/metrics.json)."""
 
 import argparse
 import json
@@ -16,8 +18,14 @@ import numpy.typing as npt
 
 from models.staging import staged
 
-DEFAULT_DATA = Path(__file__).parent / "data" / "sentiment"
+DATA = Path(__file__).parent / "data"
+HEADS_DIR = Path("build") / "heads"
+# The heads whose data sets ship in models/data/ (the Makefile's HEADS and the models image train each).
+# One set of training defaults serves them all; a head that needed its own would get them here.
+SHIPPED_HEADS = ("sentiment", "topic")
 EMBED_BATCH = 32
+# A directory name and a TF Serving model name (also a URL path segment): no dots, slashes or upper case.
+HEAD_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -89,25 +97,62 @@ def next_version(base: Path) -> int:
     return max(versions, default=0) + 1
 
 
+@dataclass(frozen=True)
+class HeadPaths:
+    train: Path
+    test: Path
+    output: Path
+
+
+def head_paths(name: str, train: Path | None = None, test: Path | None = None, output: Path | None = None) -> HeadPaths:
+    """The head's data files and base path: those given, else models/data/NAME/{train,test}.tsv and
+    build/heads/NAME (relative to the working directory). ValueError names a default data file that is missing."""
+    defaults = {"train": DATA / name / "train.tsv", "test": DATA / name / "test.tsv"}
+    for split, given in (("train", train), ("test", test)):
+        if given is None and not defaults[split].is_file():
+            shipped = ", ".join(SHIPPED_HEADS)
+            raise ValueError(f"--{split}: no {defaults[split]}; pass --{split} (heads with data sets here: {shipped})")
+    return HeadPaths(train or defaults["train"], test or defaults["test"], output or HEADS_DIR / name)
+
+
+def head_name(value: str) -> str:
+    """argparse type of --head: a name safe as a directory and as a TF Serving model name."""
+    if not HEAD_NAME.fullmatch(value):
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: a head name is 1-64 lowercase letters, digits, '-' and '_', starting with a letter or digit"
+        )
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--train", type=Path, default=DEFAULT_DATA / "train.tsv", help="TSV or JSONL")
-    parser.add_argument("--test", type=Path, default=DEFAULT_DATA / "test.tsv", help="held-out TSV or JSONL")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--head",
+        type=head_name,
+        required=True,
+        help=f"the head's name, also its TF Serving model name (shipped: {', '.join(SHIPPED_HEADS)})",
+    )
+    parser.add_argument("--train", type=Path, help="TSV or JSONL (default: models/data/HEAD/train.tsv)")
+    parser.add_argument("--test", type=Path, help="held-out TSV or JSONL (default: models/data/HEAD/test.tsv)")
     parser.add_argument("--encoder", type=Path, default=Path("build/encoder"), help="exported encoder directory")
-    parser.add_argument("--output", type=Path, default=Path("build/head"), help="TF Serving model base path")
+    parser.add_argument("--output", type=Path, help="TF Serving model base path (default: build/heads/HEAD)")
     parser.add_argument("--version", type=int, help="version number (default: the next one under --output)")
-    parser.add_argument("--model-name", default="head", help="model name in the warm-up record")
     parser.add_argument("--hidden", type=int, default=0, help="hidden layer units (0: none)")
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    try:
+        paths = head_paths(args.head, args.train, args.test, args.output)
+    except ValueError as error:
+        parser.error(str(error))
+    output = paths.output
 
-    train, test = read_examples(args.train), read_examples(args.test)
+    train, test = read_examples(paths.train), read_examples(paths.test)
     label_names = sorted(set(train.labels))
     unknown = sorted(set(test.labels) - set(label_names))
     if len(label_names) < 2 or unknown:
-        sys.exit(f"need at least 2 labels in {args.train}, and no test label missing from it (missing: {unknown})")
-    print(f"{len(train.texts)} training and {len(test.texts)} held-out examples, labels {label_names}")
+        sys.exit(f"need at least 2 labels in {paths.train}, and no test label missing from it (missing: {unknown})")
+    print(f"head {args.head}: {len(train.texts)} training, {len(test.texts)} held-out examples, labels {label_names}")
     x_train, x_test = embed(train.texts, args.encoder), embed(test.texts, args.encoder)
     y_train = np.array([label_names.index(label) for label in train.labels])
     y_test = np.array([label_names.index(label) for label in test.labels])
@@ -120,20 +165,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     f1 = macro_f1(y_test, predicted, len(label_names))
     print(f"held-out accuracy {accuracy:.4f}, macro F1 {f1:.4f}")
 
-    version = args.version or next_version(args.output)
-    if (args.output / str(version)).exists():
-        sys.exit(f"{args.output / str(version)} exists: versions are immutable, pick another --version")
-    with staged(args.output / str(version)) as staging:
+    version = args.version or next_version(output)
+    if (output / str(version)).exists():
+        sys.exit(f"{output / str(version)} exists: versions are immutable, pick another --version")
+    with staged(output / str(version)) as staging:
         metrics = {
+            "head": args.head,
             "accuracy": accuracy,
             "macro_f1": f1,
             "labels": label_names,
+            "hidden": args.hidden,
+            "epochs": args.epochs,
             "seed": args.seed,
             "train_examples": len(train.texts),
             "test_examples": len(test.texts),
         }
-        export_head(model, label_names, staging, args.model_name, metrics)
-    print(f"exported version {version} to {args.output / str(version)}")
+        export_head(model, label_names, staging, args.head, metrics)
+    print(f"exported head {args.head} version {version} to {output / str(version)}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""HTTP route: POST /classify, texts in, one prediction per text out."""
+"""HTTP routes: POST /classify (texts in, each head's prediction per text out) and GET /v1/heads."""
 
 from typing import Any
 
@@ -6,13 +6,13 @@ import numpy as np
 import orjson
 from fastapi import APIRouter, Request, Response
 
-from orchestrator.deps import CoalescerDep
+from orchestrator.deps import CoalescerDep, RegistryDep
+from orchestrator.heads import HEAD_NAME, HeadRegistry
 from orchestrator.pipeline import Classified
-from orchestrator.schemas import ClassifyRequest, ClassifyResponse
-from orchestrator.settings import OrchestratorSettings
+from orchestrator.schemas import ClassifyRequest, ClassifyResponse, HeadList, MultiHeadResponse
 from service_common.deadline import DeadlineDep
 from service_common.disconnect import unless_disconnected
-from service_common.errors import InvalidRequestError
+from service_common.errors import InvalidRequestError, ServiceError
 
 router = APIRouter()
 
@@ -24,26 +24,104 @@ def _texts(body: ClassifyRequest) -> tuple[list[str], str]:
     return ([body.text], "text") if body.text is not None else (body.texts or [], "texts")
 
 
-def response_body(classified: Classified, model_name: str) -> dict[str, Any]:
-    """The /classify answer (perf/'s monolith answers with it too, so both send the same bytes)."""
+def _heads(body: ClassifyRequest, registry: HeadRegistry) -> tuple[str, ...]:
+    """The heads asked for, checked: a 400 for a malformed selection, a 404 for a head not served, and
+    (for `head`, or no head: the default) a 502 or 503 when that head cannot answer."""
+    if body.head is not None and body.heads is not None:
+        raise InvalidRequestError("send `head` (one name) or `heads` (a list), not both", param="heads")
+    if body.heads is None:
+        name = body.head if body.head is not None else registry.default
+        _check_name(name, "head")
+        return (registry.check(name, "head").name,)
+    served = len(registry.heads)
+    if not body.heads or len(body.heads) > served:
+        raise InvalidRequestError(f"heads must name 1 to {served} of the served heads", param="heads")
+    for index, name in enumerate(body.heads):
+        param = f"heads[{index}]"
+        _check_name(name, param)
+        if name in body.heads[:index]:
+            raise InvalidRequestError(f"{param}: {name!r} is named twice", param=param, code="duplicate_head")
+        if registry.get(name) is None:
+            registry.check(name, param)  # raises its 404
+    return tuple(body.heads)
+
+
+def _check_name(name: str, param: str) -> None:
+    if not HEAD_NAME.fullmatch(name):
+        raise InvalidRequestError(
+            f"{param}: {name[:64]!r} is not a head name (1-64 letters, digits, - and _)",
+            param=param,
+            code="invalid_head",
+        )
+
+
+def predictions(classified: Classified) -> list[dict[str, Any]]:
     probabilities, names = classified.probabilities, classified.labels
     best = np.argmax(probabilities, axis=1).tolist()
-    predictions = [  # float32 scalars: orjson writes their shortest form (0.9965311, not 0.996531069278717)
+    return [  # float32 scalars: orjson writes their shortest form (0.9965311, not 0.996531069278717)
         {"label": names[b], "score": row[b], "scores": dict(zip(names, row, strict=True))}
         for b, row in zip(best, probabilities, strict=True)
     ]
+
+
+def _model(classified: Classified) -> dict[str, str]:
+    return {"name": classified.head, "version": str(classified.version)}
+
+
+def response_body(classified: Classified, truncated: list[int], chunked: list[tuple[int, int]]) -> dict[str, Any]:
+    """The one-head /classify answer (perf/'s monolith answers with it too, so both send the same bytes)."""
     return {
-        "predictions": predictions,
-        "model": {"name": model_name, "version": str(classified.version)},
-        "truncated": classified.truncated,
-        "chunked": [{"index": index, "windows": windows} for index, windows in classified.chunked],
+        "predictions": predictions(classified),
+        "model": _model(classified),
+        "truncated": truncated,
+        "chunked": [{"index": index, "windows": windows} for index, windows in chunked],
     }
 
 
-@router.post("/classify", response_model=ClassifyResponse)
-async def classify(body: ClassifyRequest, coalescer: CoalescerDep, deadline: DeadlineDep, request: Request) -> Response:
-    settings: OrchestratorSettings = request.app.state.settings
+@router.post("/classify", response_model=ClassifyResponse | MultiHeadResponse)
+async def classify(
+    body: ClassifyRequest, coalescer: CoalescerDep, registry: RegistryDep, deadline: DeadlineDep, request: Request
+) -> Response:
     texts, field = _texts(body)
-    classified = await unless_disconnected(request, coalescer.classify(texts, deadline, field, chunk=body.chunk))
-    content = orjson.dumps(response_body(classified, settings.head_model_name), option=orjson.OPT_SERIALIZE_NUMPY)
-    return Response(content, media_type="application/json")
+    heads = _heads(body, registry)
+    answer = await unless_disconnected(request, coalescer.classify(texts, deadline, field, heads, chunk=body.chunk))
+    if body.heads is None:
+        result = answer.heads[heads[0]]
+        if isinstance(result, ServiceError):
+            raise result
+        content: dict[str, Any] = response_body(result, answer.truncated, answer.chunked)
+    else:
+        content = {
+            "heads": {
+                name: result.body()
+                if isinstance(result, ServiceError)
+                else {"model": _model(result), "predictions": predictions(result)}
+                for name, result in answer.heads.items()
+            },
+            "truncated": answer.truncated,
+            "chunked": [{"index": index, "windows": windows} for index, windows in answer.chunked],
+        }
+    return Response(orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
+
+
+@router.get("/v1/heads")
+async def list_heads(registry: RegistryDep) -> HeadList:
+    """Every head TF Serving serves now, from its own status and metadata (refreshed every second)."""
+    return HeadList.model_validate(
+        {
+            "input_dimension": registry.encoder_dimension,
+            "heads": [
+                {
+                    "name": head.name,
+                    "default": head.name == registry.default,
+                    "ready": head.problem is None,
+                    "problem": head.problem,
+                    "versions": [
+                        {"version": v.version, "labels": v.labels, "input_dimension": v.input_dimension}
+                        for v in head.versions
+                    ],
+                }
+                for head in registry.heads
+            ],
+        }
+    )

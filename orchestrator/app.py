@@ -3,6 +3,7 @@
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
 
@@ -12,6 +13,7 @@ from orchestrator.clients.head import HeadClient
 from orchestrator.clients.head_grpc import HeadGrpcClient
 from orchestrator.clients.head_rest import HeadRestClient
 from orchestrator.coalescer import Coalescer
+from orchestrator.heads import HeadRegistry
 from orchestrator.labels import LabelCatalog
 from orchestrator.pipeline import Pipeline
 from orchestrator.readiness import DownstreamMonitor
@@ -26,7 +28,8 @@ async def _drain_when(stopping: asyncio.Event, coalescer: Coalescer, grace_s: fl
 
 
 def create_app(settings: OrchestratorSettings) -> FastAPI:
-    monitor = DownstreamMonitor(settings.ready_interval_s, settings.ready_timeout_s)
+    registry = HeadRegistry(Path(settings.head_config_file), settings.default_head)
+    monitor = DownstreamMonitor(registry, settings.ready_interval_s, settings.ready_timeout_s)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -35,7 +38,7 @@ def create_app(settings: OrchestratorSettings) -> FastAPI:
             head: HeadClient = await stack.enter_async_context(
                 HeadGrpcClient(settings) if settings.head_protocol == "grpc" else HeadRestClient(settings)
             )
-            pipeline = Pipeline(embedding, head, LabelCatalog(head, settings.head_timeout_s))
+            pipeline = Pipeline(embedding, head, LabelCatalog(head, settings.head_timeout_s), registry)
             app.state.coalescer = coalescer = Coalescer(
                 pipeline,
                 max_batch_texts=settings.max_batch_texts,
@@ -49,4 +52,6 @@ def create_app(settings: OrchestratorSettings) -> FastAPI:
             await cancel(draining)
             await coalescer.aclose(grace_s=0)  # before the clients it calls are closed
 
-    return service_app("Orchestrator", settings, lifespan, monitor.not_ready_reason, router)
+    app = service_app("Orchestrator", settings, lifespan, monitor.not_ready_reason, router)
+    app.state.heads = registry
+    return app

@@ -17,6 +17,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("texts", nargs="*", help="texts to classify (default: lines of stdin)")
     p.add_argument("--url", default=os.environ.get("ORCHESTRATOR_URL", "http://127.0.0.1:8080"))
     p.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
+    p.add_argument(
+        "--head", help="the head to ask (default: the orchestrator's default head; GET /v1/heads lists them)"
+    )
     return p
 
 
@@ -38,7 +41,8 @@ def main() -> int:
     with httpx.Client(base_url=args.url, timeout=args.timeout) as client:
         for batch in _batches(args.texts):
             try:
-                response = client.post("/classify", json={"texts": batch})
+                body = {"texts": batch} if args.head is None else {"texts": batch, "head": args.head}
+                response = client.post("/classify", json=body)
             except httpx.HTTPError as exc:
                 print(f"error: cannot reach the orchestrator at {args.url}: {exc}", file=sys.stderr)
                 return 2
@@ -49,8 +53,7 @@ def main() -> int:
                     message = response.text[:500]
                 print(f"error {response.status_code}: {message}", file=sys.stderr)
                 return 1
-            body = response.json()
-            for text, prediction in zip(batch, body["predictions"], strict=True):
+            for text, prediction in zip(batch, response.json()["predictions"], strict=True):
                 scores = "  ".join(f"{label}={score:.3f}" for label, score in prediction["scores"].items())
                 print(f"{prediction['label']:<10} {prediction['score']:.3f}  [{scores}]  {text}")
     return 0

@@ -1,4 +1,4 @@
-"""Coalescer: concurrent /classify requests share one embedding call and one head call.
+"""Coalescer: concurrent /classify requests share one embedding call, then one head call per head named.
 
 Each hop call has a fixed cost (an HTTP or gRPC round trip, JSON and protobuf work, a connection-pool
 walk) that, per request, would cost the two CPU cores the encoder needs; merged, 64 concurrent
@@ -18,12 +18,12 @@ import logging
 from collections import deque
 from dataclasses import dataclass, field
 
-from orchestrator.clients.embedding import EmbeddingRefusedError
+from orchestrator.clients.embedding import Embedded, EmbeddingRefusedError
 from orchestrator.limits import check_texts
 from orchestrator.metrics import COALESCED_REQUESTS, COALESCER_QUEUE_TEXTS
-from orchestrator.pipeline import Classified, Pipeline
+from orchestrator.pipeline import Answer, Classified, Pipeline
 from service_common.deadline import Deadline
-from service_common.errors import DeadlineExceededError, OverloadedError, UnavailableError
+from service_common.errors import DeadlineExceededError, OverloadedError, ServiceError, UnavailableError
 from service_common.logs import request_id_var
 
 logger = logging.getLogger(__name__)
@@ -39,11 +39,12 @@ _WAITING_ON = {
 class _Job:
     texts: list[str]
     texts_field: str  # `text` or `texts`: how errors name them
+    heads: tuple[str, ...]  # the heads it asks, in its order
     chunk: bool  # long texts embedded whole: only requests that agree on it share a call
     size_bytes: int  # the texts' share of an embedding call's body
     deadline: Deadline
     request_id: str
-    future: asyncio.Future[Classified]
+    future: asyncio.Future[Answer]
     stage: list[str] = field(default_factory=lambda: ["queue"])  # shared with the other jobs of its batch
 
 
@@ -58,16 +59,19 @@ class Coalescer:
         self._in_flight: dict[asyncio.Task[None], list[_Job]] = {}
         self._closing = False
 
-    async def classify(self, texts: list[str], deadline: Deadline, field: str, *, chunk: bool = False) -> Classified:
+    async def classify(
+        self, texts: list[str], deadline: Deadline, field: str, heads: tuple[str, ...], *, chunk: bool = False
+    ) -> Answer:
         """`field` is how the caller sent the texts (`text` or `texts`), for errors naming one of them;
-        `chunk`: texts over the encoder's max length are classified on all of their text."""
+        each of `heads` answers for every text; `chunk`: texts over the encoder's max length are classified
+        on all of their text."""
         if self._closing:
             raise UnavailableError("the orchestrator is shutting down", code="shutting_down")
         size_bytes = check_texts(texts, field, self._pipeline.embedding.limits, self._max_queue_texts)
         if self._queued_texts + len(texts) > self._max_queue_texts:
             raise OverloadedError(f"the orchestrator has {self._queued_texts} texts queued; retry shortly")
         future = asyncio.get_running_loop().create_future()
-        job = _Job(texts, field, chunk, size_bytes, deadline, request_id_var.get(), future)
+        job = _Job(texts, field, heads, chunk, size_bytes, deadline, request_id_var.get(), future)
         self._queue.append(job)
         self._queued_texts += len(texts)
         self._dispatch()
@@ -144,19 +148,43 @@ class Coalescer:
         texts = [text for job in jobs for text in job.texts]
         try:
             embedded = await self._pipeline.embed(texts, deadline, chunk=jobs[0].chunk)
-            stage[0] = "head"
-            classified = await self._pipeline.score(embedded, deadline)
         except EmbeddingRefusedError as refusal:
             await self._refused(jobs, refusal)
             return
         except Exception as exc:
             _deliver_error(jobs, exc)
             return
-        start = 0
+        stage[0] = "head"
+        await self._score(jobs, embedded, deadline)
+
+    async def _score(self, jobs: list[_Job], embedded: Embedded, deadline: Deadline) -> None:
+        """One Predict per head that any of the jobs names, all at once, each on the rows of the jobs that
+        name it; a head that fails fails only its own part of each answer."""
+        spans, start = [], 0
         for job in jobs:
-            if not job.future.done():
-                job.future.set_result(classified.rows(start, start + len(job.texts)))
+            spans.append(range(start, start + len(job.texts)))
             start += len(job.texts)
+        wanted = list(dict.fromkeys(head for job in jobs for head in job.heads))
+        calls = []
+        for head in wanted:
+            rows = [row for job, span in zip(jobs, spans, strict=True) if head in job.heads for row in span]
+            vectors = embedded.vectors if len(rows) == len(embedded.vectors) else embedded.vectors[rows]
+            calls.append(self._pipeline.score(head, vectors, deadline))
+        results = dict(zip(wanted, await asyncio.gather(*calls, return_exceptions=True), strict=True))
+        offsets = dict.fromkeys(wanted, 0)
+        for job, span in zip(jobs, spans, strict=True):
+            answers: dict[str, Classified | ServiceError] = {}
+            for head in job.heads:
+                result = results[head]
+                if isinstance(result, Classified):
+                    answers[head] = result.rows(offsets[head], offsets[head] + len(span))
+                else:
+                    answers[head] = _as_service_error(result)
+                offsets[head] += len(span)
+            if not job.future.done():
+                truncated = [i - span.start for i in embedded.truncated if i in span]
+                chunked = [(i - span.start, n) for i, n in embedded.chunked if i in span]
+                job.future.set_result(Answer(answers, truncated, chunked))
 
     async def _refused(self, jobs: list[_Job], refusal: EmbeddingRefusedError) -> None:
         """Only the request whose text was refused gets the error, in its own terms; the others go again
@@ -177,6 +205,13 @@ class Coalescer:
         half = len(jobs) // 2
         await self._run(jobs[:half])
         await self._run(jobs[half:])
+
+
+def _as_service_error(error: BaseException) -> ServiceError:
+    if isinstance(error, ServiceError):
+        return error
+    logger.error("a head call failed unexpectedly", exc_info=error)
+    return ServiceError("the head call failed unexpectedly", code="internal")
 
 
 def _deliver_error(jobs: list[_Job], error: BaseException) -> None:

@@ -5,6 +5,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from orchestrator.coalescer import Coalescer
+from orchestrator.heads import HeadRegistry
 
 
 async def get_coalescer(request: Request) -> Coalescer:
@@ -12,4 +13,10 @@ async def get_coalescer(request: Request) -> Coalescer:
     return coalescer
 
 
+async def get_registry(request: Request) -> HeadRegistry:
+    registry: HeadRegistry = request.app.state.heads
+    return registry
+
+
 CoalescerDep = Annotated[Coalescer, Depends(get_coalescer)]
+RegistryDep = Annotated[HeadRegistry, Depends(get_registry)]

@@ -14,7 +14,7 @@ HOP_ERRORS_TOTAL = Counter(
     "orchestrator_hop_errors_total", "Failed calls from the orchestrator, by hop and kind", ["hop", "kind"]
 )
 HOP_RETRIES_TOTAL = Counter("orchestrator_hop_retries_total", "Calls retried after a connection failure", ["hop"])
-CLASSIFIED_TEXTS_TOTAL = Counter("orchestrator_classified_texts_total", "Texts classified")
+CLASSIFIED_TEXTS_TOTAL = Counter("orchestrator_classified_texts_total", "Texts classified, by head", ["head"])
 COALESCER_QUEUE_TEXTS = Gauge("orchestrator_queue_texts", "Texts waiting for a hop-call slot")
 COALESCED_REQUESTS = Histogram(
     "orchestrator_requests_per_call", "/classify requests sharing one embedding call", buckets=(1, 2, 4, 8, 16, 32, 64)

@@ -1,24 +1,26 @@
 """DownstreamMonitor: checks both hops once a second, so /readyz answers at once and says what is wrong.
 
-Each check also reads the label names of a newly available head version before the first request
-needs them, and (over REST) moves the pinned version forward."""
+Each check also refreshes the head registry: the heads in TF Serving's config, their available versions,
+each new version's input dimension and label names (read before the first request needs them), and
+(over REST) the pinned versions. Ready means: the embedding service is, and the default head can answer;
+another head's problem is reported in /v1/heads and fails only the requests that name it."""
 
 import asyncio
 import logging
 
 from orchestrator.clients.embedding import EmbeddingClient
+from orchestrator.heads import HeadRegistry
 from orchestrator.pipeline import Pipeline
-from service_common.deadline import Deadline
-from service_common.errors import ServiceError, UnavailableError
+from service_common.errors import ServiceError
 
 logger = logging.getLogger(__name__)
 
 
 class DownstreamMonitor:
-    def __init__(self, interval_s: float, timeout_s: float) -> None:
+    def __init__(self, heads: HeadRegistry, interval_s: float, timeout_s: float) -> None:
+        self.heads = heads
         self.interval_s = interval_s
         self.timeout_s = timeout_s
-        self.version: int | None = None
         self._dimensions: int | None = None  # read again whenever the embedding service was not ready
         self._reason: str | None = "the downstream services have not been checked yet"
 
@@ -28,21 +30,15 @@ class DownstreamMonitor:
     async def check(self, pipeline: Pipeline) -> None:
         try:
             dimensions = await self._embedding_dimensions(pipeline.embedding)
-            version = await pipeline.head.available_version(self.timeout_s)
-            if version is None:
-                raise UnavailableError("the head has no available model version")
-            await pipeline.labels.names(version, dimensions, Deadline(self.timeout_s))
-            reason = None
+            await self.heads.refresh(pipeline.head, pipeline.labels, dimensions, self.timeout_s)
+            reason = self.heads.not_ready_reason()
         except ServiceError as exc:
-            reason, version = exc.message, None
+            reason = exc.message
         if reason != self._reason:
             if reason is None:
                 logger.info("ready")
             else:
                 logger.warning("not ready: %s", reason)
-        if version is not None and version != self.version:
-            logger.info("head version %d is available", version)
-            self.version = version
         self._reason = reason
 
     async def _embedding_dimensions(self, embedding: EmbeddingClient) -> int:

@@ -8,12 +8,15 @@ Text = Annotated[StrictStr, Field(min_length=1)]
 
 
 class ClassifyRequest(BaseModel):
-    """Exactly one of `text` (one text) and `texts` (a batch); counts and lengths are bounded by settings."""
+    """Exactly one of `text` (one text) and `texts` (a batch); counts and lengths are bounded by settings.
+    At most one of `head` (one head) and `heads` (several, from one embedding); neither: the default head."""
 
     model_config = ConfigDict(extra="forbid")
 
     texts: list[Text] | None = Field(None, min_length=1)
     text: Text | None = None
+    head: StrictStr | None = None
+    heads: list[StrictStr] | None = None
     chunk: bool = Field(False, description="classify texts over the encoder's max length on all of their text")
 
 
@@ -31,6 +34,39 @@ class ModelInfo(BaseModel):
 class Chunked(BaseModel):
     index: int
     windows: int
+
+
+class HeadAnswer(BaseModel):
+    """One head's part of a `heads` answer: its predictions, or its error (OpenAI's error shape)."""
+
+    model: ModelInfo | None = None
+    predictions: list[Prediction] | None = None
+    error: dict[str, str | None] | None = None
+
+
+class MultiHeadResponse(BaseModel):
+    heads: dict[str, HeadAnswer] = Field(description="one entry per head asked, in the order asked")
+    truncated: list[int]
+    chunked: list[Chunked]
+
+
+class HeadVersionInfo(BaseModel):
+    version: int
+    labels: list[str]
+    input_dimension: int | None
+
+
+class HeadInfo(BaseModel):
+    name: str
+    default: bool
+    ready: bool
+    problem: str | None = Field(description="why it cannot answer now; null when it can")
+    versions: list[HeadVersionInfo] = Field(description="the versions TF Serving has AVAILABLE, ascending")
+
+
+class HeadList(BaseModel):
+    heads: list[HeadInfo]
+    input_dimension: int | None = Field(description="the encoder's embedding size, which every head must take")
 
 
 class ClassifyResponse(BaseModel):

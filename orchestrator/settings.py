@@ -19,7 +19,11 @@ class OrchestratorSettings(ServiceSettings):
     head_protocol: Literal["grpc", "rest"] = Field("grpc", description="how to call the head (TF Serving)")
     head_grpc_target: str = Field("127.0.0.1:8500", description="the head's gRPC host:port")
     head_rest_url: str = Field("http://127.0.0.1:8501", description="the head's REST base URL")
-    head_model_name: str = Field("head", min_length=1, description="the TF Serving model name")
+    head_config_file: str = Field(
+        "head_service/tfserving/models.config",
+        description="TF Serving's model config file (text ModelServerConfig): the heads it serves, by name",
+    )
+    default_head: str = Field("sentiment", min_length=1, description="the head that answers when a request names none")
     head_timeout_s: float = Field(2.0, gt=0, description="budget of one head call")
     connect_retries: int = Field(2, ge=0, le=10, description="retries of a hop that could not be reached")
     retry_backoff_ms: float = Field(50.0, ge=0, description="first retry's backoff ceiling; doubles, full jitter")

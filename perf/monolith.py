@@ -1,7 +1,8 @@
 """Scheme 1, the baseline the split pipeline must beat: one web process holding tokenizer, encoder and head,
 one unbatched model call per request, as in the common "Flask + model.predict" deployment.
 
-`python -m perf.monolith --port P --encoder build/encoder --head build/head/1 [--xla]`; answers POST /classify
+`python -m perf.monolith --port P --encoder build/encoder --head build/heads/sentiment/1 [--xla]`; answers
+POST /classify
 as the orchestrator does, so the benchmark sends both the same requests."""
 
 import argparse
@@ -28,7 +29,7 @@ from orchestrator.api import response_body
 from orchestrator.pipeline import Classified
 from orchestrator.schemas import ClassifyRequest
 from stack.procs import LOOPBACK
-from stack.services import HEAD_MODEL_NAME
+from stack.services import DEFAULT_HEAD
 
 
 class Monolith:
@@ -53,7 +54,7 @@ class Monolith:
         tokenized = self._tokenizer(texts)
         probabilities = self._scores([t.ids for t in tokenized])
         truncated = [i for i, t in enumerate(tokenized) if t.truncated]
-        return response_body(Classified(probabilities, self._labels, self._version, truncated, []), HEAD_MODEL_NAME)
+        return response_body(Classified(DEFAULT_HEAD, probabilities, self._labels, self._version), truncated, [])
 
     def _scores(self, ids: list[npt.NDArray[np.int32]]) -> npt.NDArray[np.float32]:
         embeddings = np.stack([e.sentence for e in self._encoder(ids)])
@@ -94,7 +95,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--encoder", type=Path, required=True, help="exported encoder directory")
-    parser.add_argument("--head", type=Path, required=True, help="one head version, e.g. build/head/1")
+    parser.add_argument("--head", type=Path, required=True, help="one head version, e.g. build/heads/sentiment/1")
     parser.add_argument("--xla", action="store_true", help="XLA-compile the encoder, as the embedding service does")
     args = parser.parse_args()
     app = create_app(args.encoder, args.head, xla=args.xla)

@@ -460,21 +460,29 @@ def _markdown(report: dict[str, Any], phases: list[Phase]) -> str:
 
 
 def _start(work: Path, xla: str) -> Drill:
-    head_base = work / "head"
-    shutil.copytree(REPO / "build" / "head" / "1", head_base / "1")
+    heads = work / "heads"
+    for name in services.HEADS:
+        shutil.copytree(REPO / "build" / "heads" / name / "1", heads / name / "1")
     embedding = services.embedding(
         free_port(), REPO / "build" / "encoder", xla=xla, log_level="warning", graceful_shutdown_s=str(GRACE_S)
     )
     grpc_port, rest_port = free_port(), free_port()
-    head = services.head(grpc_port, rest_port, head_base, "--file_system_poll_wait_seconds", "0.5")
+    head_config = work / "heads.config"
+    head = services.head(grpc_port, rest_port, heads, head_config, "--file_system_poll_wait_seconds", "0.5")
     orchestrator = services.orchestrator(
-        free_port(), embedding.url, grpc_port, rest_port, log_level="warning", graceful_shutdown_s=str(GRACE_S)
+        free_port(),
+        embedding.url,
+        grpc_port,
+        rest_port,
+        log_level="warning",
+        graceful_shutdown_s=str(GRACE_S),
+        head_config_file=str(head_config),
     )
     drill = Drill(
         Restartable(embedding, work / "embedding.log"),
         Restartable(head, work / "head.log"),
         Restartable(orchestrator, work / "orchestrator.log"),
-        head_base=head_base,
+        head_base=heads / services.DEFAULT_HEAD,
         work=work,
         xla=xla,
         port=int(orchestrator.url.rsplit(":", 1)[1]),

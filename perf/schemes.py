@@ -16,9 +16,10 @@ from embedding_service.tokenizer import Tokenizer
 from perf.loadgen import Hop, Route, http_request, one_hop
 from stack import services as stack_services
 from stack.procs import LOOPBACK, free_port
-from stack.services import HEAD_MODEL_NAME, Service
+from stack.services import DEFAULT_HEAD, Service
 
-PREDICT_PATH = f"/v1/models/{HEAD_MODEL_NAME}:predict"
+PREDICT_PATH = f"/v1/models/{DEFAULT_HEAD}:predict"
+WHOLE_PATH = "/v1/models/whole:predict"
 
 
 @dataclass(frozen=True)
@@ -33,14 +34,21 @@ class System:
         return self.key[0].isdigit()
 
 
-def services(build: Path, *, monolith_xla: bool) -> dict[str, Service]:
-    """Every server the systems need, on free loopback ports. The whole model is served by a second head
-    service (as TF Serving would serve it), under the head's model name."""
+def services(build: Path, configs: Path, *, monolith_xla: bool) -> dict[str, Service]:
+    """Every server the systems need, on free loopback ports, their TF Serving configs written under
+    `configs`. The whole model is served by a second head service (as TF Serving would serve it), as
+    model `whole`; the orchestrator asks the default head."""
     embedding = stack_services.embedding(free_port(), build / "encoder", log_level="warning")
     head_grpc, head_rest = free_port(), free_port()
-    head = stack_services.head(head_grpc, head_rest, build / "head")
-    whole = dataclasses.replace(stack_services.head(free_port(), free_port(), build / "whole"), name="whole")
-    orchestrator = stack_services.orchestrator(free_port(), embedding.url, head_grpc, head_rest, log_level="warning")
+    head_config = configs / "heads.config"
+    head = stack_services.head(head_grpc, head_rest, build / "heads", head_config)
+    stack_services.write_heads(configs / "whole.config", {"whole": build / "whole"})
+    whole = dataclasses.replace(
+        stack_services.tfserving(free_port(), free_port(), configs / "whole.config"), name="whole"
+    )
+    orchestrator = stack_services.orchestrator(
+        free_port(), embedding.url, head_grpc, head_rest, log_level="warning", head_config_file=str(head_config)
+    )
     found = {s.name: s for s in (embedding, head, whole, orchestrator, _monolith(build, "monolith", xla=False))}
     if monolith_xla:
         found["monolith-xla"] = _monolith(build, "monolith-xla", xla=True)
@@ -49,7 +57,14 @@ def services(build: Path, *, monolith_xla: bool) -> dict[str, Service]:
 
 def _monolith(build: Path, name: str, *, xla: bool) -> Service:
     port = free_port()
-    args = ("--port", str(port), "--encoder", str(build / "encoder"), "--head", str(build / "head" / "1"))
+    args = (
+        "--port",
+        str(port),
+        "--encoder",
+        str(build / "encoder"),
+        "--head",
+        str(build / "heads" / DEFAULT_HEAD / "1"),
+    )
     return Service(name, "perf.monolith", f"http://{LOOPBACK}:{port}", "/readyz", (*args, *(("--xla",) * xla)))
 
 
@@ -74,7 +89,7 @@ def systems(found: Mapping[str, Service], texts: Sequence[str], encoder_dir: Pat
     ids = [t.ids.tolist() for t in Tokenizer(encoder_dir / TOKENIZER_DIR, manifest.max_seq_length)(list(texts))]
     classify = [_post("/classify", {"text": t}) for t in texts]
     embed = [_post("/v1/embeddings", {"input": t, "encoding_format": "base64"}) for t in texts]
-    whole = [_post(PREDICT_PATH, {"instances": [{"input_ids": i, "attention_mask": [1] * len(i)}]}) for i in ids]
+    whole = [_post(WHOLE_PATH, {"instances": [{"input_ids": i, "attention_mask": [1] * len(i)}]}) for i in ids]
     healthz = http_request("GET", "/healthz")
     port = {name: _port(service) for name, service in found.items()}
 

@@ -31,7 +31,7 @@ from perf.sentences import TEXT_MIXES, texts
 from perf.summary import Run
 from service_common.deadline import Deadline
 from stack.procs import LOOPBACK, rss_mb, server_env, start_module, stop, wait_until_ok
-from stack.services import Service
+from stack.services import DEFAULT_HEAD, Service
 
 OPEN_LOOP_TIMEOUT_S = 120.0  # long enough for an overloaded scheme to drain what it was sent
 
@@ -124,7 +124,7 @@ def _head_grpc_c1(target: str, plan: Plan) -> Measurement:
             row = np.zeros((1, 384), np.float32)
 
             async def call(_: int) -> None:
-                await client.predict(row, Deadline(5.0))
+                await client.predict(DEFAULT_HEAD, row, Deadline(5.0))
 
             return await run_closed_loop([call], requests=plan.run_requests, duration_s=plan.run_s)
 
@@ -165,7 +165,9 @@ def open_rates(runs: Sequence[Run], plan: Plan) -> list[float]:
 
 def run_suite(plan: Plan, mix: str, out: Path) -> dict[str, Any]:
     sample = texts(mix)  # type: ignore[arg-type]
-    found_services = services(REPO / "build", monolith_xla=plan.monolith_xla)
+    configs = out / "tfserving"
+    configs.mkdir(parents=True, exist_ok=True)
+    found_services = services(REPO / "build", configs, monolith_xla=plan.monolith_xla)
     schemes_per_round = 5 if plan.monolith_xla else 4
     open_count = len(plan.of_slowest) + len(plan.of_fastest)
     per_round = schemes_per_round * (len(plan.levels) + open_count) + 5

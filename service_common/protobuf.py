@@ -8,7 +8,7 @@ bytes on the wire are the same; fields we leave out are skipped by the parser as
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, wrappers_pb2
+from google.protobuf import any_pb2, descriptor_pb2, descriptor_pool, message_factory, wrappers_pb2
 from google.protobuf.message import Message
 
 _FIELD = descriptor_pb2.FieldDescriptorProto
@@ -75,7 +75,10 @@ def _add_field(message: descriptor_pb2.DescriptorProto, full_name: str, name: st
 
 def _descriptor(proto: ProtoFile) -> descriptor_pb2.FileDescriptorProto:
     file = descriptor_pb2.FileDescriptorProto(
-        name=proto.name, package=proto.package, syntax="proto3", dependency=["google/protobuf/wrappers.proto"]
+        name=proto.name,
+        package=proto.package,
+        syntax="proto3",
+        dependency=["google/protobuf/wrappers.proto", "google/protobuf/any.proto"],
     )
     parents: dict[str, descriptor_pb2.DescriptorProto] = {}
     for name, fields in proto.messages.items():
@@ -89,6 +92,7 @@ def build_messages(files: Sequence[ProtoFile]) -> dict[str, type[Message]]:
     """Message classes by full name ("tensorflow.serving.PredictRequest"); files in dependency order."""
     pool = descriptor_pool.DescriptorPool()
     pool.AddSerializedFile(wrappers_pb2.DESCRIPTOR.serialized_pb)
+    pool.AddSerializedFile(any_pb2.DESCRIPTOR.serialized_pb)
     dependencies: list[str] = []
     classes: dict[str, type[Message]] = {}
     for proto in files:

@@ -3,7 +3,7 @@
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,7 +94,24 @@ def constrained_server(
         yield GatedServer(server, gate)
 
 
-DEFAULT_HEAD = ROOT / "build" / "head"
+LEGACY_HEAD = ROOT / "build" / "head"  # before build/heads: one head, standing in for every shipped one
+
+
+def built_head(name: str) -> Path:
+    """A shipped head's built base path (version 1 in it), to copy from, never to serve or change."""
+    built = stack_services.DEFAULT_HEADS_ROOT / name
+    if (built / "1" / "saved_model.pb").is_file():
+        return built
+    if (LEGACY_HEAD / "1" / "saved_model.pb").is_file():  # a build/ from before `make models` built build/heads
+        return LEGACY_HEAD
+    pytest.fail(f"{built}/1 is missing: run `make models` (make test does)")
+
+
+def copy_heads(heads_root: Path, heads: Iterable[str] = stack_services.HEADS) -> Path:
+    """Version 1 of each head copied to `heads_root`/<name>/1: a heads root a test may change."""
+    for name in heads:
+        shutil.copytree(built_head(name) / "1", heads_root / name / "1")
+    return heads_root
 
 
 @dataclass(frozen=True)
@@ -102,31 +119,51 @@ class HeadServer:
     process: subprocess.Popen[bytes]
     grpc_target: str
     rest_url: str
-    base_path: Path
+    heads_root: Path  # each head's base path is heads_root/<name>
+    config_path: Path  # its model config, re-read every 0.5 s: edit it with stack.services.write_heads
+
+    @property
+    def base_path(self) -> Path:
+        """The default head's base path."""
+        return self.heads_root / stack_services.DEFAULT_HEAD
 
 
 @contextmanager
-def running_head(base_path: Path, log: Path, *extra: str) -> Iterator[HeadServer]:
-    """The head service (stand-in) on free ports, serving model `head` from `base_path`."""
+def running_head(
+    heads_root: Path,
+    log: Path,
+    *extra: str,
+    heads: Iterable[str] = stack_services.HEADS,
+    config_path: Path | None = None,
+) -> Iterator[HeadServer]:
+    """The head service (stand-in) on free ports, serving `heads` from `heads_root`/<name>; its model config
+    is written to `config_path` (default: beside the log) and, like the base paths, polled every 0.5 s."""
+    config_path = config_path or log.with_suffix(".models.config")
     grpc_port, rest_port = free_port(), free_port()
-    service = stack_services.head(grpc_port, rest_port, base_path, "--file_system_poll_wait_seconds", "0.5", *extra)
+    service = stack_services.head(
+        grpc_port,
+        rest_port,
+        heads_root,
+        config_path,
+        *("--file_system_poll_wait_seconds", "0.5", *extra),
+        heads=heads,
+        config_poll_wait_s=0.5,
+    )
     with running(service, log) as server:
-        yield HeadServer(server.process, f"{LOOPBACK}:{grpc_port}", service.url, base_path)
+        yield HeadServer(server.process, f"{LOOPBACK}:{grpc_port}", service.url, heads_root, config_path)
 
 
 @pytest.fixture(scope="session")
 def default_head() -> Path:
-    if not (DEFAULT_HEAD / "1" / "saved_model.pb").is_file():
-        pytest.fail(f"{DEFAULT_HEAD}/1 is missing: run `make models` (make test does)")
-    return DEFAULT_HEAD
+    """The built default head's base path (version 1 in it): copy from it, never write into it."""
+    return built_head(stack_services.DEFAULT_HEAD)
 
 
 @pytest.fixture(scope="session")
-def head_server(default_head: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HeadServer]:
-    """Serves a copy of the default head's version 1, so tests may add versions to its base path."""
-    base = tmp_path_factory.mktemp("head-base")
-    shutil.copytree(default_head / "1", base / "1")
-    with running_head(base, tmp_path_factory.mktemp("logs") / "head.log") as server:
+def head_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HeadServer]:
+    """Serves a copy of version 1 of every shipped head, so tests may add versions to their base paths."""
+    heads_root = copy_heads(tmp_path_factory.mktemp("heads"))
+    with running_head(heads_root, tmp_path_factory.mktemp("logs") / "head.log") as server:
         yield server
 
 
@@ -139,8 +176,10 @@ class Pipeline:
 
 @contextmanager
 def running_orchestrator(embedding_url: str, head: HeadServer, log: Path, **settings: str) -> Iterator[Server]:
-    """The orchestrator on a free port over the given hops; `settings` are ORCHESTRATOR_* overrides."""
+    """The orchestrator on a free port over the given hops, reading the head's own model config; `settings`
+    are ORCHESTRATOR_* overrides."""
     grpc_port, rest_port = (int(url.rsplit(":", 1)[1]) for url in (head.grpc_target, head.rest_url))
+    settings = {"head_config_file": str(head.config_path), **settings}
     service = stack_services.orchestrator(free_port(), embedding_url, grpc_port, rest_port, **settings)
     with running(service, log, ready_timeout_s=60) as server:
         yield server

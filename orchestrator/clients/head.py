@@ -18,6 +18,7 @@ from service_common.errors import (
 HOP = "head"
 PROBABILITIES_SIGNATURE = "serving_default"
 LABELS_SIGNATURE = "labels"
+EMBEDDINGS_INPUT = "embeddings"
 # TF Serving's batching refuses with UNAVAILABLE and this message when its queue is full: overload, not an
 # outage, so it is neither retried nor reported as the head being down.
 QUEUE_FULL = "queue to which this task was submitted is full"
@@ -59,16 +60,22 @@ def head_error(kind: str, detail: str, *, where: str, timeout_s: float) -> Servi
 
 
 class HeadClient(Protocol):
+    """TF Serving's calls the orchestrator makes, for any model (head) it serves."""
+
     async def __aenter__(self) -> Self: ...
 
     async def __aexit__(self, *exc: object) -> None: ...
 
-    async def predict(self, embeddings: np.ndarray, deadline: Deadline) -> Scores: ...
+    async def predict(self, model: str, embeddings: np.ndarray, deadline: Deadline) -> Scores: ...
 
-    async def label_names(self, version: int, dimensions: int, deadline: Deadline) -> list[str]:
+    async def label_names(self, model: str, version: int, dimensions: int, deadline: Deadline) -> list[str]:
         """The `labels` signature of exactly `version`; ModelNotFoundError once it is unloaded."""
         ...
 
-    async def available_version(self, timeout_s: float) -> int | None:
-        """The newest version in state AVAILABLE, None if none is; UnavailableError if unreachable."""
+    async def versions(self, model: str, timeout_s: float) -> list[int]:
+        """The versions in state AVAILABLE, ascending; empty if none (or no such model)."""
+        ...
+
+    async def input_dimension(self, model: str, version: int, timeout_s: float) -> int | None:
+        """The embedding size `version`'s `serving_default` signature takes (None: not fixed)."""
         ...

@@ -5,9 +5,11 @@ from typing import Any, Self
 
 import grpc
 import numpy as np
+from google.protobuf.message import DecodeError
 
 from orchestrator.clients import tfserving_messages as pb
 from orchestrator.clients.head import (
+    EMBEDDINGS_INPUT,
     HOP,
     LABELS_SIGNATURE,
     MALFORMED,
@@ -73,6 +75,11 @@ class HeadGrpcClient:
             request_serializer=pb.GetModelStatusRequest.SerializeToString,
             response_deserializer=pb.GetModelStatusResponse.FromString,
         )
+        self._metadata = self._channel.unary_unary(
+            "/tensorflow.serving.PredictionService/GetModelMetadata",
+            request_serializer=pb.GetModelMetadataRequest.SerializeToString,
+            response_deserializer=pb.GetModelMetadataResponse.FromString,
+        )
 
     async def __aenter__(self) -> Self:
         return self
@@ -80,8 +87,8 @@ class HeadGrpcClient:
     async def __aexit__(self, *exc: object) -> None:
         await self._channel.close()
 
-    async def predict(self, embeddings: np.ndarray, deadline: Deadline) -> Scores:
-        request = self._request(PROBABILITIES_SIGNATURE, embeddings)
+    async def predict(self, model: str, embeddings: np.ndarray, deadline: Deadline) -> Scores:
+        request = self._request(model, PROBABILITIES_SIGNATURE, embeddings)
         started = time.perf_counter()
         try:
             response = await self._call(self._predict, request, deadline)
@@ -92,8 +99,8 @@ class HeadGrpcClient:
         except (KeyError, ValueError) as exc:
             raise head_error(MALFORMED, repr(exc), where=self.target, timeout_s=0) from None
 
-    async def label_names(self, version: int, dimensions: int, deadline: Deadline) -> list[str]:
-        request = self._request(LABELS_SIGNATURE, np.zeros((1, dimensions), np.float32))
+    async def label_names(self, model: str, version: int, dimensions: int, deadline: Deadline) -> list[str]:
+        request = self._request(model, LABELS_SIGNATURE, np.zeros((1, dimensions), np.float32))
         request.model_spec.version.value = version
         response = await self._call(self._predict, request, deadline)
         try:
@@ -103,21 +110,32 @@ class HeadGrpcClient:
         except (KeyError, IndexError, ValueError) as exc:
             raise head_error(MALFORMED, repr(exc), where=self.target, timeout_s=0) from None
 
-    async def available_version(self, timeout_s: float) -> int | None:
+    async def versions(self, model: str, timeout_s: float) -> list[int]:
         request = pb.GetModelStatusRequest()
-        request.model_spec.name = self._settings.head_model_name
+        request.model_spec.name = model
         try:
             response = await self._call(self._status, request, Deadline(timeout_s))
-        except ModelNotFoundError:  # no version of the model is loaded (yet)
-            return None
-        versions = [s.version for s in response.model_version_status if s.state == pb.AVAILABLE]
-        return max(versions, default=None)
+        except ModelNotFoundError:  # no version of the model is loaded (yet), or no such model
+            return []
+        return sorted(s.version for s in response.model_version_status if s.state == pb.AVAILABLE)
 
-    def _request(self, signature: str, embeddings: np.ndarray) -> Any:
+    async def input_dimension(self, model: str, version: int, timeout_s: float) -> int | None:
+        request = pb.GetModelMetadataRequest(metadata_field=["signature_def"])
+        request.model_spec.name = model
+        request.model_spec.version.value = version
+        response = await self._call(self._metadata, request, Deadline(timeout_s))
+        try:
+            signatures = pb.SignatureDefMap.FromString(response.metadata["signature_def"].value).signature_def
+            dims = signatures[PROBABILITIES_SIGNATURE].inputs[EMBEDDINGS_INPUT].tensor_shape.dim
+        except (KeyError, ValueError, DecodeError) as exc:
+            raise head_error(MALFORMED, repr(exc), where=self.target, timeout_s=0) from None
+        return dims[-1].size if dims and dims[-1].size > 0 else None
+
+    def _request(self, model: str, signature: str, embeddings: np.ndarray) -> Any:
         request = pb.PredictRequest()
-        request.model_spec.name = self._settings.head_model_name
+        request.model_spec.name = model
         request.model_spec.signature_name = signature
-        request.inputs["embeddings"].CopyFrom(tensor(embeddings))
+        request.inputs[EMBEDDINGS_INPUT].CopyFrom(tensor(embeddings))
         return request
 
     async def _call(self, method: grpc.aio.UnaryUnaryMultiCallable, request: Any, deadline: Deadline) -> Any:

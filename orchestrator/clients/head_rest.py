@@ -1,7 +1,7 @@
 """HeadRestClient: TF Serving's REST API, for deployments that only open port 8501.
 
 REST predict answers carry no model version, so each call is pinned to the newest AVAILABLE version
-(`/versions/{v}:predict`), which `available_version` keeps current; a pinned version unloaded under a
+(`/versions/{v}:predict`), which `versions` keeps current per model; a pinned version unloaded under a
 call is looked up again once.
 
 Failures are mapped exactly as over gRPC: an HTTP status back to the gRPC status TF Serving derived it from,
@@ -18,6 +18,7 @@ import orjson
 from orchestrator.clients import http_hop
 from orchestrator.clients.embedding import KEEPALIVE_EXPIRY_S
 from orchestrator.clients.head import (
+    EMBEDDINGS_INPUT,
     HOP,
     LABELS_SIGNATURE,
     MALFORMED,
@@ -70,6 +71,11 @@ def _unreached(exc: Exception) -> bool:
     return isinstance(exc, _Failed) and unreached(exc.kind, exc.detail)
 
 
+def _path(model: str) -> str:
+    """The model's REST path; the name is one the orchestrator validated (no `/`, `:` or `%`)."""
+    return f"/v1/models/{model}"
+
+
 def _detail(response: httpx.Response) -> str:
     """TF Serving's `{"error": "..."}` message, or the start of a body that is not one."""
     try:
@@ -85,11 +91,10 @@ class HeadRestClient:
         # One attempt per http_hop call: _call retries every unreached failure (a refused connection
         # included) in one loop, with one count of retries, as the gRPC client does.
         self._one_try = settings.model_copy(update={"connect_retries": 0})
-        self._model = f"/v1/models/{settings.head_model_name}"
         self._client = httpx.AsyncClient(
             base_url=self.url, timeout=settings.head_timeout_s, limits=httpx.Limits(keepalive_expiry=KEEPALIVE_EXPIRY_S)
         )
-        self._version: int | None = None
+        self._pinned: dict[str, int] = {}  # each model's newest AVAILABLE version, as last seen
 
     async def __aenter__(self) -> Self:
         return self
@@ -97,52 +102,71 @@ class HeadRestClient:
     async def __aexit__(self, *exc: object) -> None:
         await self._client.aclose()
 
-    async def predict(self, embeddings: np.ndarray, deadline: Deadline) -> Scores:
+    async def predict(self, model: str, embeddings: np.ndarray, deadline: Deadline) -> Scores:
         started = time.perf_counter()
         try:
             try:
-                return await self._predict_pinned(embeddings, deadline)
+                return await self._predict_pinned(model, embeddings, deadline)
             except ModelNotFoundError:  # the pinned version was unloaded under us: look it up again, once
-                self._version = None
-                return await self._predict_pinned(embeddings, deadline)
+                self._pinned.pop(model, None)
+                return await self._predict_pinned(model, embeddings, deadline)
         finally:
             STAGE_SECONDS.labels("head_call").observe(time.perf_counter() - started)
 
-    async def _predict_pinned(self, embeddings: np.ndarray, deadline: Deadline) -> Scores:
-        version = self._version
+    async def _predict_pinned(self, model: str, embeddings: np.ndarray, deadline: Deadline) -> Scores:
+        version = self._pinned.get(model)
         if version is None:
-            version = await self.available_version(deadline.budget_s(self._settings.head_timeout_s))
+            available = await self.versions(model, deadline.budget_s(self._settings.head_timeout_s))
+            version = available[-1] if available else None
         if version is None:
-            raise head_error("NOT_FOUND", "no version is available", where=self.url, timeout_s=0)
-        outputs = await self._predict(PROBABILITIES_SIGNATURE, version, embeddings, deadline)
+            raise head_error("NOT_FOUND", f"no version of {model} is available", where=self.url, timeout_s=0)
+        outputs = await self._predict(model, PROBABILITIES_SIGNATURE, version, embeddings, deadline)
         try:
             return Scores(np.asarray(outputs, dtype=np.float32).reshape(len(embeddings), -1), version)
         except (TypeError, ValueError) as exc:
             raise head_error(MALFORMED, repr(exc), where=self.url, timeout_s=0) from None
 
-    async def label_names(self, version: int, dimensions: int, deadline: Deadline) -> list[str]:
-        outputs = await self._predict(LABELS_SIGNATURE, version, np.zeros((1, dimensions), np.float32), deadline)
+    async def label_names(self, model: str, version: int, dimensions: int, deadline: Deadline) -> list[str]:
+        zeros = np.zeros((1, dimensions), np.float32)
+        outputs = await self._predict(model, LABELS_SIGNATURE, version, zeros, deadline)
         try:
             return [str(name) for name in outputs[0]]
         except (IndexError, KeyError, TypeError) as exc:
             raise head_error(MALFORMED, repr(exc), where=self.url, timeout_s=0) from None
 
-    async def available_version(self, timeout_s: float) -> int | None:
+    async def versions(self, model: str, timeout_s: float) -> list[int]:
         try:
-            status = await self._call("GET", self._model, Deadline(timeout_s))
+            status = await self._call("GET", _path(model), Deadline(timeout_s))
         except ModelNotFoundError:
-            return None
+            self._pinned.pop(model, None)
+            return []
         try:
-            versions = [int(s["version"]) for s in status["model_version_status"] if s["state"] == "AVAILABLE"]
+            available = sorted(int(s["version"]) for s in status["model_version_status"] if s["state"] == "AVAILABLE")
         except (KeyError, TypeError, ValueError) as exc:
             raise head_error(MALFORMED, repr(exc), where=self.url, timeout_s=timeout_s) from None
-        self._version = max(versions, default=None)
-        return self._version
+        if available:
+            self._pinned[model] = available[-1]
+        else:
+            self._pinned.pop(model, None)
+        return available
 
-    async def _predict(self, signature: str, version: int, embeddings: np.ndarray, deadline: Deadline) -> Any:
-        body = {"signature_name": signature, "inputs": {"embeddings": embeddings}}
+    async def input_dimension(self, model: str, version: int, timeout_s: float) -> int | None:
+        answer = await self._call("GET", f"{_path(model)}/versions/{version}/metadata", Deadline(timeout_s))
+        try:
+            signatures = answer["metadata"]["signature_def"]["signature_def"]
+            dims = signatures[PROBABILITIES_SIGNATURE]["inputs"][EMBEDDINGS_INPUT]["tensor_shape"]["dim"]
+            size = int(dims[-1]["size"]) if dims else -1
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            raise head_error(MALFORMED, repr(exc), where=self.url, timeout_s=0) from None
+        return size if size > 0 else None
+
+    async def _predict(
+        self, model: str, signature: str, version: int, embeddings: np.ndarray, deadline: Deadline
+    ) -> Any:
+        body = {"signature_name": signature, "inputs": {EMBEDDINGS_INPUT: embeddings}}
         content = orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
-        answer = await self._call("POST", f"{self._model}/versions/{version}:predict", deadline, content=content)
+        path = f"{_path(model)}/versions/{version}:predict"
+        answer = await self._call("POST", path, deadline, content=content)
         try:
             return answer["outputs"]
         except (KeyError, TypeError) as exc:

@@ -2,8 +2,9 @@
 
 `tensorflow-serving-api`'s generated modules import TensorFlow's (`tensorflow.core.framework`), which
 loads the whole runtime: seconds of start-up and hundreds of MB for a process that only moves bytes.
-This is the subset of upstream's `tensor.proto`, `tensor_shape.proto`, `model.proto`, `predict.proto`
-and `get_model_status.proto` we use, same names and numbers; tests check it against the official stubs."""
+This is the subset of upstream's `tensor.proto`, `tensor_shape.proto`, `meta_graph.proto`, `model.proto`,
+`predict.proto`, `get_model_status.proto`, `get_model_metadata.proto` and `model_server_config.proto` we
+use, same names and numbers; tests check it against the official stubs."""
 
 from typing import Any
 
@@ -34,6 +35,16 @@ _MESSAGES = build_messages(
                     ("float_val", 5, "repeated float"),
                     ("string_val", 8, "repeated bytes"),
                 ],
+                "TensorInfo": [
+                    ("name", 1, "string"),
+                    ("dtype", 2, "int32"),
+                    ("tensor_shape", 3, ".tensorflow.TensorShapeProto"),
+                ],
+                "SignatureDef": [
+                    ("inputs", 1, "map<string, .tensorflow.TensorInfo>"),
+                    ("outputs", 2, "map<string, .tensorflow.TensorInfo>"),
+                    ("method_name", 3, "string"),
+                ],
             },
         ),
         ProtoFile(
@@ -56,6 +67,15 @@ _MESSAGES = build_messages(
                 "GetModelStatusResponse": [
                     ("model_version_status", 1, "repeated .tensorflow.serving.ModelVersionStatus")
                 ],
+                "SignatureDefMap": [("signature_def", 1, "map<string, .tensorflow.SignatureDef>")],
+                "GetModelMetadataRequest": [("model_spec", 1, _SPEC), ("metadata_field", 2, "repeated string")],
+                "GetModelMetadataResponse": [
+                    ("model_spec", 1, _SPEC),
+                    ("metadata", 2, "map<string, .google.protobuf.Any>"),
+                ],
+                "ModelConfig": [("name", 1, "string"), ("base_path", 2, "string"), ("model_platform", 4, "string")],
+                "ModelConfigList": [("config", 1, "repeated .tensorflow.serving.ModelConfig")],
+                "ModelServerConfig": [("model_config_list", 1, ".tensorflow.serving.ModelConfigList")],
             },
         ),
     ]
@@ -65,3 +85,7 @@ PredictRequest: Any = _MESSAGES["tensorflow.serving.PredictRequest"]
 PredictResponse: Any = _MESSAGES["tensorflow.serving.PredictResponse"]
 GetModelStatusRequest: Any = _MESSAGES["tensorflow.serving.GetModelStatusRequest"]
 GetModelStatusResponse: Any = _MESSAGES["tensorflow.serving.GetModelStatusResponse"]
+SignatureDefMap: Any = _MESSAGES["tensorflow.serving.SignatureDefMap"]
+GetModelMetadataRequest: Any = _MESSAGES["tensorflow.serving.GetModelMetadataRequest"]
+GetModelMetadataResponse: Any = _MESSAGES["tensorflow.serving.GetModelMetadataResponse"]
+ModelServerConfig: Any = _MESSAGES["tensorflow.serving.ModelServerConfig"]

@@ -24,8 +24,10 @@ from urllib.parse import urlsplit
 import httpx
 import kubernetes_validate  # type: ignore[import-untyped]
 import yaml
+from google.protobuf import text_format
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+from tensorflow_serving.config import model_server_config_pb2
 
 from embedding_service.settings import EmbeddingSettings
 from orchestrator.settings import OrchestratorSettings
@@ -186,15 +188,69 @@ def expected_ports() -> dict[str, dict[str, int]]:
     }
 
 
-# Each service's real health endpoints; the head's are TF Serving's REST model status.
-HEALTH_PATHS = {
-    "embedding": {"/healthz", "/readyz"},
-    "orchestrator": {"/healthz", "/readyz"},
-    "head": {
-        f"/v1/models/{OrchestratorSettings.model_fields['head_model_name'].default}{suffix}"
-        for suffix in ("", "/metadata")
-    },
-}
+# ---- the head's model config -------------------------------------------------------------------
+
+
+def model_config(source: Path = TFSERVING_CONFIG) -> list[tuple[str, str]]:
+    """(name, base path) of every model of models.config, parsed as TF Serving parses it."""
+    text = (source / "models.config").read_text(encoding="utf-8")
+    config = text_format.Parse(text, model_server_config_pb2.ModelServerConfig())
+    return [(model.name, model.base_path) for model in config.model_config_list.config]
+
+
+def model_config_errors(source: Path = TFSERVING_CONFIG) -> list[str]:
+    """At least one model; names unique (TF Serving refuses the file otherwise); base paths absolute, one
+    model's each."""
+    models = model_config(source)
+    names, paths = [name for name, _ in models], [path for _, path in models]
+    errors = [] if models else ["models.config lists no model"]
+    errors += [
+        f"models.config: model {n!r} is listed {names.count(n)} times" for n in sorted(set(names)) if names.count(n) > 1
+    ]
+    errors += [
+        f"models.config: base path {p} is shared by {paths.count(p)} models"
+        for p in sorted(set(paths))
+        if paths.count(p) > 1
+    ]
+    errors += [
+        f"models.config: model {n!r}: base path {p!r} is not absolute" for n, p in models if not posixpath.isabs(p)
+    ]
+    return errors
+
+
+def inside(path: str, directory: str) -> bool:
+    """`path` lies under `directory` (POSIX, no `..` tricks), not at it."""
+    path, directory = posixpath.normpath(path), posixpath.normpath(directory)
+    return path != directory and posixpath.commonpath([path, directory]) == directory
+
+
+def probed_models(text: str) -> set[str]:
+    """The model names a probe or health-check command asks TF Serving about."""
+    return set(re.findall(r"/v1/models/([^/:\s'\"]+)", text))
+
+
+def probe_errors(where: str, text: str, source: Path = TFSERVING_CONFIG) -> list[str]:
+    """A health check names at least one model, and only models that models.config lists."""
+    listed = {name for name, _ in model_config(source)}
+    named = probed_models(text)
+    if not named:
+        return [f"{where}: the health check names no model"]
+    return [
+        f"{where}: the health check names model {n!r}, which models.config does not list"
+        for n in sorted(named - listed)
+    ]
+
+
+def health_paths(source: Path = TFSERVING_CONFIG) -> dict[str, set[str]]:
+    """Each service's real health endpoints; the head's are TF Serving's REST model status and metadata of a
+    model that models.config lists."""
+    return {
+        "embedding": {"/healthz", "/readyz"},
+        "orchestrator": {"/healthz", "/readyz"},
+        "head": {f"/v1/models/{name}{suffix}" for name, _ in model_config(source) for suffix in ("", "/metadata")},
+    }
+
+
 PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
 
 
@@ -202,10 +258,11 @@ def port_number(port: int | str, declared: Mapping[str, int]) -> int | None:
     return port if isinstance(port, int) else declared.get(port)
 
 
-def port_and_probe_errors(objects: list[Obj]) -> list[str]:
-    """Container ports are the services' defaults; every probe hits a real endpoint on a declared port; Services
-    forward to declared ports."""
+def port_and_probe_errors(objects: list[Obj], source: Path = TFSERVING_CONFIG) -> list[str]:
+    """Container ports are the services' defaults; every probe hits a real endpoint on a declared port (the
+    head's: a model models.config lists); Services forward to declared ports."""
     errors = []
+    paths = health_paths(source)
     deployments = by_kind(objects, "Deployment")
     for name, ports in expected_ports().items():
         if name not in deployments:
@@ -223,7 +280,7 @@ def port_and_probe_errors(objects: list[Obj]) -> list[str]:
             action = probe.get("httpGet") or probe.get("tcpSocket") or {}
             if port_number(action.get("port", ""), declared) not in ports.values():
                 errors.append(f"Deployment {name}: {probe_name} port {action.get('port')} is not a container port")
-            if "httpGet" in probe and probe["httpGet"].get("path") not in HEALTH_PATHS[name]:
+            if "httpGet" in probe and probe["httpGet"].get("path") not in paths[name]:
                 errors.append(
                     f"Deployment {name}: {probe_name} path {probe['httpGet'].get('path')} is no health endpoint"
                 )
@@ -324,7 +381,8 @@ def network_policy_errors(objects: list[Obj]) -> list[str]:
 
 def tfserving_config_errors(objects: list[Obj], source: Path = TFSERVING_CONFIG) -> list[str]:
     """The ConfigMap the head mounts holds the head service's TF Serving files byte for byte, and the
-    server reads them, with the models at the base path models.config names."""
+    server reads them; models.config is valid, and every base path it names lies on the volume the init
+    container fills from the models image."""
     errors = []
     head = by_kind(objects, "Deployment")["head"]
     pod = head["spec"]["template"]["spec"]
@@ -350,8 +408,69 @@ def tfserving_config_errors(objects: list[Obj], source: Path = TFSERVING_CONFIG)
     ):
         if f"{flag}={config_dir}/{file}" not in args:
             errors.append(f"head: {flag}={config_dir}/{file} is not among its arguments")
-    base_paths = re.findall(r'base_path:\s*"([^"]+)"', (source / "models.config").read_text())
-    errors += [f"head: nothing is mounted at the model base path {p}" for p in base_paths if p not in mounts.values()]
+    # The models: volumes an init container fills (from the models image) and the server mounts, at the
+    # same path in both images, so /models/heads/<name> in the image is the base path in the server.
+    filled = {m["name"]: c for c in pod.get("initContainers", []) for m in c.get("volumeMounts", [])}
+    model_mounts = {path: volume for volume, path in mounts.items() if volume in filled}
+    for path, volume in model_mounts.items():
+        init = filled[volume]
+        if f"{path}/." not in " ".join(init.get("command", []) + init.get("args", [])):
+            errors.append(f"head: init container {init['name']} does not copy the models image's {path} into {volume}")
+    errors += model_config_errors(source)
+    errors += [
+        f"head: model {name!r}: nothing an init container fills is mounted above its base path {base}"
+        for name, base in model_config(source)
+        if not any(inside(base, path) for path in model_mounts)
+    ]
+    return errors
+
+
+def compose_head_errors(compose_file: Path, source: Path = TFSERVING_CONFIG) -> list[str]:
+    """The compose head reads models.config from its one source, finds every base path on the volume the
+    models service fills, and its health check asks about a model models.config lists."""
+    services = dict(compose_services(compose_file))
+    head = services["head"]
+    volumes = [str(v).split(":") for v in head.get("volumes", [])]
+    config_dirs = [target for src, target, *_ in volumes if (compose_file.parent / src).resolve() == source.resolve()]
+    errors = [] if config_dirs else [f"compose head: {source} is not mounted"]
+    errors += [
+        f"compose head: --model_config_file={d}/models.config is not among its arguments"
+        for d in config_dirs
+        if f"--model_config_file={d}/models.config" not in head.get("command", [])
+    ]
+    filled = {str(v).split(":")[0] for v in services.get("models", {}).get("volumes", [])}
+    model_volumes = [target for src, target, *_ in volumes if src in filled]
+    errors += [
+        f"compose head: model {name!r}: its base path {base} is on no volume the models service fills"
+        for name, base in model_config(source)
+        if not any(inside(base, target) for target in model_volumes)
+    ]
+    errors += probe_errors("compose head", " ".join(head.get("healthcheck", {}).get("test", [])), source)
+    return errors
+
+
+def dockerfile_instructions(dockerfile: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, its arguments), continuations joined, comment lines dropped."""
+    text = "\n".join(line for line in dockerfile.read_text().splitlines() if not line.lstrip().startswith("#"))
+    lines = [line.strip() for line in re.sub(r"\\\n", " ", text).splitlines() if line.strip()]
+    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line else "") for line in lines]
+
+
+def head_dockerfile_errors(dockerfile: Path, source: Path = TFSERVING_CONFIG) -> list[str]:
+    """The head image copies the models image's tree that holds every base path of models.config, and its
+    HEALTHCHECK asks about a model models.config lists."""
+    steps = dockerfile_instructions(dockerfile)
+    copied = [
+        shlex.split(args)[-1]
+        for kind, args in steps
+        if kind == "COPY" and any(w.startswith("--from=") for w in shlex.split(args))
+    ]
+    errors = [
+        f"{dockerfile.name}: model {name!r}: its base path {base} is in nothing copied from the models image"
+        for name, base in model_config(source)
+        if not any(inside(base, destination) for destination in copied)
+    ]
+    errors += probe_errors(dockerfile.name, " ".join(args for kind, args in steps if kind == "HEALTHCHECK"), source)
     return errors
 
 

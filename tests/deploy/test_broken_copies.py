@@ -146,6 +146,88 @@ def test_tfserving_reading_a_config_file_that_is_not_mounted(tmp_path: Path) -> 
     ]
 
 
+def test_a_model_listed_twice(tmp_path: Path) -> None:
+    models = "head_service/tfserving/models.config"
+    objects = broken_render(tmp_path, models, 'name: "topic"', 'name: "sentiment"')
+    source = tmp_path / "head_service" / "tfserving"
+    assert checks.tfserving_config_errors(objects, source) == ["models.config: model 'sentiment' is listed 2 times"]
+
+
+def test_a_base_path_outside_the_models_volume(tmp_path: Path) -> None:
+    models = "head_service/tfserving/models.config"
+    objects = broken_render(tmp_path, models, 'base_path: "/models/heads/topic"', 'base_path: "/models/topic"')
+    source = tmp_path / "head_service" / "tfserving"
+    assert checks.tfserving_config_errors(objects, source) == [
+        "head: model 'topic': nothing an init container fills is mounted above its base path /models/topic"
+    ]
+    dockerfile = ROOT / "deploy" / "head.Dockerfile"
+    assert checks.head_dockerfile_errors(dockerfile, source) == [
+        "head.Dockerfile: model 'topic': its base path /models/topic is in nothing copied from the models image"
+    ]
+
+
+def test_the_init_container_copying_another_tree_of_the_models_image(tmp_path: Path) -> None:
+    objects = broken_render(
+        tmp_path, "k8s/base/head.yaml", "cp -R /models/heads/. /target/", "cp -R /models/head/. /target/"
+    )
+    assert checks.tfserving_config_errors(objects) == [
+        "head: init container models does not copy the models image's /models/heads into models"
+    ]
+
+
+def test_probes_on_a_model_the_config_does_not_list(tmp_path: Path) -> None:
+    objects = broken_render(
+        tmp_path,
+        "k8s/base/head.yaml",
+        "httpGet: {path: /v1/models/sentiment/metadata, port: rest}",
+        "httpGet: {path: /v1/models/head/metadata, port: rest}",
+    )
+    assert checks.port_and_probe_errors(objects) == [
+        "Deployment head: readinessProbe path /v1/models/head/metadata is no health endpoint"
+    ]
+    # The probed model renamed in models.config: every probe now asks about a model it does not list.
+    renamed = broken_render(
+        tmp_path / "renamed", "head_service/tfserving/models.config", 'name: "sentiment"', 'name: "mood"'
+    )
+    source = tmp_path / "renamed" / "head_service" / "tfserving"
+    assert [e.split(" path ")[0] for e in checks.port_and_probe_errors(renamed, source)] == [
+        f"Deployment head: {probe}" for probe in checks.PROBES
+    ]
+
+
+def test_compose_and_image_health_checks_on_a_model_the_config_does_not_list(tmp_path: Path) -> None:
+    shutil.copytree(checks.TFSERVING_CONFIG, tmp_path / "head_service" / "tfserving")
+    (tmp_path / "deploy").mkdir()
+    for file in ("docker-compose.yml", "head.Dockerfile"):
+        shutil.copy(ROOT / "deploy" / file, tmp_path / "deploy" / file)
+        break_file(tmp_path / "deploy" / file, "GET /v1/models/sentiment/metadata", "GET /v1/models/head/metadata")
+    source = tmp_path / "head_service" / "tfserving"
+    unlisted = "the health check names model 'head', which models.config does not list"
+    assert checks.compose_head_errors(tmp_path / "deploy" / "docker-compose.yml", source) == [
+        f"compose head: {unlisted}"
+    ]
+    assert checks.head_dockerfile_errors(tmp_path / "deploy" / "head.Dockerfile", source) == [
+        f"head.Dockerfile: {unlisted}"
+    ]
+
+
+def test_compose_heads_off_the_models_volume(tmp_path: Path) -> None:
+    shutil.copytree(checks.TFSERVING_CONFIG, tmp_path / "head_service" / "tfserving")
+    (tmp_path / "deploy").mkdir()
+    compose = tmp_path / "deploy" / "docker-compose.yml"
+    shutil.copy(ROOT / "deploy" / "docker-compose.yml", compose)
+    break_file(
+        compose,
+        "      - models:/models:ro\n      - ../head_service",
+        "      - models:/encoder:ro\n      - ../head_service",
+    )
+    errors = checks.compose_head_errors(compose, tmp_path / "head_service" / "tfserving")
+    assert errors == [
+        f"compose head: model {name!r}: its base path /models/heads/{name} is on no volume the models service fills"
+        for name in ("sentiment", "topic")
+    ]
+
+
 def test_the_head_opened_to_every_pod(tmp_path: Path) -> None:
     old = "  ingress:\n    - from:\n        - podSelector:\n            matchLabels:\n"
     old += "              app.kubernetes.io/name: orchestrator\n      ports:\n        - {port: 8500"

@@ -65,6 +65,12 @@ def test_head_image_is_the_official_tf_serving_with_the_head_services_config() -
         assert f"head_service/tfserving/{file}" in copied
 
 
+def test_compose_and_the_head_image_serve_every_head_of_models_config() -> None:
+    assert checks.model_config_errors() == []
+    assert checks.compose_head_errors(COMPOSE) == []
+    assert checks.head_dockerfile_errors(DEPLOY / "head.Dockerfile") == []
+
+
 def test_dockerignore_keeps_the_context_small() -> None:
     lines = (checks.ROOT / ".dockerignore").read_text().splitlines()
     assert "*" in lines, "allow-list: everything is excluded first"

@@ -1,26 +1,25 @@
 """Server-side batching (--enable_batching): concurrent calls share model runs and each gets its own rows."""
 
 import json
-import shutil
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 
-from tests.conftest import HeadServer, running_head
+from stack.services import DEFAULT_HEAD
+from tests.conftest import HeadServer, copy_heads, running_head
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def batching_head(default_head: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HeadServer]:
-    base = tmp_path_factory.mktemp("batching-base")
-    shutil.copytree(default_head / "1", base / "1")
-    params = base.parent / "batching.config"
+def batching_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HeadServer]:
+    work = tmp_path_factory.mktemp("batching")
+    heads_root = copy_heads(work / "heads", [DEFAULT_HEAD])
+    params = work / "batching.config"
     # A long window makes batches form predictably: every call within 2 s of the first shares its run.
     params.write_text(
         "max_batch_size { value: 8 }\nbatch_timeout_micros { value: 2000000 }\n"
@@ -28,12 +27,14 @@ def batching_head(default_head: Path, tmp_path_factory: pytest.TempPathFactory) 
         "allowed_batch_sizes: 4\nallowed_batch_sizes: 8\n"
     )
     extra = ("--enable_batching", "--batching_parameters_file", str(params))
-    with running_head(base, base.parent / "head.log", *extra) as server:
+    with running_head(heads_root, work / "head.log", *extra, heads=[DEFAULT_HEAD]) as server:
         yield server
 
 
 def predict(server: HeadServer, rows: list[list[float]]) -> httpx.Response:
-    return httpx.post(f"{server.rest_url}/v1/models/head:predict", content=json.dumps({"instances": rows}), timeout=30)
+    return httpx.post(
+        f"{server.rest_url}/v1/models/sentiment:predict", content=json.dumps({"instances": rows}), timeout=30
+    )
 
 
 def wrapped_runs(server: HeadServer) -> float:
@@ -78,7 +79,7 @@ def test_labels_survive_batching(batching_head: HeadServer) -> None:
     with ThreadPoolExecutor(3) as pool:
         responses = list(
             pool.map(
-                lambda _: httpx.post(f"{batching_head.rest_url}/v1/models/head:predict", json=body, timeout=30),
+                lambda _: httpx.post(f"{batching_head.rest_url}/v1/models/sentiment:predict", json=body, timeout=30),
                 range(3),
             )
         )

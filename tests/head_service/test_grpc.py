@@ -30,7 +30,12 @@ def channel(head_server: HeadServer) -> Iterator[grpc.Channel]:
 
 
 def predict_request(
-    x: np.ndarray, *, name: str = "head", signature: str = "", alias: str = "embeddings", version: int | None = None
+    x: np.ndarray,
+    *,
+    name: str = "sentiment",
+    signature: str = "",
+    alias: str = "embeddings",
+    version: int | None = None,
 ) -> predict_pb2.PredictRequest:
     request = predict_pb2.PredictRequest()
     request.model_spec.name = name
@@ -66,7 +71,7 @@ def test_predict_with_tensor_content_and_with_float_val_agree(channel: grpc.Chan
     np.testing.assert_array_equal(probabilities, tf.make_ndarray(second.outputs["probabilities"]))
     assert first.outputs["probabilities"].float_val  # typed fields out, as TF Serving answers by default
     assert (first.model_spec.name, first.model_spec.version.value, first.model_spec.signature_name) == (
-        "head",
+        "sentiment",
         1,
         "serving_default",
     )
@@ -81,7 +86,7 @@ def test_labels_travel_with_the_version(channel: grpc.Channel) -> None:
 
 def test_metadata_and_status(channel: grpc.Channel) -> None:
     request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
-    request.model_spec.name = "head"
+    request.model_spec.name = "sentiment"
     metadata = prediction_service_pb2_grpc.PredictionServiceStub(channel).GetModelMetadata(request, timeout=10)
     signatures = get_model_metadata_pb2.SignatureDefMap()
     metadata.metadata["signature_def"].Unpack(signatures)
@@ -93,7 +98,7 @@ def test_metadata_and_status(channel: grpc.Channel) -> None:
     assert set(signatures.signature_def) == {"serving_default", "labels"}
 
     status_request = get_model_status_pb2.GetModelStatusRequest()
-    status_request.model_spec.name = "head"
+    status_request.model_spec.name = "sentiment"
     status = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(status_request, timeout=10)
     assert [(v.version, v.state) for v in status.model_version_status][-1] == (
         1,
@@ -114,7 +119,7 @@ GRPC_ERRORS = [
     (
         lambda: predict_request(embeddings(1), version=99),
         grpc.StatusCode.NOT_FOUND,
-        "Servable not found for request: Specific(head, 99)",
+        "Servable not found for request: Specific(sentiment, 99)",
     ),
     (lambda: predict_pb2.PredictRequest(), grpc.StatusCode.INVALID_ARGUMENT, "Missing ModelSpec"),
     (
@@ -183,7 +188,7 @@ def test_status_errors_and_classify_on_a_predict_only_model(channel: grpc.Channe
         "Could not find any versions of model nope",
     )
     classify = classification_pb2.ClassificationRequest()
-    classify.model_spec.name = "head"
+    classify.model_spec.name = "sentiment"
     with pytest.raises(grpc.RpcError) as raised:
         prediction_service_pb2_grpc.PredictionServiceStub(channel).Classify(classify, timeout=10)
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -19,15 +19,15 @@ def post(server: HeadServer, path: str, body: object) -> httpx.Response:
 
 
 def test_status_and_metadata(head_server: HeadServer) -> None:
-    status = httpx.get(f"{head_server.rest_url}/v1/models/head").json()
+    status = httpx.get(f"{head_server.rest_url}/v1/models/sentiment").json()
     assert status == {
         "model_version_status": [
             {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
         ]
     }
-    assert httpx.get(f"{head_server.rest_url}/v1/models/head/versions/1").json() == status
-    metadata = httpx.get(f"{head_server.rest_url}/v1/models/head/metadata").json()
-    assert metadata["model_spec"] == {"name": "head", "signature_name": "", "version": "1"}
+    assert httpx.get(f"{head_server.rest_url}/v1/models/sentiment/versions/1").json() == status
+    metadata = httpx.get(f"{head_server.rest_url}/v1/models/sentiment/metadata").json()
+    assert metadata["model_spec"] == {"name": "sentiment", "signature_name": "", "version": "1"}
     serving = metadata["metadata"]["signature_def"]["signature_def"]["serving_default"]
     assert serving["method_name"] == "tensorflow/serving/predict"
     assert serving["inputs"]["embeddings"]["dtype"] == "DT_FLOAT"
@@ -35,10 +35,10 @@ def test_status_and_metadata(head_server: HeadServer) -> None:
 
 
 def test_row_and_columnar_predict_agree(head_server: HeadServer) -> None:
-    rows = post(head_server, "/v1/models/head:predict", {"instances": [ROW, ROW]})
-    keyed = post(head_server, "/v1/models/head/versions/1:predict", {"instances": [{"embeddings": ROW}]})
-    columns = post(head_server, "/v1/models/head:predict", {"inputs": {"embeddings": [ROW]}})
-    bare_columns = post(head_server, "/v1/models/head:predict", {"inputs": [ROW]})
+    rows = post(head_server, "/v1/models/sentiment:predict", {"instances": [ROW, ROW]})
+    keyed = post(head_server, "/v1/models/sentiment/versions/1:predict", {"instances": [{"embeddings": ROW}]})
+    columns = post(head_server, "/v1/models/sentiment:predict", {"inputs": {"embeddings": [ROW]}})
+    bare_columns = post(head_server, "/v1/models/sentiment:predict", {"inputs": [ROW]})
     assert rows.status_code == keyed.status_code == columns.status_code == 200, rows.text
     predictions = rows.json()["predictions"]
     assert len(predictions) == 2 and len(predictions[0]) == 2
@@ -48,35 +48,40 @@ def test_row_and_columnar_predict_agree(head_server: HeadServer) -> None:
 
 
 def test_labels_signature(head_server: HeadServer) -> None:
-    response = post(head_server, "/v1/models/head:predict", {"signature_name": "labels", "instances": [ROW]})
+    response = post(head_server, "/v1/models/sentiment:predict", {"signature_name": "labels", "instances": [ROW]})
     assert response.json() == {"predictions": [["negative", "positive"]]}
 
 
 REST_ERRORS = [
     ("/v1/models/nope:predict", {"instances": [ROW]}, 404, "Servable not found for request: Latest(nope)"),
     (
-        "/v1/models/head/versions/9:predict",
+        "/v1/models/sentiment/versions/9:predict",
         {"instances": [ROW]},
         404,
-        "Servable not found for request: Specific(head, 9)",
+        "Servable not found for request: Specific(sentiment, 9)",
     ),
-    ("/v1/models/head:predict", b"", 400, "JSON Parse error: The document is empty"),
-    ("/v1/models/head:predict", b"{nope", 400, "JSON Parse error:"),
+    ("/v1/models/sentiment:predict", b"", 400, "JSON Parse error: The document is empty"),
+    ("/v1/models/sentiment:predict", b"{nope", 400, "JSON Parse error:"),
     ("/v1/models/nope:predict", b"{nope", 400, "JSON Parse error:"),  # the body is checked before the model
-    ("/v1/models/head:predict", {"rows": [ROW]}, 400, "Missing 'inputs' or 'instances' key"),
-    ("/v1/models/head:predict", {"instances": [["x"] * 384]}, 400, "is not of expected type: float"),
-    ("/v1/models/head:predict", {"instances": [ROW[:3]]}, 400, "Matrix size-incompatible: In[0]: [1,3]"),
-    ("/v1/models/head:predict", {"instances": [ROW, ROW[:3]]}, 400, "Expecting tensor size"),
-    ("/v1/models/head:predict", {"inputs": {"x": [ROW]}}, 400, "Missing named input: embeddings in 'inputs' object."),
+    ("/v1/models/sentiment:predict", {"rows": [ROW]}, 400, "Missing 'inputs' or 'instances' key"),
+    ("/v1/models/sentiment:predict", {"instances": [["x"] * 384]}, 400, "is not of expected type: float"),
+    ("/v1/models/sentiment:predict", {"instances": [ROW[:3]]}, 400, "Matrix size-incompatible: In[0]: [1,3]"),
+    ("/v1/models/sentiment:predict", {"instances": [ROW, ROW[:3]]}, 400, "Expecting tensor size"),
     (
-        "/v1/models/head:predict",
+        "/v1/models/sentiment:predict",
+        {"inputs": {"x": [ROW]}},
+        400,
+        "Missing named input: embeddings in 'inputs' object.",
+    ),
+    (
+        "/v1/models/sentiment:predict",
         {"signature_name": "x", "instances": [ROW]},
         400,
         'Serving signature name: "x" not found in signature def',
     ),
-    ("/v1/models/head:classify", {"examples": [{"a": 1}]}, 400, "Expected classify signature method_name"),
-    ("/v1/models/head/versions/abc:predict", {"instances": [ROW]}, 400, "Malformed request: POST"),
-    ("/v1/models/head", {"instances": [ROW]}, 400, "Malformed request: POST /v1/models/head"),
+    ("/v1/models/sentiment:classify", {"examples": [{"a": 1}]}, 400, "Expected classify signature method_name"),
+    ("/v1/models/sentiment/versions/abc:predict", {"instances": [ROW]}, 400, "Malformed request: POST"),
+    ("/v1/models/sentiment", {"instances": [ROW]}, 400, "Malformed request: POST /v1/models/sentiment"),
 ]
 
 
@@ -95,17 +100,22 @@ def test_get_routes_errors(head_server: HeadServer) -> None:
     assert httpx.get(f"{url}/v1/models").json() == {"error": "Missing model name in request."}
     missing = httpx.get(f"{url}/v1/models/nope")
     assert (missing.status_code, missing.json()["error"]) == (404, "Could not find any versions of model nope")
-    assert httpx.get(f"{url}/v1/models/head/versions/9").json()["error"] == "Could not find version 9 of model head"
+    assert (
+        httpx.get(f"{url}/v1/models/sentiment/versions/9").json()["error"]
+        == "Could not find version 9 of model sentiment"
+    )
     outside = httpx.get(f"{url}/healthz")
     assert outside.status_code == 404 and outside.headers["content-type"].startswith("text/html")
 
 
 def test_prometheus_metrics_use_tf_serving_names(head_server: HeadServer) -> None:
-    post(head_server, "/v1/models/head:predict", {"instances": [ROW]})
+    post(head_server, "/v1/models/sentiment:predict", {"instances": [ROW]})
     post(head_server, "/v1/models/nope:predict", {"instances": [ROW]})
     text = httpx.get(f"{head_server.rest_url}/monitoring/prometheus/metrics").text
     assert "# TYPE :tensorflow:serving:request_count counter" in text
-    assert ':tensorflow:serving:request_count{model_name="head",status="OK"}' in text
+    assert ':tensorflow:serving:request_count{model_name="sentiment",status="OK"}' in text
     assert ':tensorflow:serving:request_count{model_name="nope",status="NOT_FOUND"}' in text
-    assert ':tensorflow:serving:request_latency_bucket{model_name="head",API="predict",entrypoint="REST",le=' in text
+    assert (
+        ':tensorflow:serving:request_latency_bucket{model_name="sentiment",API="predict",entrypoint="REST",le=' in text
+    )
     assert "# HELP" not in text

@@ -13,15 +13,16 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from tests.conftest import HeadServer, running_head
+from stack.services import DEFAULT_HEAD
+from tests.conftest import HeadServer, copy_heads, running_head
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def fresh_head(default_head: Path, tmp_path: Path) -> Iterator[HeadServer]:
-    shutil.copytree(default_head / "1", tmp_path / "base" / "1")
-    with running_head(tmp_path / "base", tmp_path / "head.log") as server:
+def fresh_head(tmp_path: Path) -> Iterator[HeadServer]:
+    heads_root = copy_heads(tmp_path / "heads", [DEFAULT_HEAD])
+    with running_head(heads_root, tmp_path / "head.log", heads=[DEFAULT_HEAD]) as server:
         yield server
 
 
@@ -44,7 +45,7 @@ class Looper(threading.Thread):
 
     def run(self) -> None:
         request = predict_pb2.PredictRequest()
-        request.model_spec.name = "head"
+        request.model_spec.name = "sentiment"
         request.inputs["embeddings"].CopyFrom(tf.make_tensor_proto(np.ones((1, 384), np.float32) / 20))
         with grpc.insecure_channel(self.target) as channel:
             stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
@@ -76,7 +77,7 @@ def test_new_version_takes_over_without_a_failed_request(fresh_head: HeadServer,
     first_two = looper.versions.index(2)
     assert set(looper.versions[:first_two]) == {1} and set(looper.versions[first_two:]) == {2}
     assert len(looper.versions) > served_before  # still answering after the switch
-    status = httpx.get(f"{fresh_head.rest_url}/v1/models/head").json()["model_version_status"]
+    status = httpx.get(f"{fresh_head.rest_url}/v1/models/sentiment").json()["model_version_status"]
     assert [(s["version"], s["state"]) for s in status] == [("2", "AVAILABLE"), ("1", "END")]
 
 
@@ -85,7 +86,7 @@ def test_a_broken_version_does_not_take_down_the_serving_one(fresh_head: HeadSer
     broken.mkdir()
     (broken / "saved_model.pb").write_bytes(b"not a saved model")
     broken.rename(fresh_head.base_path / "5")
-    url = f"{fresh_head.rest_url}/v1/models/head"
+    url = f"{fresh_head.rest_url}/v1/models/sentiment"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and len(httpx.get(url).json()["model_version_status"]) < 2:
         time.sleep(0.2)

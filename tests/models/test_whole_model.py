@@ -12,6 +12,7 @@ from embedding_service.manifest import SAVED_MODEL_DIR, TOKENIZER_DIR, EncoderMa
 from embedding_service.tokenizer import Tokenizer
 from head_service.servable import WARMUP_FILE
 from models.export_whole import export
+from stack.services import DEFAULT_HEAD
 from tests.conftest import running_head
 
 pytestmark = pytest.mark.slow
@@ -21,8 +22,9 @@ TEXTS = ["A warm, funny and beautifully acted film", "Cold food and a rude waite
 
 @pytest.fixture(scope="module")
 def whole_base(encoder_dir: Path, default_head: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A model base path holding the whole model as version 1."""
-    base = tmp_path_factory.mktemp("whole-base")
+    """A model base path holding the whole model (on the default head) as version 1, inside a heads root of its
+    own, where the head service finds it under the default head's name."""
+    base = tmp_path_factory.mktemp("whole-heads") / DEFAULT_HEAD
     export(encoder_dir, default_head / "1", base / "1")
     return base
 
@@ -63,7 +65,7 @@ def test_the_head_service_serves_it_on_token_ids(
 ) -> None:
     ids = token_ids[0].tolist()
     body = {"instances": [{"input_ids": ids, "attention_mask": [1] * len(ids)}]}
-    with running_head(whole_base, tmp_path / "head.log") as head:
-        response = httpx.post(f"{head.rest_url}/v1/models/head:predict", json=body, timeout=30)
+    with running_head(whole_base.parent, tmp_path / "head.log", heads=[DEFAULT_HEAD]) as head:
+        response = httpx.post(f"{head.rest_url}/v1/models/{DEFAULT_HEAD}:predict", json=body, timeout=30)
     assert response.status_code == 200, response.text
     np.testing.assert_allclose(response.json()["predictions"], probabilities[:1], rtol=0, atol=1e-5)

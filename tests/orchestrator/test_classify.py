@@ -30,7 +30,7 @@ def classify(url: str, body: object, **headers: str) -> httpx.Response:
 
 
 def served_version(pipeline: Pipeline) -> str:
-    status = httpx.get(f"{pipeline.head.rest_url}/v1/models/head").json()["model_version_status"]
+    status = httpx.get(f"{pipeline.head.rest_url}/v1/models/sentiment").json()["model_version_status"]
     return max(s["version"] for s in status if s["state"] == "AVAILABLE")
 
 
@@ -43,7 +43,7 @@ def test_one_text(pipeline: Pipeline) -> None:
     assert set(prediction["scores"]) == {"positive", "negative"}
     assert prediction["score"] == max(prediction["scores"].values())
     assert sum(prediction["scores"].values()) == pytest.approx(1.0, abs=1e-5)
-    assert body["model"] == {"name": "head", "version": served_version(pipeline)}
+    assert body["model"] == {"name": "sentiment", "version": served_version(pipeline)}
     assert body["truncated"] == []
 
 

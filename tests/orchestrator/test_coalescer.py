@@ -2,6 +2,7 @@
 hops are exercised end to end in test_classify.py and test_faults.py)."""
 
 import asyncio
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from service_common.errors import (
     InvalidRequestError,
     OverloadedError,
     PayloadTooLargeError,
+    ServiceError,
     UnavailableError,
 )
 
@@ -33,6 +35,8 @@ class Hops:
         self.fail_with: Exception | None = None
         self.embedding = self  # the pipeline's embedding client, for its limits
         self.limits = limits
+        self.scored: list[tuple[str, list[float]]] = []  # every head call: the head and its texts' lengths
+        self.failing_heads: set[str] = set()
 
     async def embed(self, texts: list[str], deadline: Deadline, *, chunk: bool) -> Embedded:
         self.calls.append(list(texts))
@@ -50,9 +54,31 @@ class Hops:
         long = [i for i, t in enumerate(texts) if t.startswith("long")]
         return Embedded(lengths, [] if chunk else long, [(i, 2) for i in long] if chunk else [])
 
-    async def score(self, embedded: Embedded, deadline: Deadline) -> Classified:
-        probabilities = np.concatenate([embedded.vectors, -embedded.vectors], axis=1)
-        return Classified(probabilities, ["len", "neg"], 7, embedded.truncated, embedded.chunked)
+    async def score(self, head: str, vectors: np.ndarray, deadline: Deadline) -> Classified:
+        self.scored.append((head, vectors[:, 0].tolist()))
+        if head in self.failing_heads:
+            raise UnavailableError(f"the head {head} is unavailable", code="head_unavailable")
+        probabilities = np.concatenate([vectors, -vectors], axis=1)
+        return Classified(head, probabilities, ["len", "neg"], 7)
+
+
+@dataclass(frozen=True)
+class One:
+    """A one-head answer, flattened for the assertions."""
+
+    probabilities: np.ndarray
+    labels: list[str]
+    version: int
+    truncated: list[int]
+    chunked: list[tuple[int, int]]
+
+
+async def classify(merged: Coalescer, texts: list[str], deadline: Deadline, field: str, *, chunk: bool = False) -> One:
+    answer = await merged.classify(texts, deadline, field, ("h",), chunk=chunk)
+    result = answer.heads["h"]
+    if isinstance(result, ServiceError):
+        raise result
+    return One(result.probabilities, result.labels, result.version, answer.truncated, answer.chunked)
 
 
 def coalescer(hops: Hops, max_batch_texts: int = 8, max_in_flight: int = 1, max_queue_texts: int = 64) -> Coalescer:
@@ -66,7 +92,7 @@ def coalescer(hops: Hops, max_batch_texts: int = 8, max_in_flight: int = 1, max_
 
 async def test_a_lone_request_goes_at_once_and_gets_its_own_rows() -> None:
     hops = Hops()
-    result = await coalescer(hops).classify(["ab", "long text"], Deadline(5), "texts")
+    result = await classify(coalescer(hops), ["ab", "long text"], Deadline(5), "texts")
     assert hops.calls == [["ab", "long text"]]
     assert result.probabilities[:, 0].tolist() == [2, 9]
     assert result.truncated == [1]
@@ -77,9 +103,9 @@ async def test_requests_arriving_while_a_call_is_out_share_the_next_one_in_order
     hops = Hops()
     hops.release.clear()
     merged = coalescer(hops, max_batch_texts=3)
-    first = asyncio.create_task(merged.classify(["a"], Deadline(5), "text"))
+    first = asyncio.create_task(classify(merged, ["a"], Deadline(5), "text"))
     await asyncio.sleep(0.01)
-    later = [asyncio.create_task(merged.classify([t], Deadline(5), "text")) for t in ("bb", "long ccc", "dddd", "e")]
+    later = [asyncio.create_task(classify(merged, [t], Deadline(5), "text")) for t in ("bb", "long ccc", "dddd", "e")]
     await asyncio.sleep(0.01)
     hops.release.set()
     results = await asyncio.gather(first, *later)
@@ -92,10 +118,10 @@ async def test_a_refused_text_fails_only_its_own_request() -> None:
     hops = Hops()
     hops.release.clear()
     merged = coalescer(hops)
-    blocker = asyncio.create_task(merged.classify(["x"], Deadline(5), "text"))
+    blocker = asyncio.create_task(classify(merged, ["x"], Deadline(5), "text"))
     await asyncio.sleep(0.01)
-    good = asyncio.create_task(merged.classify(["fine", "also fine"], Deadline(5), "texts"))
-    bad = asyncio.create_task(merged.classify(["ok", "refused"], Deadline(5), "texts"))
+    good = asyncio.create_task(classify(merged, ["fine", "also fine"], Deadline(5), "texts"))
+    bad = asyncio.create_task(classify(merged, ["ok", "refused"], Deadline(5), "texts"))
     hops.release.set()
     await blocker
     assert (await good).probabilities[:, 0].tolist() == [4, 9]
@@ -109,9 +135,9 @@ async def test_a_refused_text_costs_one_more_call_for_the_others_not_one_each() 
     hops = Hops()
     hops.release.clear()
     merged = coalescer(hops)
-    blocker = asyncio.create_task(merged.classify(["x"], Deadline(5), "text"))
+    blocker = asyncio.create_task(classify(merged, ["x"], Deadline(5), "text"))
     await asyncio.sleep(0.01)
-    sent = [asyncio.create_task(merged.classify([t], Deadline(5), "text")) for t in ("a", "bb", "refused", "dddd")]
+    sent = [asyncio.create_task(classify(merged, [t], Deadline(5), "text")) for t in ("a", "bb", "refused", "dddd")]
     await asyncio.sleep(0.01)
     hops.release.set()
     await blocker
@@ -119,16 +145,16 @@ async def test_a_refused_text_costs_one_more_call_for_the_others_not_one_each() 
     assert hops.calls == [["x"], ["a", "bb", "refused", "dddd"], ["a", "bb", "dddd"]]
     assert isinstance(results[2], InvalidRequestError) and results[2].param == "text"
     assert results[2].status_code == 400
-    assert [r.probabilities[0, 0] for r in results if isinstance(r, Classified)] == [1, 2, 4]
+    assert [r.probabilities[0, 0] for r in results if isinstance(r, One)] == [1, 2, 4]
 
 
 async def test_a_merged_call_refused_as_a_whole_is_split_and_each_half_answered() -> None:
     hops = Hops()
     hops.release.clear()
     merged = coalescer(hops)
-    blocker = asyncio.create_task(merged.classify(["x"], Deadline(5), "text"))
+    blocker = asyncio.create_task(classify(merged, ["x"], Deadline(5), "text"))
     await asyncio.sleep(0.01)
-    sent = [asyncio.create_task(merged.classify([t], Deadline(5), "text")) for t in ("no merging", "b", "c", "d")]
+    sent = [asyncio.create_task(classify(merged, [t], Deadline(5), "text")) for t in ("no merging", "b", "c", "d")]
     await asyncio.sleep(0.01)
     hops.release.set()
     await blocker
@@ -154,7 +180,7 @@ async def test_the_embedding_services_limits_refuse_a_request_before_it_queues(
 ) -> None:
     hops = Hops(limits=LIMITS)
     with pytest.raises(error) as refused:
-        await coalescer(hops).classify(texts, Deadline(5), field)
+        await classify(coalescer(hops), texts, Deadline(5), field)
     assert type(refused.value) is error and refused.value.param == param
     assert hops.calls == []
 
@@ -163,10 +189,10 @@ async def test_merged_calls_stay_within_the_embedding_services_texts_and_bytes()
     hops = Hops(limits=LIMITS)
     hops.release.clear()
     merged = coalescer(hops, max_batch_texts=8)
-    blocker = asyncio.create_task(merged.classify(["x"], Deadline(5), "text"))
+    blocker = asyncio.create_task(classify(merged, ["x"], Deadline(5), "text"))
     await asyncio.sleep(0.01)
     sent = ["a", "b", "c", "d", "0123456789", "e"]  # ["0123456789"] is 14 bytes: alone within 18
-    results = [asyncio.create_task(merged.classify([t], Deadline(5), "text")) for t in sent]
+    results = [asyncio.create_task(classify(merged, [t], Deadline(5), "text")) for t in sent]
     await asyncio.sleep(0.01)
     hops.release.set()
     await asyncio.gather(blocker, *results)
@@ -177,7 +203,7 @@ async def test_a_hop_failure_reaches_every_request_of_the_call() -> None:
     hops = Hops()
     hops.fail_with = UnavailableError("the head at x is unavailable", code="head_unavailable")
     merged = coalescer(hops)
-    results = await asyncio.gather(*(merged.classify([t], Deadline(5), "text") for t in "abc"), return_exceptions=True)
+    results = await asyncio.gather(*(classify(merged, [t], Deadline(5), "text") for t in "abc"), return_exceptions=True)
     assert all(isinstance(r, UnavailableError) and r.code == "head_unavailable" for r in results)
 
 
@@ -185,32 +211,32 @@ async def test_a_full_queue_refuses_at_once_and_frees_as_it_drains() -> None:
     hops = Hops()
     hops.release.clear()
     merged = coalescer(hops, max_queue_texts=4)
-    running = asyncio.create_task(merged.classify(["a"], Deadline(5), "text"))
+    running = asyncio.create_task(classify(merged, ["a"], Deadline(5), "text"))
     await asyncio.sleep(0.01)
-    queued = asyncio.create_task(merged.classify(["b", "c", "d"], Deadline(5), "texts"))
+    queued = asyncio.create_task(classify(merged, ["b", "c", "d"], Deadline(5), "texts"))
     await asyncio.sleep(0.01)
     with pytest.raises(OverloadedError):
-        await merged.classify(["e", "f"], Deadline(5), "texts")
+        await classify(merged, ["e", "f"], Deadline(5), "texts")
     hops.release.set()
     await asyncio.gather(running, queued)
-    assert (await merged.classify(["e", "f"], Deadline(5), "texts")).probabilities.shape == (2, 2)
+    assert (await classify(merged, ["e", "f"], Deadline(5), "texts")).probabilities.shape == (2, 2)
 
 
 async def test_a_request_past_its_deadline_gets_504_naming_where_it_waited_and_is_dropped() -> None:
     hops = Hops()
     hops.release.clear()
     merged = coalescer(hops)
-    stuck = asyncio.create_task(merged.classify(["a"], Deadline(5), "text"))
+    stuck = asyncio.create_task(classify(merged, ["a"], Deadline(5), "text"))
     await asyncio.sleep(0.01)
     with pytest.raises(DeadlineExceededError) as in_queue:
-        await merged.classify(["b"], Deadline(0.05), "text")
+        await classify(merged, ["b"], Deadline(0.05), "text")
     assert in_queue.value.code == "queue_timeout"
     hops.release.set()
     await stuck
     assert ["b"] not in hops.calls  # the expired request never cost a hop call
     slow = Hops(delay_s=0.2)
     with pytest.raises(DeadlineExceededError) as embedding:
-        await coalescer(slow).classify(["c"], Deadline(0.05), "text")
+        await classify(coalescer(slow), ["c"], Deadline(0.05), "text")
     assert embedding.value.code == "embedding_timeout"
 
 
@@ -218,9 +244,9 @@ async def test_shutdown_lets_queued_and_running_requests_finish_within_the_grace
     hops = Hops(delay_s=0.05)
     hops.release.clear()
     merged = coalescer(hops)
-    running = asyncio.create_task(merged.classify(["a"], Deadline(5), "text"))
+    running = asyncio.create_task(classify(merged, ["a"], Deadline(5), "text"))
     await asyncio.sleep(0.01)
-    queued = asyncio.create_task(merged.classify(["b"], Deadline(5), "text"))
+    queued = asyncio.create_task(classify(merged, ["b"], Deadline(5), "text"))
     await asyncio.sleep(0.01)
     hops.release.set()
     await merged.aclose(grace_s=5)
@@ -232,9 +258,9 @@ async def test_shutdown_answers_503_to_what_is_unfinished_after_the_grace() -> N
     hops = Hops()
     hops.release.clear()  # a hop that never answers
     merged = coalescer(hops)
-    running = asyncio.create_task(merged.classify(["a"], Deadline(5), "text"))
+    running = asyncio.create_task(classify(merged, ["a"], Deadline(5), "text"))
     await asyncio.sleep(0.01)
-    queued = asyncio.create_task(merged.classify(["b"], Deadline(5), "text"))
+    queued = asyncio.create_task(classify(merged, ["b"], Deadline(5), "text"))
     await asyncio.sleep(0.01)
     await merged.aclose(grace_s=0.05)
     for task in (running, queued):
@@ -242,17 +268,17 @@ async def test_shutdown_answers_503_to_what_is_unfinished_after_the_grace() -> N
             await task
         assert cut_off.value.code == "shutting_down"
     with pytest.raises(UnavailableError):
-        await merged.classify(["late"], Deadline(5), "text")
+        await classify(merged, ["late"], Deadline(5), "text")
 
 
 async def test_only_requests_that_agree_on_chunking_share_a_call() -> None:
     hops = Hops()
     hops.release.clear()
     merged = coalescer(hops)
-    blocker = asyncio.create_task(merged.classify(["x"], Deadline(5), "text"))
+    blocker = asyncio.create_task(classify(merged, ["x"], Deadline(5), "text"))
     await asyncio.sleep(0.01)
-    plain = asyncio.create_task(merged.classify(["long a"], Deadline(5), "text"))
-    whole = [asyncio.create_task(merged.classify([t], Deadline(5), "text", chunk=True)) for t in ("b", "long c")]
+    plain = asyncio.create_task(classify(merged, ["long a"], Deadline(5), "text"))
+    whole = [asyncio.create_task(classify(merged, [t], Deadline(5), "text", chunk=True)) for t in ("b", "long c")]
     await asyncio.sleep(0.01)
     hops.release.set()
     await blocker
@@ -260,3 +286,31 @@ async def test_only_requests_that_agree_on_chunking_share_a_call() -> None:
     assert hops.calls[1:] == [["long a"], ["b", "long c"]]
     assert (alone.truncated, alone.chunked) == ([0], [])
     assert [(r.truncated, r.chunked) for r in together] == [([], []), ([], [(0, 2)])]
+
+
+async def test_requests_for_different_heads_share_one_embedding_call_and_one_call_per_head() -> None:
+    hops = Hops()
+    hops.release.clear()
+    merged = coalescer(hops)
+    blocker = asyncio.create_task(classify(merged, ["x"], Deadline(5), "text"))
+    await asyncio.sleep(0.01)
+    asks = [("a", ("sentiment",)), ("bb", ("sentiment", "topic")), ("ccc", ("topic",))]
+    sent = [asyncio.create_task(merged.classify([t], Deadline(5), "text", heads)) for t, heads in asks]
+    await asyncio.sleep(0.01)
+    hops.release.set()
+    await blocker
+    answers = await asyncio.gather(*sent)
+    assert hops.calls[1:] == [["a", "bb", "ccc"]]  # one embedding call for the three
+    assert hops.scored[1:] == [("sentiment", [1, 2]), ("topic", [2, 3])]  # one call per head, its rows only
+    assert [list(a.heads) for a in answers] == [["sentiment"], ["sentiment", "topic"], ["topic"]]
+    got = [{h: r.probabilities[0, 0] for h, r in a.heads.items() if isinstance(r, Classified)} for a in answers]
+    assert got == [{"sentiment": 1}, {"sentiment": 2, "topic": 2}, {"topic": 3}]
+
+
+async def test_a_failing_head_fails_only_its_own_part_of_each_answer() -> None:
+    hops = Hops()
+    hops.failing_heads = {"topic"}
+    answer = await coalescer(hops).classify(["ab"], Deadline(5), "text", ("sentiment", "topic"))
+    assert isinstance(answer.heads["sentiment"], Classified)
+    failed = answer.heads["topic"]
+    assert isinstance(failed, UnavailableError) and failed.code == "head_unavailable"

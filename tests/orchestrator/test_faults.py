@@ -36,11 +36,15 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack(encoder_dir: Path, default_head: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     logs = tmp_path_factory.mktemp("fault-logs")
-    head_base = tmp_path_factory.mktemp("fault-head")
+    heads = tmp_path_factory.mktemp("fault-heads")
+    head_base = heads / services.DEFAULT_HEAD
     shutil.copytree(default_head / "1", head_base / "1")
     embedding = services.embedding(free_port(), encoder_dir, xla="false")
     grpc_port, rest_port = free_port(), free_port()
-    head = services.head(grpc_port, rest_port, head_base, "--file_system_poll_wait_seconds", "0.5")
+    config = logs / "heads.config"
+    head = services.head(
+        grpc_port, rest_port, heads, config, "--file_system_poll_wait_seconds", "0.5", heads=[services.DEFAULT_HEAD]
+    )
     orchestrator = services.orchestrator(
         free_port(),
         embedding.url,
@@ -48,6 +52,7 @@ def stack(encoder_dir: Path, default_head: Path, tmp_path_factory: pytest.TempPa
         rest_port,
         embedding_timeout_s=str(EMBEDDING_TIMEOUT_S),
         head_timeout_s=str(HEAD_TIMEOUT_S),
+        head_config_file=str(config),
     )
     parts = [Restartable(s, logs / f"{s.name}.log") for s in (embedding, head, orchestrator)]
     try:

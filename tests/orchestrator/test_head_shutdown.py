@@ -28,6 +28,7 @@ from tests.conftest import HeadServer, running_head
 pytestmark = pytest.mark.slow
 
 CLIENTS = 16
+HEAD = "sentiment"  # the one model the test's head serves
 SIGTERM_AFTER_S = 1.0
 AFTER_EXIT_S = 0.3  # calls keep coming this long after the head has exited: those can only fail
 LONGEST_S = 20.0  # a head that never exits fails the test rather than hanging it
@@ -43,11 +44,11 @@ def _settings(client_class: type[HeadGrpcClient | HeadRestClient], head: HeadSer
 async def test_calls_during_a_graceful_stop_are_answered_or_503_naming_the_head(
     client_class: type[HeadGrpcClient | HeadRestClient], default_head: Path, tmp_path: Path
 ) -> None:
-    (tmp_path / "base").mkdir()
-    (tmp_path / "base" / "1").symlink_to(default_head / "1")
+    (tmp_path / "heads" / HEAD).mkdir(parents=True)
+    (tmp_path / "heads" / HEAD / "1").symlink_to(default_head / "1")
     outcomes: Counter[str] = Counter()
     messages: Counter[str] = Counter()
-    with running_head(tmp_path / "base", tmp_path / "head.log") as head:
+    with running_head(tmp_path / "heads", tmp_path / "head.log", heads=[HEAD]) as head:
         started = time.monotonic()
         exited_at: list[float] = []
 
@@ -62,7 +63,7 @@ async def test_calls_during_a_graceful_stop_are_answered_or_503_naming_the_head(
             async def loop() -> None:
                 while not done():
                     try:
-                        await client.predict(np.zeros((1, 384), np.float32), Deadline(5.0))
+                        await client.predict(HEAD, np.zeros((1, 384), np.float32), Deadline(5.0))
                         outcomes["200"] += 1
                     except ServiceError as error:
                         outcomes[f"{error.status_code} {error.code}"] += 1

@@ -15,7 +15,7 @@ class SlowHead:
         self.failures = failures
         self.fetches: list[int] = []
 
-    async def label_names(self, version: int, dimensions: int, deadline: Deadline) -> list[str]:
+    async def label_names(self, model: str, version: int, dimensions: int, deadline: Deadline) -> list[str]:
         self.fetches.append(version)
         await asyncio.sleep(self.delay_s)
         if self.failures:
@@ -27,13 +27,13 @@ class SlowHead:
 async def test_a_short_deadline_does_not_fail_the_fetch_others_wait_on() -> None:
     head = SlowHead(delay_s=0.1)
     catalog = LabelCatalog(head, fetch_timeout_s=5)  # type: ignore[arg-type]
-    impatient = asyncio.create_task(catalog.names(2, 384, Deadline(0.01)))
-    patient = asyncio.create_task(catalog.names(2, 384, Deadline(5)))
+    impatient = asyncio.create_task(catalog.names("sentiment", 2, 384, Deadline(0.01)))
+    patient = asyncio.create_task(catalog.names("sentiment", 2, 384, Deadline(5)))
     with pytest.raises(DeadlineExceededError) as timed_out:
         await impatient
     assert timed_out.value.code == "head_timeout"
     assert await patient == ["v2-negative", "v2-positive"]
-    assert await catalog.names(2, 384, Deadline(0.001)) == ["v2-negative", "v2-positive"]  # cached now
+    assert await catalog.names("sentiment", 2, 384, Deadline(0.001)) == ["v2-negative", "v2-positive"]  # cached now
     assert head.fetches == [2]
 
 
@@ -41,7 +41,15 @@ async def test_each_version_has_its_own_names_and_a_failed_fetch_is_tried_again(
     head = SlowHead(delay_s=0, failures=1)
     catalog = LabelCatalog(head, fetch_timeout_s=5)  # type: ignore[arg-type]
     with pytest.raises(UnavailableError):
-        await catalog.names(1, 384, Deadline(5))
-    assert await catalog.names(1, 384, Deadline(5)) == ["v1-negative", "v1-positive"]
-    assert await catalog.names(3, 384, Deadline(5)) == ["v3-negative", "v3-positive"]
+        await catalog.names("sentiment", 1, 384, Deadline(5))
+    assert await catalog.names("sentiment", 1, 384, Deadline(5)) == ["v1-negative", "v1-positive"]
+    assert await catalog.names("sentiment", 3, 384, Deadline(5)) == ["v3-negative", "v3-positive"]
     assert head.fetches == [1, 1, 3]
+
+
+async def test_each_head_has_its_own_names_for_the_same_version() -> None:
+    head = SlowHead(delay_s=0)
+    catalog = LabelCatalog(head, fetch_timeout_s=5)  # type: ignore[arg-type]
+    await catalog.names("sentiment", 1, 384, Deadline(5))
+    await catalog.names("topic", 1, 384, Deadline(5))
+    assert head.fetches == [1, 1]  # one fetch per (head, version)

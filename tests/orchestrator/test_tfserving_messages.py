@@ -6,7 +6,8 @@ import sys
 import numpy as np
 import pytest
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
-from tensorflow_serving.apis import get_model_status_pb2, predict_pb2
+from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, predict_pb2
+from tensorflow_serving.config import model_server_config_pb2
 
 from orchestrator.clients import tfserving_messages as ours
 from orchestrator.clients.head_grpc import float_array, tensor
@@ -17,6 +18,10 @@ PAIRS = [
     (ours.PredictResponse, predict_pb2.PredictResponse),
     (ours.GetModelStatusRequest, get_model_status_pb2.GetModelStatusRequest),
     (ours.GetModelStatusResponse, get_model_status_pb2.GetModelStatusResponse),
+    (ours.GetModelMetadataRequest, get_model_metadata_pb2.GetModelMetadataRequest),
+    (ours.GetModelMetadataResponse, get_model_metadata_pb2.GetModelMetadataResponse),
+    (ours.SignatureDefMap, get_model_metadata_pb2.SignatureDefMap),
+    (ours.ModelServerConfig, model_server_config_pb2.ModelServerConfig),
 ]
 
 

@@ -51,7 +51,7 @@ REST_CASES: list[tuple[str, bytes, int]] = [
 
 
 def test_rest_predict_survives_hostile_bodies(head_server: HeadServer) -> None:
-    url = f"{head_server.rest_url}/v1/models/head:predict"
+    url = f"{head_server.rest_url}/v1/models/sentiment:predict"
     good = as_json({"instances": [ROW]})
     for _ in range(3):
         assert post(url, good).status_code == 200
@@ -109,7 +109,7 @@ def test_grpc_predict_survives_hostile_tensors(head_server: HeadServer) -> None:
     with grpc.insecure_channel(head_server.grpc_target) as channel:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
 
-        def predict(inputs: dict[str, tensor_pb2.TensorProto], name: str = "head") -> grpc.StatusCode:
+        def predict(inputs: dict[str, tensor_pb2.TensorProto], name: str = "sentiment") -> grpc.StatusCode:
             request = predict_pb2.PredictRequest()
             request.model_spec.name = name
             for alias, value in inputs.items():
@@ -126,7 +126,7 @@ def test_grpc_predict_survives_hostile_tensors(head_server: HeadServer) -> None:
         failures = []
         cases = [*GRPC_CASES, ("unknown-model", {"embeddings": floats(GOOD_ROWS)}, {grpc.StatusCode.NOT_FOUND})]
         for name, inputs, codes in cases:
-            code = predict(inputs, "nope" if name == "unknown-model" else "head")
+            code = predict(inputs, "nope" if name == "unknown-model" else "sentiment")
             if code not in codes:
                 failures.append(f"{name}: {code}")
             assert head_server.process.poll() is None, f"{name} killed the head"
