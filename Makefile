@@ -45,6 +45,12 @@ bench: bench-models
 bench-quick: bench-models
 	$(PY) -m perf --quick
 
+# The embedding endpoint alone: 429s with the queue held full and at 3x overload, and one request of
+# 2,048 texts against 64 of 32 (perf/endpoint_bench.py): about 5 minutes; --quick under 3.
+.PHONY: bench-endpoint
+bench-endpoint: models
+	$(PY) -m perf.endpoint_bench
+
 # Load, overload, faults and model swaps against the whole pipeline (about 20 minutes; --quick: 4).
 reliability: models
 	$(PY) -m perf.reliability

@@ -42,8 +42,10 @@ def running_embedding(encoder_dir: Path, xla_cache_dir: Path, log: Path, **setti
 def embedding_server(
     encoder_dir: Path, xla_cache_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
-    """The service as `make run` starts it, with its own XLA cache."""
-    with running_embedding(encoder_dir, xla_cache_dir, tmp_path_factory.mktemp("logs") / "embedding.log") as server:
+    """The service as `make run` starts it, with its own XLA cache, and LangChain's default model name as an
+    alias (EMBEDDING_MODEL_ALIASES), as a deployment for unmodified clients would configure it."""
+    log = tmp_path_factory.mktemp("logs") / "embedding.log"
+    with running_embedding(encoder_dir, xla_cache_dir, log, model_aliases="text-embedding-3-small") as server:
         yield server
 
 

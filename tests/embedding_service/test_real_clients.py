@@ -7,7 +7,6 @@ One server serves the whole file: the default settings plus the alias LangChain'
 
 import base64
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,6 @@ from llama_index.embeddings.openai_like import OpenAILikeEmbedding
 from openai import NotFoundError, OpenAI
 from tokenizers import Tokenizer
 
-from tests.conftest import running_embedding
 from tests.servers import Server
 
 pytestmark = pytest.mark.slow
@@ -48,10 +46,9 @@ def sample(count: int, *also: int) -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def server(encoder_dir: Path, xla_cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    log = tmp_path_factory.mktemp("logs") / "embedding-aliased.log"
-    with running_embedding(encoder_dir, xla_cache_dir, log, model_aliases=ALIAS) as server:
-        yield server
+def server(embedding_server: Server) -> Server:
+    """The session's server, which conftest starts with ALIAS as an alias."""
+    return embedding_server
 
 
 def direct(server: Server, texts: list[str]) -> Vectors:
