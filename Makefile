@@ -46,10 +46,17 @@ bench-quick: bench-models
 	$(PY) -m perf --quick
 
 # The embedding endpoint alone: 429s with the queue held full and at 3x overload, and one request of
-# 2,048 texts against 64 of 32 (perf/endpoint_bench.py): about 5 minutes; --quick under 3.
+# 2,048 texts against 64 of 32 (perf/endpoint_bench.py): about 9 minutes; --quick about 2.
 .PHONY: bench-endpoint
 bench-endpoint: models
 	$(PY) -m perf.endpoint_bench
+
+# One, two and three heads on one /classify side by side: c1 latency, c64 throughput, the orchestrator's
+# and the head's CPU per request, a profile of the orchestrator, the load client's headroom
+# (perf/heads_bench.py): about 6 minutes; --quick under 2.
+.PHONY: bench-heads
+bench-heads: models
+	$(PY) -m perf.heads_bench
 
 # Load, overload, faults and model swaps against the whole pipeline (about 20 minutes; --quick: 4).
 reliability: models

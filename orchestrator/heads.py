@@ -18,7 +18,7 @@ from orchestrator.clients import tfserving_messages as pb
 from orchestrator.clients.head import HeadClient
 from orchestrator.labels import LabelCatalog
 from service_common.deadline import Deadline
-from service_common.errors import BadGatewayError, NotFoundError, ServiceError, UnavailableError
+from service_common.errors import BadGatewayError, NotFoundError, ServiceError
 
 logger = logging.getLogger(__name__)
 
@@ -39,12 +39,13 @@ class Head:
     versions: list[HeadVersion]  # AVAILABLE, ascending
     problem: str | None = None  # why it cannot answer now; None: it can
 
-    def error(self) -> ServiceError | None:
-        if self.problem is None:
+    def mismatch(self) -> ServiceError | None:
+        """A head that answers, but not for this encoder: its answers would be garbage, so it is refused.
+        Any other problem (unreachable, no version yet) is the call's to find: the registry may be a
+        second old, and the call reports it exactly."""
+        if self.problem is None or not self.versions:
             return None
-        if self.versions:  # it answers, but not for this encoder: its answers would be garbage
-            return BadGatewayError(f"head {self.name!r} {self.problem}", param="head", code="head_mismatch")
-        return UnavailableError(f"head {self.name!r} {self.problem}", code="head_unavailable")
+        return BadGatewayError(f"head {self.name!r} {self.problem}", param="head", code="head_mismatch")
 
 
 def configured_heads(config_file: Path) -> list[str]:
@@ -61,6 +62,7 @@ class HeadRegistry:
         self._heads: dict[str, Head] = {}
         self._versions: dict[tuple[str, int], HeadVersion] = {}  # versions are immutable: read once
         self._config_error: str | None = None
+        self._loaded = False  # the config file was read at least once: only then is a name unknown
         self.encoder_dimension: int | None = None  # as of the last refresh
 
     @property
@@ -83,24 +85,29 @@ class HeadRegistry:
         return None if head.problem is None else f"the default head {self.default!r} {head.problem}"
 
     def check(self, name: str, param: str) -> Head:
-        """The head to call for `param` (`head` or `heads[1]`): 404 if not served, 502 or 503 if it cannot answer."""
+        """`name` as the head to call for `param` (`head` or `heads[1]`): a 404 if the config does not list
+        it, a 502 if it takes another embedding size than the encoder's."""
         head = self._heads.get(name)
+        if head is None and not self._loaded:
+            return Head(name, [])  # not read yet: the call itself will say whether it exists
         if head is None:
             served = ", ".join(sorted(self._heads)) or "none"
             raise NotFoundError(
                 f"{param}: no head {name!r} is served (served: {served})", param=param, code="head_not_found"
             )
-        error = head.error()
+        error = head.mismatch()
         if error is not None:
             raise error
         return head
 
-    async def refresh(self, client: HeadClient, labels: LabelCatalog, dimensions: int, timeout_s: float) -> None:
-        """One look at the config file and at every head in it; a head that fails to answer says why."""
+    async def refresh(self, client: HeadClient, labels: LabelCatalog, dimensions: int | None, timeout_s: float) -> None:
+        """One look at the config file and at every head in it; a head that fails to answer says why.
+        `dimensions`: the encoder's, None while it is not known (then no head is judged on it)."""
         self.encoder_dimension = dimensions
         try:
             names = configured_heads(self.config_file)
             self._config_error = None
+            self._loaded = True
         except (OSError, text_format.ParseError, UnicodeDecodeError) as exc:
             self._config_error = f"cannot read the head config {self.config_file}: {exc}"
             logger.warning("%s; keeping the heads known before", self._config_error)
@@ -122,7 +129,7 @@ class HeadRegistry:
         self._versions = {key: value for key, value in self._versions.items() if key[0] in self._heads}
 
     async def _look(
-        self, client: HeadClient, labels: LabelCatalog, name: str, dimensions: int, timeout_s: float
+        self, client: HeadClient, labels: LabelCatalog, name: str, dimensions: int | None, timeout_s: float
     ) -> Head:
         if not HEAD_NAME.fullmatch(name):
             return Head(name, [], "has a name the orchestrator cannot route to (letters, digits, - and _ only)")
@@ -134,7 +141,7 @@ class HeadRegistry:
             return Head(name, [], f"cannot be read: {exc.message}")
         if not versions:
             return Head(name, [], "has no available version")
-        mismatched = [v for v in versions if v.input_dimension not in (None, dimensions)]
+        mismatched = [v for v in versions if dimensions is not None and v.input_dimension not in (None, dimensions)]
         if mismatched:
             got = mismatched[-1].input_dimension
             problem = f"takes {got}-dimensional embeddings, and the encoder gives {dimensions}"

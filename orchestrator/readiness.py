@@ -21,6 +21,7 @@ class DownstreamMonitor:
         self.heads = heads
         self.interval_s = interval_s
         self.timeout_s = timeout_s
+        self._last_dimensions: int | None = None  # the encoder's, as last seen: kept while it is down
         self._dimensions: int | None = None  # read again whenever the embedding service was not ready
         self._reason: str | None = "the downstream services have not been checked yet"
 
@@ -28,12 +29,17 @@ class DownstreamMonitor:
         return self._reason
 
     async def check(self, pipeline: Pipeline) -> None:
+        """The heads are refreshed whatever the embedding service's state, so a request names its real
+        problem (the embedding service down, say) rather than heads not yet known."""
+        reason: str | None
         try:
-            dimensions = await self._embedding_dimensions(pipeline.embedding)
-            await self.heads.refresh(pipeline.head, pipeline.labels, dimensions, self.timeout_s)
-            reason = self.heads.not_ready_reason()
+            dimensions: int | None = await self._embedding_dimensions(pipeline.embedding)
+            reason = None
         except ServiceError as exc:
-            reason = exc.message
+            dimensions, reason = None, exc.message
+        await self.heads.refresh(pipeline.head, pipeline.labels, dimensions or self._last_dimensions, self.timeout_s)
+        self._last_dimensions = dimensions or self._last_dimensions
+        reason = reason or self.heads.not_ready_reason()
         if reason != self._reason:
             if reason is None:
                 logger.info("ready")

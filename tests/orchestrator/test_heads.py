@@ -7,7 +7,7 @@ import pytest
 from orchestrator.heads import HeadRegistry, configured_heads
 from orchestrator.labels import LabelCatalog
 from service_common.deadline import Deadline
-from service_common.errors import BadGatewayError, NotFoundError, UnavailableError
+from service_common.errors import BadGatewayError, NotFoundError
 
 CONFIG = """
 model_config_list {{
@@ -82,8 +82,14 @@ async def test_unknown_and_versionless_heads(tmp_path: Path) -> None:
     with pytest.raises(NotFoundError) as unknown:
         registry.check("nope", "heads[0]")
     assert unknown.value.param == "heads[0]" and "pending, sentiment" in unknown.value.message
-    with pytest.raises(UnavailableError):
-        registry.check("pending", "head")
+    assert registry.check("pending", "head").versions == []  # the call itself will report it exactly
+    assert "has no available version" in registry.problems()["pending"]
+
+
+async def test_before_the_config_is_read_no_name_is_unknown(tmp_path: Path) -> None:
+    registry = HeadRegistry(tmp_path / "missing.config", "sentiment")
+    assert registry.check("anything", "head").name == "anything"
+    assert "cannot read" not in (registry.not_ready_reason() or "")
 
 
 async def test_the_default_heads_problem_is_what_makes_it_not_ready(tmp_path: Path) -> None:
