@@ -53,7 +53,7 @@ bench-endpoint: models
 
 # One, two and three heads on one /classify side by side: c1 latency, c64 throughput, the orchestrator's
 # and the head's CPU per request, a profile of the orchestrator, the load client's headroom
-# (perf/heads_bench.py): about 6 minutes; --quick under 2.
+# (perf/heads_bench.py): about 5 minutes; --quick under 2.
 .PHONY: bench-heads
 bench-heads: models
 	$(PY) -m perf.heads_bench

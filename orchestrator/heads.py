@@ -107,7 +107,6 @@ class HeadRegistry:
         try:
             names = configured_heads(self.config_file)
             self._config_error = None
-            self._loaded = True
         except (OSError, text_format.ParseError, UnicodeDecodeError) as exc:
             self._config_error = f"cannot read the head config {self.config_file}: {exc}"
             logger.warning("%s; keeping the heads known before", self._config_error)
@@ -126,6 +125,7 @@ class HeadRegistry:
         for name in gone:
             logger.info("head %s is no longer served", name)
         self._heads = {head.name: head for head in looked}
+        self._loaded = self._loaded or self._config_error is None  # names are unknown only once these are known
         self._versions = {key: value for key, value in self._versions.items() if key[0] in self._heads}
 
     async def _look(

@@ -1,5 +1,6 @@
 """The head registry's rules, in-process over a stand-in for TF Serving's status and metadata calls."""
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -112,3 +113,24 @@ async def test_heads_added_to_or_removed_from_the_config_follow_it(tmp_path: Pat
     (tmp_path / "models.config").write_text("model_config_list { config { name: ")  # broken: kept as it was
     await registry.refresh(serving, LabelCatalog(serving, 1.0), 384, 1.0)  # type: ignore[arg-type]
     assert [h.name for h in registry.heads] == ["topic"]
+
+
+async def test_no_name_is_unknown_while_the_first_look_is_under_way(tmp_path: Path) -> None:
+    serving = Serving({"sentiment": {1: 384}})
+    release = asyncio.Event()
+    looked = serving.versions
+
+    async def slow_versions(model: str, timeout_s: float) -> list[int]:
+        await release.wait()
+        return await looked(model, timeout_s)
+
+    serving.versions = slow_versions  # type: ignore[method-assign]
+    write_config(tmp_path / "models.config", "sentiment")
+    registry = HeadRegistry(tmp_path / "models.config", "sentiment")
+    refreshing = asyncio.create_task(registry.refresh(serving, LabelCatalog(serving, 1.0), 384, 1.0))  # type: ignore[arg-type]
+    await asyncio.sleep(0.01)
+    assert registry.check("sentiment", "head").name == "sentiment"  # not a 404 mid-refresh
+    release.set()
+    await refreshing
+    with pytest.raises(NotFoundError):
+        registry.check("nope", "head")
