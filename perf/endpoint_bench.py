@@ -734,10 +734,9 @@ def _row(name: str, run: dict[str, Any]) -> str:
 
 
 def markdown(report: dict[str, Any]) -> str:
-    from perf.report import num, targets_table
+    from perf.report import num, run_line, targets_table
 
     results = report["results"]
-    machine = report["machine"]
     plan = report["settings"]["plan"]
     refusals = results["refusals"]
     held, released, over = refusals["held"], refusals["released"], refusals["overload"]
@@ -746,9 +745,7 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         f"# Embedding endpoint: refusals, and one request of 2,048 texts ({plan['mode']} mode)",
         "",
-        f"{report['started_utc']}, `{report['command']}`; {machine['cpu_model']}, {machine['nproc']} cores, "
-        f"GPUs: {', '.join(machine['gpus']) or 'none'}; TensorFlow {machine['tensorflow']}; "
-        f"git {machine['git_commit'][:10]}{' (dirty)' if machine['git_dirty'] else ''}; encoder XLA: {plan['xla']}. "
+        f"{run_line(report, plan['xla'])} "
         "Compare ratios inside one run, not absolute figures across runs: the machine is shared.",
         "",
         "## Targets",
@@ -903,15 +900,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     out: Path = args.out or ROOT / "perf" / "results" / started_at.strftime("%Y%m%d-%H%M%S")
     results = run_bench(plan, out)
     # TensorFlow, imported only once the load is over.
-    import tensorflow as tf
+    from perf.report import run_header, write_report
 
-    from perf.report import machine_info, write_report
-
-    device = "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
     report: dict[str, Any] = {
-        "started_utc": started_at.isoformat(timespec="seconds"),
-        "command": " ".join(["python -m perf.endpoint_bench", *(argv if argv is not None else sys.argv[1:])]),
-        "machine": machine_info(device),
+        **run_header("perf.endpoint_bench", argv if argv is not None else sys.argv[1:], started_at),
         "settings": {"plan": asdict(plan)},
         "results": results,
     }

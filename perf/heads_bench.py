@@ -741,17 +741,15 @@ def _threads(by_thread: dict[str, float], top: int = 5) -> str:
 
 
 def markdown(report: dict[str, Any]) -> str:
-    from perf.report import num, targets_table
+    from perf.report import num, run_line, targets_table
 
-    results, machine, plan = report["results"], report["machine"], report["settings"]["plan"]
+    results, plan = report["results"], report["settings"]["plan"]
     v, cmp, prof, head = results["variants"], results["comparisons"], results["profile"], results["headroom"]
     idle = results["idle"]["cores"]
     lines = [
         f"# Several heads on one /classify ({plan['mode']} mode)",
         "",
-        f"{report['started_utc']}, `{report['command']}`; {machine['cpu_model']}, {machine['nproc']} cores, "
-        f"GPUs: {', '.join(machine['gpus']) or 'none'}; TensorFlow {machine['tensorflow']}; "
-        f"git {machine['git_commit'][:10]}{' (dirty)' if machine['git_dirty'] else ''}; encoder XLA: {plan['xla']}. "
+        f"{run_line(report, plan['xla'])} "
         f"One text per request; {plan['rounds']} round(s), each rotating which variant goes first; runs of "
         f"{plan['c1_s']:g} s at c1 and {plan['c64_s']:g} s at c{HIGH}. Compare inside one run, not across runs: "
         "the machine is shared.",
@@ -980,15 +978,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     started_at = datetime.now(UTC)
     out: Path = args.out or ROOT / "perf" / "results" / started_at.strftime("%Y%m%d-%H%M%S")
     results = run_bench(plan, out)
-    import tensorflow as tf
+    from perf.report import run_header, write_report
 
-    from perf.report import machine_info, write_report
-
-    device = "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
     report: dict[str, Any] = {
-        "started_utc": started_at.isoformat(timespec="seconds"),
-        "command": " ".join(["python -m perf.heads_bench", *(argv if argv is not None else sys.argv[1:])]),
-        "machine": machine_info(device),
+        **run_header("perf.heads_bench", argv if argv is not None else sys.argv[1:], started_at),
         "settings": {
             "plan": asdict(plan),
             "variants": {v.key: {"title": v.title, "heads": list(v.heads), "body": v.body("<text>")} for v in VARIANTS},

@@ -5,7 +5,9 @@ import json
 import os
 import platform
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +70,25 @@ def machine_info(device: str) -> dict[str, Any]:
         "git_commit": git("rev-parse", "HEAD"),
         "git_dirty": bool(git("status", "--porcelain")),
     }
+
+
+def run_header(module: str, argv: Sequence[str], started_at: datetime) -> dict[str, Any]:
+    """What a benchmark's JSON starts with: when it started, its command line, and the machine."""
+    return {
+        "started_utc": started_at.isoformat(timespec="seconds"),
+        "command": " ".join([f"python -m {module}", *argv]),
+        "machine": machine_info("GPU" if tf.config.list_physical_devices("GPU") else "CPU"),
+    }
+
+
+def run_line(report: dict[str, Any], xla: bool) -> str:
+    """The markdown line under a benchmark's title: when, how, where, and on which commit."""
+    machine = report["machine"]
+    return (
+        f"{report['started_utc']}, `{report['command']}`; {machine['cpu_model']}, {machine['nproc']} cores, "
+        f"GPUs: {', '.join(machine['gpus']) or 'none'}; TensorFlow {machine['tensorflow']}; "
+        f"git {machine['git_commit'][:10]}{' (dirty)' if machine['git_dirty'] else ''}; encoder XLA: {xla}."
+    )
 
 
 _MET = {None: "-", True: "yes", False: "NO"}
