@@ -96,16 +96,11 @@ def constrained_server(
         yield GatedServer(server, gate)
 
 
-LEGACY_HEAD = ROOT / "build" / "head"  # before build/heads: one head, standing in for every shipped one
-
-
 def built_head(name: str) -> Path:
     """A shipped head's built base path (version 1 in it), to copy from, never to serve or change."""
     built = stack_services.DEFAULT_HEADS_ROOT / name
     if (built / "1" / "saved_model.pb").is_file():
         return built
-    if (LEGACY_HEAD / "1" / "saved_model.pb").is_file():  # a build/ from before `make models` built build/heads
-        return LEGACY_HEAD
     pytest.fail(f"{built}/1 is missing: run `make models` (make test does)")
 
 

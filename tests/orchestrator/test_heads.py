@@ -9,6 +9,7 @@ from orchestrator.heads import HeadRegistry, configured_heads
 from orchestrator.labels import LabelCatalog
 from service_common.deadline import Deadline
 from service_common.errors import BadGatewayError, NotFoundError
+from stack import services
 
 CONFIG = """
 model_config_list {{
@@ -52,7 +53,7 @@ async def refreshed(tmp_path: Path, serving: Serving, *names: str, dimensions: i
 
 
 def test_the_names_come_from_tf_servings_own_config_file() -> None:
-    assert configured_heads(Path("head_service/tfserving/models.config"))
+    assert configured_heads(services.MODELS_CONFIG) == ["sentiment", "topic"]
 
 
 async def test_heads_versions_labels_and_dimensions_are_read_once_per_version(tmp_path: Path) -> None:
