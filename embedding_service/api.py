@@ -56,6 +56,11 @@ def _long_texts(truncate: bool, chunk: bool) -> LongTexts:
     return "chunk" if chunk else ("truncate" if truncate else "refuse")
 
 
+def _lane(request: Request, user: str | None) -> str | None:
+    """The caller's lane: its API key's name when it has one, else OpenAI's `user`, else None (anonymous)."""
+    return getattr(request.state, "api_key_name", None) or user
+
+
 @router.post("/v1/embeddings", response_model=EmbeddingsResponse)
 async def create_embeddings(
     body: EmbeddingsRequest, embedder: EmbedderDep, deadline: DeadlineDep, request: Request
@@ -69,7 +74,11 @@ async def create_embeddings(
             code="unsupported_dimensions",
         )
     embedding = embedder.embed(
-        body.input, field="input", long_texts=_long_texts(body.truncate, body.chunk), timeout_s=deadline.remaining_s()
+        body.input,
+        field="input",
+        long_texts=_long_texts(body.truncate, body.chunk),
+        timeout_s=deadline.remaining_s(),
+        lane=_lane(request, body.user),
     )
     embedded = await unless_disconnected(request, embedding)
     vectors = embedded.sentences(normalize=embedder.manifest.normalize)
@@ -98,20 +107,23 @@ async def embed(body: EmbedRequest, embedder: EmbedderDep, deadline: DeadlineDep
         raise InvalidRequestError(
             "chunk embeds a long text whole as one vector: it needs a pooling, not `none`", param="chunk"
         )
+    models_own = pooling == manifest.pooling and normalize == manifest.normalize
     embedding = embedder.embed(
         body.inputs,
         field="inputs",
         long_texts=_long_texts(body.truncate, body.chunk),
         timeout_s=deadline.remaining_s(),
-        token_level=pooling == "none",
+        lane=_lane(request, body.user),
+        token_level=not models_own,
+        token_output=pooling == "none",
     )
     embedded = await unless_disconnected(request, embedding)
     vectors: list[Any]
     if pooling == "none":
-        tokens = [group[0].tokens for group in embedded.windows]
+        tokens = [group[0].token_vectors() for group in embedded.windows]
         vectors = [l2_normalize(t) if normalize else t for t in tokens]
         floats = sum(len(t) for t in tokens) * manifest.embedding_dim
-    elif pooling == manifest.pooling and normalize == manifest.normalize:
+    elif models_own:
         vectors = embedded.sentences(normalize=normalize)
         floats = len(vectors) * manifest.embedding_dim
     else:
@@ -132,9 +144,9 @@ async def embed(body: EmbedRequest, embedder: EmbedderDep, deadline: DeadlineDep
 
 def _pooled(group: list[Embedding], pooling: Pooling, normalize: bool) -> FloatArray:
     """One input's vector under another pooling than the model's: each window pooled, then their mean."""
-    pooled = [pool(w.tokens, pooling) for w in group]
+    pooled = [pool(w.token_vectors(), pooling) for w in group]
     vectors = [l2_normalize(v) if normalize else v for v in pooled]
-    return combine(vectors, [len(w.tokens) for w in group], normalize=normalize)
+    return combine(vectors, [w.length for w in group], normalize=normalize)
 
 
 @router.post("/tokenize", response_model=TokenizeResponse)

@@ -16,8 +16,10 @@ from embedding_service.admission import AdmissionMiddleware
 from embedding_service.api import router
 from embedding_service.batcher import DynamicBatcher, gated
 from embedding_service.buckets import Buckets
+from embedding_service.cache import EmbeddingCache, encoder_fingerprint
 from embedding_service.embedder import Embedder
 from embedding_service.encoder import TFEncoder
+from embedding_service.lanes import Lanes
 from embedding_service.manifest import TOKENIZER_DIR, EncoderManifest
 from embedding_service.settings import EmbeddingSettings
 from embedding_service.tokenizer import Tokenizer
@@ -69,6 +71,10 @@ class ModelSlot:
             pool = ThreadPoolExecutor(settings.tokenizer_threads, thread_name_prefix="tokenizer")
             stack.callback(pool.shutdown, wait=False, cancel_futures=True)
             gate = settings.test_encoder_gate
+            cache = None
+            if settings.cache_bytes:
+                fingerprint = await asyncio.to_thread(encoder_fingerprint, settings.model_dir)
+                cache = EmbeddingCache(fingerprint, settings.cache_bytes)
             batcher = DynamicBatcher(  # built before the long warm-up, so a bad budget fails at once
                 gated(encoder, Path(gate)) if gate else encoder,
                 buckets,
@@ -76,6 +82,8 @@ class ModelSlot:
                 max_wait_s=settings.max_wait_ms / 1e3,
                 max_queue_texts=settings.max_queue_texts,
                 drain_timeout_s=drain_budget_s(settings),
+                lanes=Lanes(settings.lane_policy),
+                cache=cache,
             )
             await asyncio.to_thread(encoder.warm_up, settings.max_batch_tokens)
             self.batcher = await stack.enter_async_context(batcher)

@@ -1,4 +1,5 @@
-"""The dynamic batcher: coalesces concurrent texts into padded encoder calls on one worker thread.
+"""The dynamic batcher: coalesces concurrent texts into padded encoder calls on one worker thread, shared
+fairly between callers' lanes (embedding_service.lanes).
 
 Tuning:
 - `max_batch_size` caps texts per call. Throughput on CPU flattens past ~32; on a GPU raise it to
@@ -12,6 +13,29 @@ Tuning:
   its texts (`reserve`) before it is tokenized, and past the bound it gets `OverloadedError` (429) at
   once instead of a growing wait. Size it to what the encoder clears within your latency target, and
   at least to the largest request you accept.
+
+Fair batches. Each lane keeps its texts in arrival order. A batch is filled by start-time fair queuing
+over tokens: a lane's head text starts, in virtual time, where the lane's previous text finished (or now,
+for a lane that was idle), and finishes `tokens / weight` later; the worker always takes the head text
+that starts first. So backlogged lanes get the encoder's tokens in proportion to their weights, and a lane
+that was idle goes first: a text sent beside a flood of 2,000 rides in the next batch formed, not after
+the 2,000. Starvation bound: before the k-th queued text of lane L is taken, any other lane j has had at
+most `w_j / w_L * (tokens of L's first k texts) + one text` of its own taken. Within a lane nothing
+overtakes; a batch closes on its size or token budget when the next text by that order does not fit, so
+the budget never reorders texts either. Grouping texts by length (to pad less) would act inside this
+order, among the lanes' head texts, never past a lane's own order, so the bound stays as stated.
+
+Fair refusals. Queue room is shared by the lanes that hold some, by weight: a lane's share is
+`max_queue_texts * w / (sum of their weights)`. While there is room, anyone may use it. When the queue is
+full, a lane over its share is refused (429, `Retry-After` from its own backlog at its share of the
+encoder's rate); a lane within its share is admitted, and the room is taken back from the newest requests
+of the lanes most over their shares (they get that 429 instead). A lane's quota, if it has one, is charged
+the tokens it asks the encoder for (`Reservation.charge`).
+
+Identical texts (the same token ids) queued or running are computed once: a later caller awaits the same
+text and gives its room back. Finished sentence vectors go into the exact cache (embedding_service.cache),
+which the embedder reads before it asks for room in a batch.
+
 Texts whose caller has gone (timeout, disconnect) are dropped before they reach the encoder.
 
 Shutdown (`drain`): new texts are refused with 503 at once; queued and running ones get
@@ -23,42 +47,51 @@ cannot keep the process from exiting.
 import asyncio
 import contextlib
 import logging
+import math
 import queue
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-import numpy as np
-import numpy.typing as npt
-
 from embedding_service.buckets import Buckets
+from embedding_service.cache import EmbeddingCache
 from embedding_service.encoder import Embedding
+from embedding_service.lanes import Lane, LanePolicy, Lanes
 from embedding_service.metrics import (
     ADMITTED_TEXTS,
     BATCH_PADDED_TOKENS,
     BATCH_TEXTS,
+    INFLIGHT_SHARED_TOTAL,
+    LANE_QUEUE_SECONDS,
+    LANE_QUEUED_TEXTS,
+    LANE_REFUSALS_TOTAL,
+    LANE_TEXTS_TOTAL,
+    LANE_TOKENS_TOTAL,
     QUEUE_TEXTS,
     REJECTED_TOTAL,
     STAGE_SECONDS,
 )
+from embedding_service.tokenizer import Ids
 from service_common.errors import OverloadedError, ServiceError, UnavailableError
 
 logger = logging.getLogger(__name__)
 
-RunBatch = Callable[[list[npt.NDArray[np.int32]]], list[Embedding]]
-_Call = tuple[Future[list[Embedding]], list[npt.NDArray[np.int32]]]
+RunBatch = Callable[[list[Ids]], list[Embedding]]
+_Call = tuple[Future[list[Embedding]], list[Ids]]
+
+_MAX_RETRY_AFTER_S = 60
+_RATE_SMOOTHING = 0.2  # weight of the latest batch in the encoder's rate estimate
 
 
 def gated(run_batch: RunBatch, gate: Path) -> RunBatch:
     """For tests only: each batch waits while the file `gate` exists, so a test can hold the encoder
     (fill the queue, pass a deadline, hang a shutdown) deterministically, however fast the hardware."""
 
-    def run(batch: list[npt.NDArray[np.int32]]) -> list[Embedding]:
+    def run(batch: list[Ids]) -> list[Embedding]:
         while gate.exists():
             time.sleep(0.002)
         return run_batch(batch)
@@ -75,7 +108,7 @@ class _EncoderThread:
         self._thread = threading.Thread(target=self._serve, name="encoder", daemon=True)
         self._thread.start()
 
-    def submit(self, batch: list[npt.NDArray[np.int32]]) -> "asyncio.Future[list[Embedding]]":
+    def submit(self, batch: list[Ids]) -> "asyncio.Future[list[Embedding]]":
         future: Future[list[Embedding]] = Future()
         self._calls.put((future, batch))
         return asyncio.wrap_future(future)
@@ -102,34 +135,63 @@ class BatchedEmbedding:
     batch_texts: int
 
 
-@dataclass
+@dataclass(eq=False)
 class _Pending:
-    ids: npt.NDArray[np.int32]
-    future: asyncio.Future[BatchedEmbedding]
+    """One text for the encoder, and every caller awaiting it (identical texts in flight are computed once)."""
+
+    ids: Ids
+    key: bytes
+    lane: Lane
+    callers: list[asyncio.Future[BatchedEmbedding]] = field(default_factory=list)
     enqueued: float = field(default_factory=time.perf_counter)
-    waiting: bool = True  # counted in the queue: not yet taken into a batch, nor abandoned by its caller
+    waiting: bool = True  # in its lane's queue: not yet taken into a batch, nor abandoned by every caller
 
 
 class Reservation:
-    """Queue room held for one request's texts, from before they are tokenized until it is answered."""
+    """Queue room held for one request's texts in its lane, from before they are tokenized until it is
+    answered. The batcher may take it back (`refused`) to give the room to a lane within its share."""
 
-    def __init__(self, batcher: "DynamicBatcher", texts: int) -> None:
+    def __init__(self, batcher: "DynamicBatcher", lane: Lane, texts: int) -> None:
         self._batcher = batcher
+        self.lane = lane
         self.texts = 0
-        self.grow(texts)
+        self.refused: OverloadedError | None = None
+        self.calls: list[tuple[_Pending, asyncio.Future[BatchedEmbedding]]] = []  # what it awaits now
+        lane.reservations.append(self)
+        try:
+            self.grow(texts)
+        except ServiceError:
+            lane.reservations.remove(self)
+            raise
 
     def grow(self, texts: int) -> None:
         """Holds room for `texts` more (a long text's extra windows); OverloadedError when there is none."""
-        self._batcher._hold(texts)
-        self.texts += texts
+        self._batcher._hold(self, texts)
+
+    def release(self, texts: int) -> None:
+        """Gives back room for texts that need no encoder slot (answered from the cache)."""
+        self._batcher._free(self, min(texts, self.texts))
+
+    def charge(self, tokens: int) -> None:
+        """Takes `tokens` from the lane's quota, if it has one; OverloadedError while the quota is in debt."""
+        quota = self.lane.quota
+        if quota is None:
+            return
+        if retry_after_s := quota.retry_after_s():
+            LANE_REFUSALS_TOTAL.labels(self.lane.label, "quota").inc()
+            raise OverloadedError(
+                f"lane {self.lane.name!r} is past its quota of {quota.rate:g} tokens per second",
+                retry_after_s=retry_after_s,
+            )
+        quota.take(tokens)
 
     def __enter__(self) -> "Reservation":
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._batcher._reserved -= self.texts
-        self.texts = 0
-        ADMITTED_TEXTS.set(self._batcher._reserved)
+        self._batcher._free(self, self.texts)
+        if self in self.lane.reservations:
+            self.lane.reservations.remove(self)
 
 
 class DynamicBatcher:
@@ -142,6 +204,8 @@ class DynamicBatcher:
         max_wait_s: float,
         max_queue_texts: int,
         drain_timeout_s: float = 30.0,
+        lanes: Lanes | None = None,
+        cache: EmbeddingCache | None = None,
     ) -> None:
         if buckets.seq_lengths[-1] > max_batch_tokens:
             raise ValueError(f"max_batch_tokens {max_batch_tokens} cannot hold one text of {buckets.seq_lengths[-1]}")
@@ -152,8 +216,14 @@ class DynamicBatcher:
         self._max_wait_s = max_wait_s
         self._max_queue_texts = max_queue_texts
         self._drain_timeout_s = drain_timeout_s
-        self._queue: deque[_Pending] = deque()
-        self._waiting = 0  # live texts in the queue; abandoned ones stay in the deque until the worker skips them
+        self.lanes = lanes or Lanes(LanePolicy())
+        self.cache = cache
+        self._active: dict[Lane, None] = {}  # lanes with texts in their queue, in the order they got them
+        self._holding: set[Lane] = set()  # lanes that hold queue room
+        self._in_flight: dict[bytes, _Pending] = {}  # texts queued or running, by their ids
+        self._virtual = 0.0  # start tag of the text taken last
+        self._texts_per_s = 0.0  # the encoder's recent rate: what a lane's Retry-After is estimated from
+        self._waiting = 0  # live texts in the lanes' queues
         self._reserved = 0  # texts of admitted requests not yet answered: what max_queue_texts bounds
         self._arrived = asyncio.Event()
         self._idle = asyncio.Event()
@@ -189,63 +259,158 @@ class DynamicBatcher:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), max(0.0, self._drain_deadline - time.perf_counter()))
         stopped = UnavailableError("the service is shutting down", code="shutting_down")
-        for p in [*self._running, *self._queue]:
-            if not p.future.done():
-                p.future.set_exception(stopped)
+        for p in [*self._running, *(p for lane in self._active for p in lane.queue)]:
+            for caller in p.callers:
+                if not caller.done():
+                    caller.set_exception(stopped)
 
     @property
     def queued_texts(self) -> int:
         return self._waiting
 
     def has_room(self) -> bool:
-        """Whether a request of one text would be admitted now: checked before its body is even read."""
-        return not self._closing and self._reserved < self._max_queue_texts
+        """Whether a request whose lane is not known yet could be admitted: checked before its body is read.
+        With lanes on, the answer waits for the lane (a full queue still has room for a lane within its
+        share); with one FIFO queue, a full queue refuses at the door."""
+        if self._closing:
+            return False
+        return self.lanes.enabled or self._reserved < self._max_queue_texts
 
-    def reserve(self, texts: int) -> Reservation:
-        """Room for a request's texts, held until the returned reservation is closed (`with`)."""
-        return Reservation(self, texts)
+    def reserve(self, texts: int, lane: str | None = None) -> Reservation:
+        """Room for a request's texts in the lane named `lane`, held until the reservation is closed (`with`)."""
+        return Reservation(self, self.lanes.lane(lane), texts)
 
-    def _hold(self, texts: int) -> None:
+    def _hold(self, reservation: Reservation, texts: int) -> None:
         if self._closing:
             raise UnavailableError("the service is shutting down", code="shutting_down")
-        if self._reserved + texts > self._max_queue_texts:
-            REJECTED_TOTAL.labels("queue_full").inc(texts)
-            raise OverloadedError(
-                f"the encoder queue is full ({self._reserved} of {self._max_queue_texts} texts); retry shortly"
-            )
+        if reservation.refused is not None:
+            raise reservation.refused
+        lane = reservation.lane
+        short = self._reserved + texts - self._max_queue_texts
+        if short > 0:
+            if lane.held + texts > self._share(lane, lane):
+                REJECTED_TOTAL.labels("queue_full").inc(texts)
+                raise self._refusal(lane, "queue_share", f"the encoder queue is full ({self._reserved} texts)")
+            self._push_out(lane, short)
         self._reserved += texts
+        lane.held += texts
+        reservation.texts += texts
+        self._holding.add(lane)
         ADMITTED_TEXTS.set(self._reserved)
 
-    async def embed(self, texts: Sequence[npt.NDArray[np.int32]], reservation: Reservation) -> list[BatchedEmbedding]:
-        """Embeds the token id arrays, in order, within the room `reservation` holds. Cancelling the caller
-        drops its queued texts."""
+    def _free(self, reservation: Reservation, texts: int) -> None:
+        lane = reservation.lane
+        self._reserved -= texts
+        lane.held -= texts
+        reservation.texts -= texts
+        if lane.held == 0:
+            self._holding.discard(lane)
+        ADMITTED_TEXTS.set(self._reserved)
+
+    def _share(self, lane: Lane, joining: Lane) -> float:
+        """`lane`'s share of the queue among the lanes holding room, `joining` counted among them."""
+        weights = sum(holder.weight for holder in self._holding | {joining})
+        return self._max_queue_texts * lane.weight / weights
+
+    def _push_out(self, lane: Lane, short: int) -> None:
+        """Takes back the newest reservations of the lanes most over their share until `short` texts of room
+        are free for `lane`, which is within its own share: so it never waits on another lane's flood."""
+        while short > 0:
+            over = [(holder.held - self._share(holder, lane), holder) for holder in self._holding if holder is not lane]
+            excess, victim = max(over, key=lambda pair: pair[0], default=(0.0, lane))
+            if excess <= 0:
+                raise self._refusal(lane, "queue_share", "the encoder queue is full")  # unreachable by the shares' sum
+            newest = victim.reservations[-1]
+            short -= newest.texts
+            self._revoke(newest)
+
+    def _revoke(self, reservation: Reservation) -> None:
+        error = self._refusal(reservation.lane, "pushed_out", "the encoder queue is full and this lane over its share")
+        reservation.refused = error
+        for pending, caller in reservation.calls:
+            if not caller.done():
+                caller.set_exception(error)
+            self._leave(pending, caller)
+        reservation.calls.clear()
+        self._free(reservation, reservation.texts)
+        reservation.lane.reservations.remove(reservation)
+
+    def _refusal(self, lane: Lane, reason: str, why: str) -> OverloadedError:
+        """A 429 for `lane`, whose Retry-After is how long its own backlog takes at its share of the encoder."""
+        LANE_REFUSALS_TOTAL.labels(lane.label, reason).inc()
+        weights = sum(active.weight for active in self._active | {lane: None})
+        rate = self._texts_per_s * lane.weight / weights
+        retry_after_s = min(_MAX_RETRY_AFTER_S, max(1, math.ceil(lane.held / rate))) if rate > 0 else 1
+        return OverloadedError(
+            f"{why}; lane {lane.name!r} holds {lane.held} texts of it; retry in {retry_after_s}s",
+            retry_after_s=retry_after_s,
+        )
+
+    async def embed(self, texts: Sequence[Ids], reservation: Reservation) -> list[BatchedEmbedding]:
+        """Embeds the token id arrays, in order, within the room `reservation` holds. A text identical to
+        one queued or running awaits that one, and gives its room back. Cancelling the caller drops its
+        queued texts (unless another caller awaits them too)."""
         if len(texts) > reservation.texts:
             raise ValueError(f"{len(texts)} texts exceed the {reservation.texts} reserved")
         if self._closing:
             raise UnavailableError("the service is shutting down", code="shutting_down")
+        if reservation.refused is not None:
+            raise reservation.refused
         loop = asyncio.get_running_loop()
-        pending = [_Pending(ids, loop.create_future()) for ids in texts]
-        self._queue.extend(pending)
-        self._waiting += len(pending)
-        QUEUE_TEXTS.set(self._waiting)
-        self._idle.clear()
-        self._arrived.set()
+        lane = reservation.lane
+        calls: list[tuple[_Pending, asyncio.Future[BatchedEmbedding]]] = []
+        queued = 0
+        for ids in texts:
+            key = ids.tobytes()
+            pending = self._in_flight.get(key)
+            if pending is None:
+                pending = self._in_flight[key] = _Pending(ids, key, lane)
+                lane.queue.append(pending)
+                queued += 1
+            caller: asyncio.Future[BatchedEmbedding] = loop.create_future()
+            pending.callers.append(caller)
+            calls.append((pending, caller))
+        if shared := len(texts) - queued:
+            INFLIGHT_SHARED_TOTAL.inc(shared)
+            reservation.release(shared)
+        reservation.calls += calls
+        if queued:
+            self._count_queued(lane, queued)
+            self._active[lane] = None
+            self._idle.clear()
+            self._arrived.set()
         try:
-            if len(pending) == 1:
-                return [await pending[0].future]
-            return list(await asyncio.gather(*(p.future for p in pending)))
+            if len(calls) == 1:
+                return [await calls[0][1]]
+            return list(await asyncio.gather(*(caller for _, caller in calls)))
         finally:
-            for p in pending:
-                p.future.cancel()
-                if p.waiting:  # abandoned: the worker will skip it
-                    p.waiting = False
-                    self._waiting -= 1
-            QUEUE_TEXTS.set(self._waiting)
+            for pending, caller in calls:
+                caller.cancel()
+                self._leave(pending, caller)
+            if reservation.calls:
+                done = {id(caller) for _, caller in calls}
+                reservation.calls = [call for call in reservation.calls if id(call[1]) not in done]
+
+    def _leave(self, pending: _Pending, caller: "asyncio.Future[BatchedEmbedding]") -> None:
+        """One caller stops awaiting `pending`; with none left, a queued text is dropped (the worker skips it)."""
+        if caller in pending.callers:
+            pending.callers.remove(caller)
+        if not pending.callers and pending.waiting:
+            pending.waiting = False
+            self._count_queued(pending.lane, -1)
+            if self._in_flight.get(pending.key) is pending:
+                del self._in_flight[pending.key]
+
+    def _count_queued(self, lane: Lane, texts: int) -> None:
+        lane.waiting += texts
+        self._waiting += texts
+        LANE_QUEUED_TEXTS.labels(lane.label).inc(texts)
+        QUEUE_TEXTS.set(self._waiting)
 
     async def _work(self) -> None:
         """Runs batches for ever; a failure outside the encoder call fails that batch, never the worker."""
         while True:
-            while not self._queue:
+            while not self._active:
                 self._idle.set()
                 self._arrived.clear()
                 await self._arrived.wait()
@@ -257,9 +422,9 @@ class DynamicBatcher:
                     await self._run(batch)
             except Exception:
                 logger.exception("batcher failed on a batch of %d", len(batch))
+                failed = ServiceError("the encoder failed on this batch", code="encoder_error")
                 for p in batch:
-                    if not p.future.done():
-                        p.future.set_exception(ServiceError("the encoder failed on this batch", code="encoder_error"))
+                    self._settle(p, failed)
 
     async def _run(self, batch: list[_Pending]) -> None:
         assert self._encoder is not None, "the batcher runs inside `async with`"
@@ -271,40 +436,77 @@ class DynamicBatcher:
             self._running = []
         infer_s = time.perf_counter() - started
         STAGE_SECONDS.labels("infer").observe(infer_s)
+        self._texts_per_s = _RATE_SMOOTHING * len(batch) / max(infer_s, 1e-6) + (1 - _RATE_SMOOTHING) * (
+            self._texts_per_s or len(batch) / max(infer_s, 1e-6)
+        )
         for p, embedding in zip(batch, outputs, strict=True):
-            if not p.future.done():
-                p.future.set_result(BatchedEmbedding(embedding, started - p.enqueued, infer_s, len(batch)))
+            if self.cache is not None:
+                self.cache.put(p.key, embedding.sentence, embedding.length)
+            self._settle(p, BatchedEmbedding(embedding, started - p.enqueued, infer_s, len(batch)))
+
+    def _settle(self, pending: _Pending, outcome: BatchedEmbedding | ServiceError) -> None:
+        if self._in_flight.get(pending.key) is pending:
+            del self._in_flight[pending.key]
+        for caller in pending.callers:
+            if caller.done():
+                continue
+            if isinstance(outcome, ServiceError):
+                caller.set_exception(outcome)
+            else:
+                caller.set_result(outcome)
 
     async def _wait_for_company(self) -> None:
         """Holds the batch open until it is full or its oldest text has waited `max_wait_s`."""
-        deadline = self._queue[0].enqueued + self._max_wait_s
-        while len(self._queue) < self._max_batch_size and (remaining := deadline - time.perf_counter()) > 0:
+        if self._max_wait_s <= 0:
+            return
+        deadline = min(p.enqueued for lane in self._active if lane.queue for p in (lane.queue[0],)) + self._max_wait_s
+        while self._waiting < self._max_batch_size and (remaining := deadline - time.perf_counter()) > 0:
             self._arrived.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._arrived.wait(), remaining)
 
+    def _next_lane(self) -> Lane | None:
+        """The lane whose head text starts first in virtual time; drops lanes left with no live text."""
+        best: Lane | None = None
+        best_start = math.inf
+        for lane in list(self._active):
+            queue = lane.queue
+            while queue and not queue[0].waiting:
+                queue.popleft()
+            if not queue:
+                del self._active[lane]
+                continue
+            start = max(lane.finish, self._virtual)
+            if start < best_start:
+                best, best_start = lane, start
+        return best
+
     def _take_batch(self) -> list[_Pending]:
-        """Takes live texts in arrival order while the batch stays within the size and token budgets."""
+        """Takes live texts lane by lane in start-tag order while the batch stays within its budgets."""
         batch: list[_Pending] = []
         longest = 0
-        while self._queue:
-            head = self._queue[0]
-            if not head.waiting:
-                self._queue.popleft()
-                continue
-            rows = self._buckets.batch_size(min(len(batch) + 1, self._max_batch_size))
+        while len(batch) < self._max_batch_size and (lane := self._next_lane()) is not None:
+            head = lane.queue[0]
+            rows = self._buckets.batch_size(len(batch) + 1)
             length = self._buckets.seq_length(max(longest, len(head.ids)))
-            if batch and (len(batch) == self._max_batch_size or rows * length > self._max_batch_tokens):
+            if batch and rows * length > self._max_batch_tokens:
                 break
-            batch.append(self._queue.popleft())
+            lane.queue.popleft()
             head.waiting = False
-            self._waiting -= 1
+            self._count_queued(lane, -1)
+            start = max(lane.finish, self._virtual)
+            lane.finish = start + len(head.ids) / lane.weight
+            self._virtual = start
+            batch.append(head)
             longest = max(longest, len(head.ids))
-        QUEUE_TEXTS.set(self._waiting)
         if batch:
             now = time.perf_counter()
             for p in batch:
+                label = p.lane.label
                 STAGE_SECONDS.labels("queue").observe(now - p.enqueued)
+                LANE_QUEUE_SECONDS.labels(label).observe(now - p.enqueued)
+                LANE_TEXTS_TOTAL.labels(label).inc()
+                LANE_TOKENS_TOTAL.labels(label).inc(len(p.ids))
             BATCH_TEXTS.observe(len(batch))
             BATCH_PADDED_TOKENS.observe(self._buckets.batch_size(len(batch)) * self._buckets.seq_length(longest))
         return batch

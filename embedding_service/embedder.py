@@ -55,7 +55,7 @@ class Embedded:
     def sentences(self, *, normalize: bool) -> list[FloatArray]:
         """The model's own sentence vector of each input; a chunked one's is its windows' weighted mean."""
         return [
-            combine([w.sentence for w in group], [len(w.tokens) for w in group], normalize=normalize)
+            combine([w.sentence for w in group], [w.length for w in group], normalize=normalize)
             for group in self.windows
         ]
 
@@ -96,30 +96,46 @@ class Embedder:
             )
 
     async def embed(
-        self, raw: Any, *, field: str, long_texts: LongTexts, timeout_s: float, token_level: bool = False
+        self,
+        raw: Any,
+        *,
+        field: str,
+        long_texts: LongTexts,
+        timeout_s: float,
+        lane: str | None = None,
+        token_level: bool = False,
+        token_output: bool = False,
     ) -> Embedded:
-        """`raw` is OpenAI's `input` (texts or token ids) when `field` is `input`, else a list of texts.
-        Queue room is reserved before any tokenizing; past `timeout_s` the texts are dropped. For a
-        `token_level` answer, inputs whose token vectors would pass `max_response_bytes` are refused."""
+        """`raw` is OpenAI's `input` (texts or token ids) when `field` is `input`, else a list of texts, for
+        the caller's `lane`. Queue room is reserved before any tokenizing; texts in the cache then give
+        theirs back, and the rest is charged to the lane's quota; past `timeout_s` the texts are dropped.
+        A `token_level` request (it reads token vectors: another pooling than the model's) bypasses the
+        cache; for a `token_output` answer (the token vectors themselves), inputs whose vectors would pass
+        `max_response_bytes` are refused."""
         count = len(raw) if isinstance(raw, list) and raw and not isinstance(raw[0], int) else 1
         self._check_count(count, field)
-        with self._batcher.reserve(count) as reservation:
+        with self._batcher.reserve(count, lane) as reservation:
             started = time.perf_counter()
             inputs, plan = await self._off_the_loop(_size(raw), self._prepare, raw, field, long_texts)
             tokenize_s = time.perf_counter() - started
             STAGE_SECONDS.labels("tokenize").observe(tokenize_s)
-            if token_level:
+            if token_output:
                 self._check_answer_size(sum(len(ids) for ids in plan.windows), field)
             if len(plan.windows) > count:
                 self._check_count(len(plan.windows), field, "windows")
                 reservation.grow(len(plan.windows) - count)
+            answers = self._cached(plan.windows, token_level)
+            misses = [ids for ids, answer in zip(plan.windows, answers, strict=True) if answer is None]
+            reservation.release(len(plan.windows) - len(misses))
+            reservation.charge(sum(map(len, misses)))
             try:
                 async with asyncio.timeout(timeout_s):
-                    batched = await self._encode(plan.windows, reservation)
+                    computed = iter(await self._encode(misses, reservation))
             except TimeoutError:
                 raise DeadlineExceededError(
                     f"embedding did not finish within {timeout_s:.3g}s", code="timeout"
                 ) from None
+        batched = [answer or next(computed) for answer in answers]
         TEXTS_TOTAL.inc(len(inputs))
         TRUNCATED_TOTAL.inc(len(plan.truncated))
         return Embedded(
@@ -131,6 +147,18 @@ class Embedder:
             queue_s=max(b.queue_s for b in batched),
             infer_s=max(b.infer_s for b in batched),
         )
+
+    def _cached(self, windows: list[Ids], token_level: bool) -> list[BatchedEmbedding | None]:
+        """Each window's answer from the cache, or None where it must be computed."""
+        cache = self._batcher.cache
+        if cache is None or token_level:
+            return [None] * len(windows)
+        answers: list[BatchedEmbedding | None] = []
+        for ids in windows:
+            entry = cache.get(ids.tobytes())
+            hit = None if entry is None else Embedding(entry[0], entry[1], None)
+            answers.append(None if hit is None else BatchedEmbedding(hit, 0.0, 0.0, 0))
+        return answers
 
     async def tokens(self, texts: list[str], *, add_special_tokens: bool) -> list[Tokens]:
         return await self._off_the_loop(
@@ -214,6 +242,8 @@ class Embedder:
         """A big request goes to the batcher a slice at a time, so the texts of other callers that arrive
         meanwhile join the next batches instead of waiting behind all of it."""
         size = self._settings.max_batch_size
+        if not ids:
+            return []
         if len(ids) <= size * _SLICES_IN_FLIGHT:
             return await self._batcher.embed(ids, reservation)
         done: list[BatchedEmbedding] = []

@@ -23,7 +23,13 @@ FloatArray = npt.NDArray[np.float32]
 @dataclass(frozen=True)
 class Embedding:
     sentence: FloatArray  # [D], pooled and normalised as the manifest says
-    tokens: FloatArray  # [tokens, D], the last hidden state without padding
+    length: int  # tokens the text ran with, special tokens included
+    tokens: FloatArray | None  # [length, D], the last hidden state without padding; None: from the cache
+
+    def token_vectors(self) -> FloatArray:
+        if self.tokens is None:
+            raise ValueError("a cached embedding has no token vectors: token-level requests bypass the cache")
+        return self.tokens
 
 
 class TFEncoder:
@@ -65,7 +71,7 @@ class TFEncoder:
         outputs = self._run(tf.constant(input_ids), tf.constant(mask))
         sentences = outputs["sentence_embedding"].numpy().astype(np.float32, copy=False)
         tokens = outputs["token_embeddings"].numpy().astype(np.float32, copy=False)
-        return [Embedding(sentences[row], tokens[row, : len(ids)]) for row, ids in enumerate(batch)]
+        return [Embedding(sentences[row], len(ids), tokens[row, : len(ids)]) for row, ids in enumerate(batch)]
 
     def warm_up(self, max_batch_tokens: int) -> None:
         """Compiles every bucket shape a batch can take, so no request ever waits for a compile."""

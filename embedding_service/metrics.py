@@ -26,3 +26,25 @@ REJECTED_TOTAL = Counter("embedding_rejected_texts_total", "Texts refused before
 REJECTED_REQUESTS_TOTAL = Counter(
     "embedding_rejected_requests_total", "Requests refused before their body was read", ["reason"]
 )
+
+# Per lane: the label is a configured lane's name, `anonymous` or `other` (embedding_service.lanes).
+LANE_QUEUED_TEXTS = Gauge("embedding_lane_queued_texts", "Texts of a lane waiting for the encoder", ["lane"])
+LANE_TEXTS_TOTAL = Counter("embedding_lane_texts_total", "Texts of a lane the encoder ran", ["lane"])
+LANE_TOKENS_TOTAL = Counter("embedding_lane_tokens_total", "Tokens of a lane the encoder ran", ["lane"])
+LANE_REFUSALS_TOTAL = Counter(
+    "embedding_lane_refusals_total",
+    "Requests of a lane refused: queue_share (over its share of a full queue), pushed_out (admitted, then "
+    "its room given to a lane within its share), quota (past its tokens per second)",
+    ["lane", "reason"],
+)
+LANE_QUEUE_SECONDS = Histogram(
+    "embedding_lane_queue_seconds", "Time a lane's texts waited for the encoder", ["lane"], buckets=LATENCY_BUCKETS
+)
+
+CACHE_HITS_TOTAL = Counter("embedding_cache_hits_total", "Texts answered from the embedding cache")
+CACHE_MISSES_TOTAL = Counter("embedding_cache_misses_total", "Texts looked up in the embedding cache and not found")
+CACHE_BYTES = Gauge("embedding_cache_bytes", "Bytes the embedding cache holds (keys, vectors and overhead)")
+CACHE_EVICTIONS_TOTAL = Counter("embedding_cache_evictions_total", "Entries dropped from the embedding cache for room")
+INFLIGHT_SHARED_TOTAL = Counter(
+    "embedding_inflight_shared_total", "Texts that awaited an identical text already queued or running"
+)

@@ -1,5 +1,6 @@
 """EmbeddingSettings: every knob of the embedding service, read from EMBEDDING_* variables."""
 
+import math
 import os
 from pathlib import Path
 from typing import Self
@@ -7,6 +8,7 @@ from typing import Self
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from embedding_service.lanes import LanePolicy
 from service_common.settings import ServiceSettings
 
 
@@ -27,6 +29,12 @@ class EmbeddingSettings(ServiceSettings):
     model_aliases: str = Field("", description="more names `model` may give, comma-separated")
     chunk_overlap_tokens: int = Field(32, ge=0, description="tokens each window of a chunked text shares")
     tokenizer_threads: int = Field(1, ge=1, le=64, description="threads tokenizing requests off the event loop")
+    lanes: bool = Field(True, description="share the encoder fairly between callers' lanes; false: one FIFO queue")
+    lane_weights: str = Field("orchestrator:4", description="`lane:weight` pairs, comma-separated; others weigh 1")
+    lane_quotas: str = Field("", description="`lane:tokens_per_second` pairs, comma-separated; others: no quota")
+    max_lanes: int = Field(256, ge=2, description="live lanes before idle ones expire and new callers share `other`")
+    lane_idle_s: float = Field(60.0, gt=0, description="an idle lane unused this long is dropped first")
+    cache_bytes: int = Field(64 * 1024 * 1024, ge=0, description="exact embedding cache size; 0: no cache")
     xla: bool = Field(True, description="XLA-compile the encoder (jit_compile)")
     xla_cache_dir: str = Field("build/xla-cache", description="persistent XLA compile cache; empty: none")
     mixed_precision: bool = Field(False, description="fp16 on GPU, bf16 on CPU (graph mode; XLA off)")
@@ -36,14 +44,40 @@ class EmbeddingSettings(ServiceSettings):
     def model_alias_list(self) -> list[str]:
         return [alias.strip() for alias in self.model_aliases.split(",") if alias.strip()]
 
+    @property
+    def lane_policy(self) -> LanePolicy:
+        return LanePolicy(
+            enabled=self.lanes,
+            weights=_named_numbers(self.lane_weights, "lane_weights"),
+            quotas=_named_numbers(self.lane_quotas, "lane_quotas"),
+            max_lanes=self.max_lanes,
+            idle_s=self.lane_idle_s,
+        )
+
     @model_validator(mode="after")
     def _consistent(self) -> Self:
+        self.lane_policy  # noqa: B018 - validates both lists at start-up
         if self.max_texts_per_request > self.max_queue_texts:
             raise ValueError("max_texts_per_request must not exceed max_queue_texts: such a request could never run")
         if self.mixed_precision and self.xla:
             # TF's auto mixed precision is a graph rewrite that does not reach into XLA-compiled functions.
             raise ValueError("mixed_precision needs xla=false (EMBEDDING_XLA=false)")
         return self
+
+
+def _named_numbers(text: str, setting: str) -> dict[str, float]:
+    """`a:4,b:0.5` -> {"a": 4.0, "b": 0.5}; each number positive."""
+    numbers: dict[str, float] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, _, number = item.rpartition(":")
+        try:
+            value = float(number)
+        except ValueError:
+            value = math.nan
+        if not name.strip() or not value > 0 or math.isinf(value):
+            raise ValueError(f"{setting}: {item!r} is not `name:number` with a positive number")
+        numbers[name.strip()] = value
+    return numbers
 
 
 def use_xla_cache(settings: EmbeddingSettings) -> None:

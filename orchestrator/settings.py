@@ -15,6 +15,9 @@ class OrchestratorSettings(ServiceSettings):
     embedding_url: str = Field("http://127.0.0.1:8081", description="the embedding service's base URL")
     embedding_timeout_s: float = Field(10.0, gt=0, description="budget of one embedding call")
     embedding_api_key: SecretStr = Field(SecretStr(""), description="bearer key sent to the embedding service")
+    embedding_lane: str = Field(
+        "orchestrator", min_length=1, max_length=256, description="its lane in the embedding service (sent as `user`)"
+    )
     embedding_max_connections: int = Field(128, ge=1, description="pooled keep-alive connections to it")
     head_protocol: Literal["grpc", "rest"] = Field("grpc", description="how to call the head (TF Serving)")
     head_grpc_target: str = Field("127.0.0.1:8500", description="the head's gRPC host:port")

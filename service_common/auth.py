@@ -19,7 +19,12 @@ def add_access_control(app: FastAPI, settings: ServiceSettings) -> None:
     CORS sits outside auth: preflights carry no key, and a browser can only read a 401 that has CORS headers."""
     if settings.api_key_digests:
         open_paths = frozenset() if settings.auth_ops_routes else OPS_PATHS
-        app.add_middleware(BearerAuthMiddleware, key_digests=settings.api_key_digests, open_paths=open_paths)
+        app.add_middleware(
+            BearerAuthMiddleware,
+            key_digests=settings.api_key_digests,
+            key_names=settings.api_key_names,
+            open_paths=open_paths,
+        )
     if origins := settings.cors_origin_list:
         app.add_middleware(
             CORSMiddleware,
@@ -30,13 +35,14 @@ def add_access_control(app: FastAPI, settings: ServiceSettings) -> None:
         )
 
 
-def key_matches(given: bytes, key_digests: tuple[bytes, ...]) -> bool:
-    """Constant time: the digest makes every comparison the same length, and every key is compared, so neither
-    timing nor anything else tells which key (or how much of one) matched."""
+def matched_key(given: bytes, key_digests: tuple[bytes, ...]) -> int | None:
+    """The index of the key `given` is, or None. Constant time: the digest makes every comparison the same
+    length, and every key is compared, so timing tells neither which key (or how much of one) matched."""
     digest = hashlib.sha256(given).digest()
-    matched = False
-    for key_digest in key_digests:
-        matched |= hmac.compare_digest(digest, key_digest)
+    matched = None
+    for index, key_digest in enumerate(key_digests):
+        if hmac.compare_digest(digest, key_digest):
+            matched = index
     return matched
 
 
@@ -51,11 +57,19 @@ def bearer_token(headers: list[tuple[bytes, bytes]]) -> bytes | None:
 
 class BearerAuthMiddleware:
     """Answers 401 (OpenAI's `authentication_error`, `WWW-Authenticate: Bearer`) unless the request carries one
-    of the keys; paths in `open_paths` pass without one. Runs before any route reads the body."""
+    of the keys; paths in `open_paths` pass without one. Runs before any route reads the body. A named key's
+    name is left to the routes as `request.state.api_key_name`."""
 
-    def __init__(self, app: ASGIApp, key_digests: tuple[bytes, ...], open_paths: frozenset[str]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        key_digests: tuple[bytes, ...],
+        key_names: tuple[str | None, ...],
+        open_paths: frozenset[str],
+    ) -> None:
         self.app = app
         self.key_digests = key_digests
+        self.key_names = key_names
         self.open_paths = open_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -63,7 +77,9 @@ class BearerAuthMiddleware:
             await self.app(scope, receive, send)
             return
         token = bearer_token(scope["headers"])
-        if token is not None and key_matches(token, self.key_digests):
+        matched = None if token is None else matched_key(token, self.key_digests)
+        if matched is not None:
+            scope.setdefault("state", {})["api_key_name"] = self.key_names[matched]
             await self.app(scope, receive, send)
             return
         error = (

@@ -1,11 +1,15 @@
 """Settings every HTTP service shares; each service subclasses it with its own env prefix."""
 
 import hashlib
+import re
 from pathlib import Path
 from typing import Literal, Self
 
 from pydantic import Field, PrivateAttr, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# `name:key` gives a key a name (the caller's lane in the embedding service, in logs never the key itself).
+_KEY_NAME = re.compile(r"([A-Za-z0-9][A-Za-z0-9_.-]{0,63}):(.+)")
 
 
 class ServiceSettings(BaseSettings):
@@ -19,17 +23,25 @@ class ServiceSettings(BaseSettings):
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="larger request bodies get 413")
     request_timeout_s: float = Field(30.0, gt=0, description="a request still unanswered after this gets 504")
     graceful_shutdown_s: float = Field(30.0, ge=0, description="time in-flight requests get after SIGTERM")
-    api_keys: SecretStr = Field(SecretStr(""), description="bearer keys, comma-separated; none (and no file): no auth")
-    api_keys_file: str = Field("", description="a file of more bearer keys, one per line; empty: none")
+    api_keys: SecretStr = Field(
+        SecretStr(""), description="bearer keys, comma-separated, each `key` or `name:key`; none (and no file): no auth"
+    )
+    api_keys_file: str = Field("", description="a file of more bearer keys, one `key` or `name:key` per line")
     auth_ops_routes: bool = Field(False, description="require a key on /healthz, /readyz and /metrics too")
     cors_origins: str = Field("", description="browser origins allowed by CORS, comma-separated; empty: no CORS")
 
     _key_digests: tuple[bytes, ...] = PrivateAttr(())
+    _key_names: tuple[str | None, ...] = PrivateAttr(())
 
     @property
     def api_key_digests(self) -> tuple[bytes, ...]:
         """SHA-256 of every accepted key (the keys themselves are not kept); empty: auth is off."""
         return self._key_digests
+
+    @property
+    def api_key_names(self) -> tuple[str | None, ...]:
+        """Each key's name (`name:key`), in the order of `api_key_digests`; None for an unnamed key."""
+        return self._key_names
 
     @property
     def cors_origin_list(self) -> list[str]:
@@ -49,8 +61,10 @@ class ServiceSettings(BaseSettings):
             if not from_file:  # auth silently off because of an empty file would be worse than not starting
                 raise ValueError(f"api_keys_file {path} holds no keys")
             keys += from_file
-        for number, key in enumerate(keys, 1):
+        named = [(match[2], match[1]) if (match := _KEY_NAME.fullmatch(key)) else (key, None) for key in keys]
+        for number, (key, _) in enumerate(named, 1):
             if not (key.isascii() and key.isprintable()) or " " in key:
                 raise ValueError(f"api key {number} has characters a bearer token cannot carry (printable ASCII only)")
-        self._key_digests = tuple(hashlib.sha256(key.encode()).digest() for key in keys)
+        self._key_digests = tuple(hashlib.sha256(key.encode()).digest() for key, _ in named)
+        self._key_names = tuple(name for _, name in named)
         return self

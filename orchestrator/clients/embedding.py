@@ -88,7 +88,8 @@ class EmbeddingClient:
         """The texts' vectors, in order; EmbeddingRefusedError when the service refuses them. `chunk`: texts
         over the encoder's max length are embedded whole (the mean of their windows), not cut."""
         timeout_s = deadline.budget_s(self._settings.embedding_timeout_s)
-        request: dict[str, object] = {"input": texts, "encoding_format": "base64"}
+        lane = self._settings.embedding_lane
+        request: dict[str, object] = {"input": texts, "encoding_format": "base64", "user": lane}
         if chunk:
             request["chunk"] = True
         body = orjson.dumps(request)

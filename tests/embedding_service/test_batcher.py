@@ -11,6 +11,7 @@ import pytest
 from embedding_service.batcher import BatchedEmbedding, DynamicBatcher
 from embedding_service.buckets import Buckets
 from embedding_service.encoder import Embedding
+from embedding_service.lanes import LanePolicy, Lanes
 from service_common.errors import OverloadedError, ServiceError, UnavailableError
 
 
@@ -30,7 +31,8 @@ class CountingEncoder:
         if any(ids[0] < 0 for ids in batch):
             raise RuntimeError("poisoned batch")
         return [
-            Embedding(np.array([ids.sum(), len(ids)], np.float32), ids[:, None].astype(np.float32)) for ids in batch
+            Embedding(np.array([ids.sum(), len(ids)], np.float32), len(ids), ids[:, None].astype(np.float32))
+            for ids in batch
         ]
 
 
@@ -51,6 +53,7 @@ def make(
     max_batch_tokens: int = 1024,
     max_wait_s: float = 0.0,
     max_queue_texts: int = 100,
+    lanes: Lanes | None = None,
 ) -> DynamicBatcher:
     return DynamicBatcher(
         encoder,
@@ -58,6 +61,7 @@ def make(
         max_batch_tokens=max_batch_tokens,
         max_wait_s=max_wait_s,
         max_queue_texts=max_queue_texts,
+        lanes=lanes,
     )
 
 
@@ -214,7 +218,7 @@ async def test_abandoned_texts_do_not_count_against_the_queue() -> None:
 
 async def test_room_is_reserved_per_request_before_any_work_and_freed_when_it_is_answered() -> None:
     encoder = CountingEncoder()
-    async with make(encoder, max_queue_texts=10) as batcher:
+    async with make(encoder, max_queue_texts=10, lanes=Lanes(LanePolicy(enabled=False))) as batcher:
         with batcher.reserve(8) as big:
             assert batcher.has_room()
             with pytest.raises(OverloadedError):
@@ -227,3 +231,11 @@ async def test_room_is_reserved_per_request_before_any_work_and_freed_when_it_is
         assert batcher.has_room()
         with batcher.reserve(10):
             pass
+
+
+async def test_with_lanes_a_full_queue_waits_for_the_lane_before_refusing() -> None:
+    async with make(CountingEncoder(), max_queue_texts=10) as batcher:
+        with batcher.reserve(10, "bulk"):
+            assert batcher.has_room()  # the door cannot know the lane: another lane would push "bulk" out
+            with pytest.raises(OverloadedError):
+                batcher.reserve(1, "bulk")

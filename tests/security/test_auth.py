@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from embedding_service.settings import EmbeddingSettings
 from orchestrator.settings import OrchestratorSettings
 from service_common.app import service_app
-from service_common.auth import bearer_token, key_matches
+from service_common.auth import bearer_token, matched_key
 from service_common.settings import ServiceSettings
 
 KEYS = "first-key-0123456789,second-key-abcdef"
@@ -111,10 +111,10 @@ def test_keys_come_from_the_environment_and_a_file(tmp_path: Path, monkeypatch: 
 
 def test_key_matching_compares_digests_against_every_key() -> None:
     settings = ServiceSettings(api_keys=KEYS)
-    assert key_matches(b"first-key-0123456789", settings.api_key_digests)
-    assert key_matches(b"second-key-abcdef", settings.api_key_digests)
-    assert not key_matches(b"", settings.api_key_digests)
-    assert not key_matches(b"first-key-0123456789", ())
+    assert matched_key(b"first-key-0123456789", settings.api_key_digests) == 0
+    assert matched_key(b"second-key-abcdef", settings.api_key_digests) == 1
+    assert matched_key(b"", settings.api_key_digests) is None
+    assert matched_key(b"first-key-0123456789", ()) is None
     assert bearer_token([(b"authorization", b"Bearer abc")]) == b"abc"
     assert bearer_token([(b"authorization", b"Token abc")]) is None
     assert bearer_token([(b"x-api-key", b"abc")]) is None

@@ -1,0 +1,236 @@
+"""Lanes in the batcher, in-process with a deterministic encoder: fair batches, the starvation bound, fair
+refusals, quotas, bounded lane state, and identical texts computed once."""
+
+import asyncio
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from embedding_service.batcher import DynamicBatcher
+from embedding_service.buckets import Buckets
+from embedding_service.cache import EmbeddingCache
+from embedding_service.lanes import OTHER, LanePolicy, Lanes, TokenBucket
+from service_common.errors import OverloadedError
+from tests.embedding_service.test_batcher import CountingEncoder, embed, ids
+
+BATCH = 8
+
+
+def make(
+    encoder: CountingEncoder,
+    *,
+    weights: dict[str, float] | None = None,
+    max_queue_texts: int = 4096,
+    cache: EmbeddingCache | None = None,
+) -> DynamicBatcher:
+    return DynamicBatcher(
+        encoder,
+        Buckets.default(BATCH, 64),
+        max_batch_tokens=BATCH * 64,
+        max_wait_s=0.0,
+        max_queue_texts=max_queue_texts,
+        lanes=Lanes(LanePolicy(weights=weights or {})),
+        cache=cache,
+    )
+
+
+async def lane_embed(batcher: DynamicBatcher, lane: str, texts: list[np.ndarray]) -> list[np.ndarray]:
+    with batcher.reserve(len(texts), lane) as reservation:
+        return [b.embedding.sentence for b in await batcher.embed(texts, reservation)]
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0.01)
+
+
+def lane_of(first_id: int) -> str:
+    return {1: "a", 2: "b", 3: "c"}[first_id // 10_000]
+
+
+async def test_a_single_text_rides_in_the_next_batch_past_a_flood() -> None:
+    encoder = CountingEncoder()
+    encoder.release.clear()
+    async with make(encoder) as batcher:
+        flood = asyncio.create_task(lane_embed(batcher, "bulk", [ids(10_000 + i) for i in range(200)]))
+        await settle()  # the first batch of the flood is in the (held) encoder, 192 texts queued
+        web = asyncio.create_task(lane_embed(batcher, "web", [ids(7)]))
+        await settle()
+        encoder.release.set()
+        await asyncio.gather(flood, web)
+    assert encoder.batches[0] == list(range(10_000, 10_000 + BATCH))
+    assert 7 in encoder.batches[1]  # not behind 192 texts: in the very next batch
+
+
+async def test_weights_are_honoured_within_one_text_per_lane() -> None:
+    encoder = CountingEncoder()
+    encoder.release.clear()
+    async with make(encoder, weights={"a": 3, "b": 1}) as batcher:
+        first = asyncio.create_task(lane_embed(batcher, "a", [ids(10_000)]))
+        await settle()  # holds the encoder, so that both lanes are queued before the next batch is formed
+        a = asyncio.create_task(lane_embed(batcher, "a", [ids(10_001 + i) for i in range(300)]))
+        b = asyncio.create_task(lane_embed(batcher, "b", [ids(20_000 + i) for i in range(300)]))
+        await settle()
+        encoder.release.set()
+        await asyncio.gather(first, a, b)
+    taken = [lane_of(first_id) for batch in encoder.batches[1:] for first_id in batch]
+    both_backlogged = Counter(taken[:200])  # a has 300 queued: it is backlogged for all of these
+    assert abs(both_backlogged["a"] - 150) <= 1 and abs(both_backlogged["b"] - 50) <= 1, both_backlogged
+
+
+async def test_the_starvation_bound_holds_for_every_text() -> None:
+    """Start-time fair queuing's bound, as the batcher's docstring states it: before the k-th queued text
+    of lane L is taken, any other lane j has had at most w_j / w_L * (tokens of L's first k texts) plus
+    one text of the longest length taken."""
+    encoder = CountingEncoder()
+    encoder.release.clear()
+    weights = {"a": 1.0, "b": 2.0, "c": 1.0}
+    lengths = {"a": 60, "b": 5, "c": 17}
+    async with make(encoder, weights=weights) as batcher:
+        first = asyncio.create_task(lane_embed(batcher, "a", [ids(19_999)]))
+        await settle()
+        floods = [
+            asyncio.create_task(lane_embed(batcher, lane, [ids(base + i, length=lengths[lane]) for i in range(120)]))
+            for lane, base in (("a", 10_000), ("b", 20_000), ("c", 30_000))
+        ]
+        await settle()
+        encoder.release.set()
+        await asyncio.gather(first, *floods)
+    taken = [lane_of(first_id) for batch in encoder.batches[1:] for first_id in batch]
+    so_far = Counter[str]()
+    longest = max(lengths.values())
+    for lane in taken:
+        so_far[lane] += 1
+        for other in weights.keys() - {lane}:
+            bound = weights[other] / weights[lane] * so_far[lane] * lengths[lane] + longest
+            assert so_far[other] * lengths[other] <= bound, (lane, so_far[lane], other)
+
+
+async def test_the_lane_over_its_share_is_refused_and_a_lane_within_it_never_is() -> None:
+    encoder = CountingEncoder()
+    encoder.release.clear()
+    async with make(encoder, max_queue_texts=20) as batcher:
+        held = asyncio.create_task(lane_embed(batcher, "bulk", [ids(10_000 + i) for i in range(10)]))
+        newest = asyncio.create_task(lane_embed(batcher, "bulk", [ids(10_100 + i) for i in range(10)]))
+        await settle()  # bulk holds the whole queue
+        with pytest.raises(OverloadedError):
+            batcher.reserve(1, "bulk")  # over its share of a full queue
+        web = asyncio.create_task(lane_embed(batcher, "web", [ids(7)]))  # within its share: room is made
+        await settle()
+        with pytest.raises(OverloadedError) as pushed_out:
+            await newest  # bulk's newest request gave its room back
+        assert int(pushed_out.value.headers["Retry-After"]) >= 1
+        encoder.release.set()
+        assert len(await held) == 10 and len(await web) == 1
+    ran = [first_id for batch in encoder.batches for first_id in batch]
+    assert 7 in ran and not any(10_100 <= first_id < 10_200 for first_id in ran)
+
+
+def test_a_quota_answers_with_the_retry_after_its_bucket_implies() -> None:
+    now = [0.0]
+    bucket = TokenBucket(100.0, lambda: now[0])
+    assert bucket.retry_after_s() == 0
+    bucket.take(250)  # one large request passes, and puts the bucket 150 tokens in debt
+    assert bucket.retry_after_s() == 2  # ceil(150 / 100)
+    now[0] = 1.0
+    assert bucket.retry_after_s() == 1
+    now[0] = 1.5
+    assert bucket.retry_after_s() == 0
+    now[0] = 100.0
+    bucket.take(100)
+    assert bucket.retry_after_s() == 0  # the burst is one second of the rate, not 98 of them
+
+
+async def test_a_lane_past_its_quota_is_refused_by_the_batcher() -> None:
+    policy = LanePolicy(quotas={"bulk": 1000.0})
+    async with DynamicBatcher(
+        CountingEncoder(),
+        Buckets.default(BATCH, 64),
+        max_batch_tokens=512,
+        max_wait_s=0,
+        max_queue_texts=100,
+        lanes=Lanes(policy),
+    ) as batcher:
+        with batcher.reserve(1, "bulk") as reservation:
+            reservation.charge(3000)
+        with batcher.reserve(1, "bulk") as reservation, pytest.raises(OverloadedError) as refused:
+            reservation.charge(10)
+        assert int(refused.value.headers["Retry-After"]) == 2  # ceil((3000 - 1000) / 1000)
+        with batcher.reserve(1, "web") as reservation:
+            reservation.charge(10_000)  # another lane has no quota
+
+
+def test_a_hundred_thousand_users_create_bounded_state() -> None:
+    now = [0.0]
+    lanes = Lanes(LanePolicy(max_lanes=64, idle_s=60), clock=lambda: now[0])
+    busy = []
+    for i in range(70):
+        busy.append(lanes.lane(f"busy-{i}"))
+        busy[-1].held = 1  # holds room: may not be dropped
+    assert len(lanes) <= 64 and busy[-1].name == OTHER  # past the bound, new callers share `other`
+    for lane in busy:
+        lane.held = 0
+    for i in range(100_000):
+        now[0] += 0.001
+        lane = lanes.lane(f"user-{i}")
+        assert lane.name in (f"user-{i}", OTHER)
+        assert len(lanes) <= 64
+    assert lanes.lane("user-99999").name == "user-99999"
+    assert {lanes.lane(name).label for name in ("user-5", "web")} == {OTHER}  # metrics: bounded labels
+
+
+async def test_concurrent_identical_texts_cost_one_encoder_slot() -> None:
+    encoder = CountingEncoder()
+    encoder.release.clear()
+    async with make(encoder) as batcher:
+        first = asyncio.create_task(lane_embed(batcher, "a", [ids(1)]))
+        await settle()
+        same = [asyncio.create_task(lane_embed(batcher, lane, [ids(5), ids(5)])) for lane in ("a", "b", "c")]
+        await settle()
+        assert batcher.queued_texts == 1
+        encoder.release.set()
+        answers = await asyncio.gather(*same)
+        await first
+    assert [first_id for batch in encoder.batches for first_id in batch] == [1, 5]
+    assert all(np.array_equal(vector, answers[0][0]) for answer in answers for vector in answer)
+
+
+async def test_a_caller_leaving_does_not_cancel_the_text_for_another() -> None:
+    encoder = CountingEncoder()
+    encoder.release.clear()
+    async with make(encoder) as batcher:
+        first = asyncio.create_task(lane_embed(batcher, "a", [ids(1)]))
+        await settle()
+        leaving = asyncio.create_task(lane_embed(batcher, "a", [ids(5)]))
+        staying = asyncio.create_task(lane_embed(batcher, "b", [ids(5)]))
+        await settle()
+        leaving.cancel()
+        await settle()
+        encoder.release.set()
+        [vector] = await staying
+        await first
+    assert vector.tolist() == [20, 4]
+
+
+async def test_the_batcher_fills_the_cache_and_a_hit_is_bit_identical() -> None:
+    cache = EmbeddingCache(b"encoder-a", 1 << 20)
+    async with make(CountingEncoder(), cache=cache) as batcher:
+        [computed] = await embed(batcher, [ids(3)])
+    entry = cache.get(ids(3).tobytes())
+    assert entry is not None and entry[1] == 4
+    assert entry[0].tobytes() == computed.embedding.sentence.tobytes() and not entry[0].flags.writeable
+
+
+def test_the_cache_key_holds_the_encoder_identity_and_the_byte_bound_holds() -> None:
+    vector = np.ones(384, dtype=np.float32)
+    old = EmbeddingCache(b"old-encoder", 1 << 20)
+    old.put(ids(1).tobytes(), vector, 4)
+    assert EmbeddingCache(b"new-encoder", 1 << 20).get(ids(1).tobytes()) is None
+    bounded = EmbeddingCache(b"encoder", 200_000)
+    for i in range(10_000):
+        bounded.put(ids(i, length=20).tobytes(), vector + i, 20)
+        assert bounded.bytes <= 200_000
+    assert 0 < len(bounded) < 10_000
+    assert bounded.get(ids(9_999, length=20).tobytes()) is not None  # the newest kept, the oldest evicted
+    assert bounded.get(ids(0, length=20).tobytes()) is None
