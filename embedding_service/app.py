@@ -74,7 +74,7 @@ class ModelSlot:
             cache = None
             if settings.cache_bytes:
                 fingerprint = await asyncio.to_thread(encoder_fingerprint, settings.model_dir)
-                cache = EmbeddingCache(fingerprint, settings.cache_bytes)
+                cache = EmbeddingCache(settings.cache_bytes).for_encoder(fingerprint)
             batcher = DynamicBatcher(  # built before the long warm-up, so a bad budget fails at once
                 gated(encoder, Path(gate)) if gate else encoder,
                 buckets,

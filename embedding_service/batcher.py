@@ -58,7 +58,7 @@ from pathlib import Path
 from types import TracebackType
 
 from embedding_service.buckets import Buckets
-from embedding_service.cache import EmbeddingCache
+from embedding_service.cache import EncoderCache
 from embedding_service.encoder import Embedding
 from embedding_service.lanes import Lane, LanePolicy, Lanes
 from embedding_service.metrics import (
@@ -205,7 +205,7 @@ class DynamicBatcher:
         max_queue_texts: int,
         drain_timeout_s: float = 30.0,
         lanes: Lanes | None = None,
-        cache: EmbeddingCache | None = None,
+        cache: EncoderCache | None = None,
     ) -> None:
         if buckets.seq_lengths[-1] > max_batch_tokens:
             raise ValueError(f"max_batch_tokens {max_batch_tokens} cannot hold one text of {buckets.seq_lengths[-1]}")

@@ -37,8 +37,9 @@ def encoder_fingerprint(export_dir: Path) -> bytes:
 
 
 class EmbeddingCache:
-    def __init__(self, fingerprint: bytes, max_bytes: int) -> None:
-        self._fingerprint = fingerprint
+    """The LRU store, shared by every encoder that uses it (`for_encoder`); bounded in bytes."""
+
+    def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self.bytes = 0
         self._entries: OrderedDict[bytes, tuple[FloatArray, int]] = OrderedDict()  # least recently used first
@@ -46,10 +47,10 @@ class EmbeddingCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, ids: bytes) -> tuple[FloatArray, int] | None:
-        """The sentence vector and token count of the text that ran as `ids` (their bytes), or None; counts
-        a hit or a miss."""
-        key = self._fingerprint + ids
+    def for_encoder(self, fingerprint: bytes) -> "EncoderCache":
+        return EncoderCache(self, fingerprint)
+
+    def _get(self, key: bytes) -> tuple[FloatArray, int] | None:
         entry = self._entries.get(key)
         if entry is None:
             CACHE_MISSES_TOTAL.inc()
@@ -58,8 +59,7 @@ class EmbeddingCache:
         CACHE_HITS_TOTAL.inc()
         return entry
 
-    def put(self, ids: bytes, sentence: FloatArray, tokens: int) -> None:
-        key = self._fingerprint + ids
+    def _put(self, key: bytes, sentence: FloatArray, tokens: int) -> None:
         size = _size(key, sentence)
         if size > self.max_bytes or key in self._entries:
             return
@@ -72,6 +72,22 @@ class EmbeddingCache:
             self.bytes -= _size(old_key, old)
             CACHE_EVICTIONS_TOTAL.inc()
         CACHE_BYTES.set(self.bytes)
+
+
+class EncoderCache:
+    """One encoder's entries in a store: every key starts with the encoder's fingerprint."""
+
+    def __init__(self, store: EmbeddingCache, fingerprint: bytes) -> None:
+        self.store = store
+        self._fingerprint = fingerprint
+
+    def get(self, ids: bytes) -> tuple[FloatArray, int] | None:
+        """The sentence vector and token count of the text that ran as `ids` (their bytes), or None; counts
+        a hit or a miss."""
+        return self.store._get(self._fingerprint + ids)
+
+    def put(self, ids: bytes, sentence: FloatArray, tokens: int) -> None:
+        self.store._put(self._fingerprint + ids, sentence, tokens)
 
 
 def _size(key: bytes, sentence: FloatArray) -> int:

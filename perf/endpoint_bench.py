@@ -1,6 +1,6 @@
 """The embedding endpoint's overload and batch figures, side by side in one run:
 
-1. Refusals. The service with a small queue (64 texts), full in both ways a queue fills: "held" (the
+1. Refusals. The service with a small queue (64 texts) and one FIFO queue (lanes and cache off), full in both ways a queue fills: "held" (the
    test encoder gate held, so the queue stays full the whole phase: nothing but the 429 path runs) and
    "3x overload" (gate open, an open-loop client at 3x the capacity a closed-loop c64 run measured just
    before). For each: refusals, refusals/s, refusal latency from send, and the service's CPU
@@ -8,7 +8,7 @@
    against the service's /healthz and against a null server (an asyncio server that answers at once):
    what the client could drive, against what it reported.
 2. One request of 2,048 texts against 64 requests of 32 (the same 2,048 distinct texts, all 64 sent at
-   once), on the service with its default settings, alternated over rounds.
+   once), on the service with its default settings but the cache off, alternated over rounds.
 
 Writes perf/results/<UTC timestamp>/endpoint_bench.{json,md}.
 
@@ -866,6 +866,10 @@ def run_bench(plan: Plan, out: Path) -> dict[str, Any]:
         # The request holding the queue full waits at the gate the whole held phase.
         request_timeout_s="300",
         test_encoder_gate=str(gate),
+        # One FIFO queue: a full queue refuses at the door, before the body is read (with lanes, the
+        # request's lane decides once its body is parsed); the cache would answer repeated texts.
+        lanes="false",
+        cache_bytes="0",
     )
     gate.touch()
     try:
@@ -875,7 +879,8 @@ def run_bench(plan: Plan, out: Path) -> dict[str, Any]:
     finally:
         _release(gate)
     null = _null_server_runs(plan, logs)
-    default = embedding_service("embedding-default", plan)
+    # Every round sends the same 2,048 texts: with the cache, the rounds after the first would not compute.
+    default = embedding_service("embedding-default", plan, cache_bytes="0")
     with started(default, logs) as service:
         batch = asyncio.run(_batch_phase(service, plan))
     services[default.name] = service.record()

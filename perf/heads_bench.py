@@ -154,6 +154,7 @@ def pipeline_services(plan: Plan, work: Path) -> Stack:
         xla_cache_dir=str(ROOT / "build" / "xla-cache"),
         xla=str(plan.xla).lower(),
         log_level="warning",
+        cache_bytes="0",  # the load repeats its texts: heads are measured, not the cache (bench-lanes is)
     )
     orchestrator = stack_services.orchestrator(
         free_port(), embedding.url, grpc_port, rest_port, log_level="warning", head_config_file=str(config_path)

@@ -409,7 +409,9 @@ def encoder_swap(drill: Drill, rate: float, quick: bool) -> Phase:
         command = [sys.executable, "-m", "models.export_encoder", "--output", str(fresh)]
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     port = int(drill.embedding.url.rsplit(":", 1)[1])
-    replacement = Restartable(services.embedding(port, fresh, xla=drill.xla, log_level="warning"), drill.embedding.log)
+    replacement = Restartable(
+        services.embedding(port, fresh, xla=drill.xla, log_level="warning", cache_bytes="0"), drill.embedding.log
+    )
 
     def restart(note: Callable[[str], None]) -> None:
         time.sleep(2)
@@ -463,8 +465,14 @@ def _start(work: Path, xla: str) -> Drill:
     heads = work / "heads"
     for name in services.HEADS:
         shutil.copytree(REPO / "build" / "heads" / name / "1", heads / name / "1")
+    # The cache off: the drill's load repeats its texts, and must reach the encoder.
     embedding = services.embedding(
-        free_port(), REPO / "build" / "encoder", xla=xla, log_level="warning", graceful_shutdown_s=str(GRACE_S)
+        free_port(),
+        REPO / "build" / "encoder",
+        xla=xla,
+        log_level="warning",
+        graceful_shutdown_s=str(GRACE_S),
+        cache_bytes="0",
     )
     grpc_port, rest_port = free_port(), free_port()
     head_config = work / "heads.config"

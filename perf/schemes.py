@@ -38,7 +38,8 @@ def services(build: Path, configs: Path, *, monolith_xla: bool) -> dict[str, Ser
     """Every server the systems need, on free loopback ports, their TF Serving configs written under
     `configs`. The whole model is served by a second head service (as TF Serving would serve it), as
     model `whole`; the orchestrator asks the default head."""
-    embedding = stack_services.embedding(free_port(), build / "encoder", log_level="warning")
+    # The cache off: the load repeats its texts, and the monolith has no cache (bench-lanes measures it).
+    embedding = stack_services.embedding(free_port(), build / "encoder", log_level="warning", cache_bytes="0")
     head_grpc, head_rest = free_port(), free_port()
     head_config = configs / "heads.config"
     head = stack_services.head(head_grpc, head_rest, build / "heads", head_config)

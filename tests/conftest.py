@@ -73,12 +73,15 @@ class GatedServer(Server):
             time.sleep(0.02)
 
 
+CONSTRAINED_CACHE_BYTES = 256 * 1024  # room for ~130 sentence vectors: a flood of distinct texts evicts
+
+
 @pytest.fixture(scope="session")
 def constrained_server(
     encoder_dir: Path, xla_cache_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[GatedServer]:
-    """Small batches, a short queue, short texts, a 2 s deadline and an encoder the test can hold: for
-    overload, timeout, disconnect, batching and limits tests."""
+    """Small batches, a short queue, short texts, a 2 s deadline, a small cache and an encoder the test can
+    hold: for overload, timeout, disconnect, batching, cache and limits tests."""
     logs = tmp_path_factory.mktemp("constrained")
     gate = logs / "encoder.gate"
     with running_embedding(
@@ -91,6 +94,7 @@ def constrained_server(
         max_chars_per_text="500",
         max_response_bytes="1048576",
         request_timeout_s="2",
+        cache_bytes=str(CONSTRAINED_CACHE_BYTES),
         test_encoder_gate=str(gate),
     ) as server:
         yield GatedServer(server, gate)

@@ -9,7 +9,7 @@ import pytest
 
 from embedding_service.batcher import DynamicBatcher
 from embedding_service.buckets import Buckets
-from embedding_service.cache import EmbeddingCache
+from embedding_service.cache import EmbeddingCache, EncoderCache
 from embedding_service.lanes import OTHER, LanePolicy, Lanes, TokenBucket
 from service_common.errors import OverloadedError
 from tests.embedding_service.test_batcher import CountingEncoder, embed, ids
@@ -22,7 +22,7 @@ def make(
     *,
     weights: dict[str, float] | None = None,
     max_queue_texts: int = 4096,
-    cache: EmbeddingCache | None = None,
+    cache: EncoderCache | None = None,
 ) -> DynamicBatcher:
     return DynamicBatcher(
         encoder,
@@ -214,7 +214,7 @@ async def test_a_caller_leaving_does_not_cancel_the_text_for_another() -> None:
 
 
 async def test_the_batcher_fills_the_cache_and_a_hit_is_bit_identical() -> None:
-    cache = EmbeddingCache(b"encoder-a", 1 << 20)
+    cache = EmbeddingCache(1 << 20).for_encoder(b"encoder-a")
     async with make(CountingEncoder(), cache=cache) as batcher:
         [computed] = await embed(batcher, [ids(3)])
     entry = cache.get(ids(3).tobytes())
@@ -222,15 +222,13 @@ async def test_the_batcher_fills_the_cache_and_a_hit_is_bit_identical() -> None:
     assert entry[0].tobytes() == computed.embedding.sentence.tobytes() and not entry[0].flags.writeable
 
 
-def test_the_cache_key_holds_the_encoder_identity_and_the_byte_bound_holds() -> None:
+def test_the_byte_bound_holds_and_the_oldest_entries_go_first() -> None:
     vector = np.ones(384, dtype=np.float32)
-    old = EmbeddingCache(b"old-encoder", 1 << 20)
-    old.put(ids(1).tobytes(), vector, 4)
-    assert EmbeddingCache(b"new-encoder", 1 << 20).get(ids(1).tobytes()) is None
-    bounded = EmbeddingCache(b"encoder", 200_000)
+    store = EmbeddingCache(200_000)
+    bounded = store.for_encoder(b"encoder")
     for i in range(10_000):
         bounded.put(ids(i, length=20).tobytes(), vector + i, 20)
-        assert bounded.bytes <= 200_000
-    assert 0 < len(bounded) < 10_000
+        assert store.bytes <= 200_000
+    assert 0 < len(store) < 10_000
     assert bounded.get(ids(9_999, length=20).tobytes()) is not None  # the newest kept, the oldest evicted
     assert bounded.get(ids(0, length=20).tobytes()) is None

@@ -32,7 +32,7 @@ async def test_a_full_queue_answers_429_with_retry_after_at_once(constrained_ser
         held = await holding_the_queue
         after = await client.post(url, json={"input": "after the storm"})
     assert refused.status_code == 429, refused.text
-    assert refused.headers["retry-after"] == "1"
+    assert int(refused.headers["retry-after"]) >= 1  # the lane's own backlog at the encoder's rate
     assert refused.json()["error"]["type"] == "overloaded_error"
     assert refused_after < 1.0  # a queued request would wait as long as the gate is held
     assert held.status_code == 200 and len(held.json()["data"]) == 200
@@ -126,20 +126,20 @@ async def test_a_refused_request_is_never_tokenized(constrained_server: GatedSer
     url = f"{constrained_server.url}/v1/embeddings"
     async with httpx.AsyncClient(timeout=60) as client:
         with constrained_server.hold():
-            # 250 of the 256 texts of room taken: a request of 10 passes the door, then finds no room for all.
+            # 250 of the 256 texts of room taken: a request of 10 of the same lane finds no room for all.
             holding = asyncio.create_task(client.post(url, json={"input": texts(250, "first")}))
             await asyncio.to_thread(constrained_server.wait_for_metric, "embedding_admitted_texts", 250)
             before = tokenized(constrained_server)
             too_many = await client.post(url, json={"input": texts(10, "ten")})
             fill = asyncio.create_task(client.post(url, json={"input": texts(6, "last")}))
             await asyncio.to_thread(constrained_server.wait_for_metric, "embedding_admitted_texts", 256)
-            door_before = constrained_server.metric("embedding_rejected_requests_total")
-            at_the_door = [await client.post(url, json={"input": f"refused {i}"}) for i in range(20)]
+            refusals_before = constrained_server.metric("embedding_lane_refusals_total")
+            refused = [await client.post(url, json={"input": f"refused {i}"}) for i in range(20)]
             assert tokenized(constrained_server) == before + 1  # the six that fit, and nothing else
         answered = [await holding, await fill]
     assert too_many.status_code == 429 and too_many.json()["error"]["type"] == "overloaded_error"
-    assert all(r.status_code == 429 and r.headers["retry-after"] == "1" for r in at_the_door)
-    assert all(r.json()["error"]["code"] == "overloaded" for r in at_the_door)
-    assert constrained_server.metric("embedding_rejected_requests_total") == door_before + 20
+    assert all(r.status_code == 429 and int(r.headers["retry-after"]) >= 1 for r in refused)
+    assert all(r.json()["error"]["code"] == "overloaded" for r in refused)
+    assert constrained_server.metric("embedding_lane_refusals_total") == refusals_before + 20
     # Admitted, they are answered: embedded, or 504 had holding the encoder outlasted the 2 s deadline.
     assert all(r.status_code in (200, 504) for r in answered)

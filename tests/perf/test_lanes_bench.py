@@ -50,9 +50,11 @@ def test_quick_mode_reports_every_figure(tmp_path: Path, encoder_dir: Path) -> N
             assert summary[caller]["p99_ratio"] > 0 and summary[caller]["errors"] >= 0
         assert summary["bulk"]["ratio"] > 0 and summary["bulk"]["refusals"] >= 0 and summary["bulk"]["errors"] >= 0
         assert summary["cache_hits"] == 0, key  # every text of the noisy neighbour is new
-    # A's lanes are counted by the service itself: each caller's texts in its own lane.
+    # The service counts the lanes itself: on A each caller's texts in its own lane, on B all in one.
     lanes = results["stacks"]["a"]["flood"]["lanes"]
     assert all(lanes[lane]["texts"] > 0 for lane in ("web", "orchestrator", "bulk-job")), lanes
+    lanes = results["stacks"]["b"]["flood"]["lanes"]
+    assert lanes["anonymous"]["texts"] > 0 and lanes["web"]["texts"] == lanes["bulk-job"]["texts"] == 0, lanes
 
     repeats = results["repeats"]
     assert repeats["workload"]["sent"] == plan["repeats"] + 64
