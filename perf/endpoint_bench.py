@@ -1,12 +1,12 @@
 """The embedding endpoint's overload and batch figures, side by side in one run:
 
-1. Refusals. The service with a small queue (64 texts) and one FIFO queue (lanes and cache off), full in both ways a queue fills: "held" (the
-   test encoder gate held, so the queue stays full the whole phase: nothing but the 429 path runs) and
-   "3x overload" (gate open, an open-loop client at 3x the capacity a closed-loop c64 run measured just
-   before). For each: refusals, refusals/s, refusal latency from send, and the service's CPU
-   (/proc/<pid>/stat) per refusal. Beside them, the load client's own CPU per request, and its rate
-   against the service's /healthz and against a null server (an asyncio server that answers at once):
-   what the client could drive, against what it reported.
+1. Refusals. The service with a small queue (64 texts) and one FIFO queue (lanes and cache off), full in
+   both ways a queue fills: "held" (the test encoder gate held, so the queue stays full the whole phase:
+   nothing but the 429 path runs) and "3x overload" (gate open, an open-loop client at 3x the capacity a
+   closed-loop c64 run measured just before). For each: refusals, refusals/s, refusal latency from send,
+   and the service's CPU (/proc/<pid>/stat) per refusal. Beside them, the load client's own CPU per
+   request, and its rate against the service's /healthz and against a null server (an asyncio server
+   that answers at once): what the client could drive, against what it reported.
 2. One request of 2,048 texts against 64 requests of 32 (the same 2,048 distinct texts, all 64 sent at
    once), on the service with its default settings but the cache off, alternated over rounds.
 
