@@ -14,11 +14,12 @@ from fastapi import FastAPI
 
 from embedding_service.admission import AdmissionMiddleware
 from embedding_service.api import router
-from embedding_service.batcher import DynamicBatcher, gated
+from embedding_service.batcher import DynamicBatcher
 from embedding_service.buckets import Buckets
 from embedding_service.cache import EmbeddingCache, encoder_fingerprint
 from embedding_service.embedder import Embedder
 from embedding_service.encoder import TFEncoder
+from embedding_service.encoder_thread import gated
 from embedding_service.lanes import Lanes
 from embedding_service.manifest import TOKENIZER_DIR, EncoderManifest
 from embedding_service.settings import EmbeddingSettings

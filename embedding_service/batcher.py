@@ -22,19 +22,16 @@ that was idle goes first: a text sent beside a flood of 2,000 rides in the next 
 the 2,000. Starvation bound: before the k-th queued text of lane L is taken, any other lane j has had at
 most `w_j / w_L * (tokens of L's first k texts) + one text` of its own taken. Within a lane nothing
 overtakes; a batch closes on its size or token budget when the next text by that order does not fit, so
-the budget never reorders texts either. Grouping texts by length (to pad less) would act inside this
-order, among the lanes' head texts, never past a lane's own order, so the bound stays as stated.
+the budget never reorders texts either. Length grouping (to pad less; not built yet) composes with this
+only by choosing among the lanes' head texts, never past a lane's own order, within a bounded lead over
+the start-tag order, so that the bound above grows by that lead and no more.
 
-Fair refusals. Queue room is shared by the lanes that hold some, by weight: a lane's share is
-`max_queue_texts * w / (sum of their weights)`. While there is room, anyone may use it. When the queue is
-full, a lane over its share is refused (429, `Retry-After` from its own backlog at its share of the
-encoder's rate); a lane within its share is admitted, and the room is taken back from the newest requests
-of the lanes most over their shares (they get that 429 instead). A lane's quota, if it has one, is charged
-the tokens it asks the encoder for (`Reservation.charge`).
+Fair refusals: queue room is shared by lanes too, and a full queue refuses the lane over its share
+(embedding_service.room). A lane's quota, if it has one, is charged the tokens it asks the encoder for.
 
 Identical texts (the same token ids) queued or running are computed once: a later caller awaits the same
 text and gives its room back. Finished sentence vectors go into the exact cache (embedding_service.cache),
-which the embedder reads before it asks for room in a batch.
+which the embedder reads once a request is tokenized: a hit gives its room back and never enters a lane.
 
 Texts whose caller has gone (timeout, disconnect) are dropped before they reach the encoder.
 
@@ -48,83 +45,32 @@ import asyncio
 import contextlib
 import logging
 import math
-import queue
-import threading
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import TracebackType
 
 from embedding_service.buckets import Buckets
 from embedding_service.cache import EncoderCache
 from embedding_service.encoder import Embedding
+from embedding_service.encoder_thread import EncoderThread, RunBatch
 from embedding_service.lanes import Lane, LanePolicy, Lanes
 from embedding_service.metrics import (
-    ADMITTED_TEXTS,
     BATCH_PADDED_TOKENS,
     BATCH_TEXTS,
     INFLIGHT_SHARED_TOTAL,
     LANE_QUEUE_SECONDS,
     LANE_QUEUED_TEXTS,
-    LANE_REFUSALS_TOTAL,
     LANE_TEXTS_TOTAL,
     LANE_TOKENS_TOTAL,
     QUEUE_TEXTS,
-    REJECTED_TOTAL,
     STAGE_SECONDS,
 )
+from embedding_service.room import QueueRoom, Reservation
 from embedding_service.tokenizer import Ids
-from service_common.errors import OverloadedError, ServiceError, UnavailableError
+from service_common.errors import ServiceError, UnavailableError
 
 logger = logging.getLogger(__name__)
-
-RunBatch = Callable[[list[Ids]], list[Embedding]]
-_Call = tuple[Future[list[Embedding]], list[Ids]]
-
-_MAX_RETRY_AFTER_S = 60
-_RATE_SMOOTHING = 0.2  # weight of the latest batch in the encoder's rate estimate
-
-
-def gated(run_batch: RunBatch, gate: Path) -> RunBatch:
-    """For tests only: each batch waits while the file `gate` exists, so a test can hold the encoder
-    (fill the queue, pass a deadline, hang a shutdown) deterministically, however fast the hardware."""
-
-    def run(batch: list[Ids]) -> list[Embedding]:
-        while gate.exists():
-            time.sleep(0.002)
-        return run_batch(batch)
-
-    return run
-
-
-class _EncoderThread:
-    """One daemon thread that runs the encoder calls, one at a time, in order."""
-
-    def __init__(self, run_batch: RunBatch) -> None:
-        self._run_batch = run_batch
-        self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._serve, name="encoder", daemon=True)
-        self._thread.start()
-
-    def submit(self, batch: list[Ids]) -> "asyncio.Future[list[Embedding]]":
-        future: Future[list[Embedding]] = Future()
-        self._calls.put((future, batch))
-        return asyncio.wrap_future(future)
-
-    def close(self) -> None:
-        """Ends the thread after the call it is running, if any; does not wait for it."""
-        self._calls.put(None)
-
-    def _serve(self) -> None:
-        while (call := self._calls.get()) is not None:
-            future, batch = call
-            if future.set_running_or_notify_cancel():
-                try:
-                    future.set_result(self._run_batch(batch))
-                except BaseException as exc:
-                    future.set_exception(exc)
 
 
 @dataclass(frozen=True)
@@ -147,53 +93,6 @@ class _Pending:
     waiting: bool = True  # in its lane's queue: not yet taken into a batch, nor abandoned by every caller
 
 
-class Reservation:
-    """Queue room held for one request's texts in its lane, from before they are tokenized until it is
-    answered. The batcher may take it back (`refused`) to give the room to a lane within its share."""
-
-    def __init__(self, batcher: "DynamicBatcher", lane: Lane, texts: int) -> None:
-        self._batcher = batcher
-        self.lane = lane
-        self.texts = 0
-        self.refused: OverloadedError | None = None
-        self.calls: list[tuple[_Pending, asyncio.Future[BatchedEmbedding]]] = []  # what it awaits now
-        lane.reservations.append(self)
-        try:
-            self.grow(texts)
-        except ServiceError:
-            lane.reservations.remove(self)
-            raise
-
-    def grow(self, texts: int) -> None:
-        """Holds room for `texts` more (a long text's extra windows); OverloadedError when there is none."""
-        self._batcher._hold(self, texts)
-
-    def release(self, texts: int) -> None:
-        """Gives back room for texts that need no encoder slot (answered from the cache)."""
-        self._batcher._free(self, min(texts, self.texts))
-
-    def charge(self, tokens: int) -> None:
-        """Takes `tokens` from the lane's quota, if it has one; OverloadedError while the quota is in debt."""
-        quota = self.lane.quota
-        if quota is None:
-            return
-        if retry_after_s := quota.retry_after_s():
-            LANE_REFUSALS_TOTAL.labels(self.lane.label, "quota").inc()
-            raise OverloadedError(
-                f"lane {self.lane.name!r} is past its quota of {quota.rate:g} tokens per second",
-                retry_after_s=retry_after_s,
-            )
-        quota.take(tokens)
-
-    def __enter__(self) -> "Reservation":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._batcher._free(self, self.texts)
-        if self in self.lane.reservations:
-            self.lane.reservations.remove(self)
-
-
 class DynamicBatcher:
     def __init__(
         self,
@@ -214,28 +113,24 @@ class DynamicBatcher:
         self._max_batch_size = buckets.batch_sizes[-1]
         self._max_batch_tokens = max_batch_tokens
         self._max_wait_s = max_wait_s
-        self._max_queue_texts = max_queue_texts
+        self._room = QueueRoom(max_queue_texts)
         self._drain_timeout_s = drain_timeout_s
         self.lanes = lanes or Lanes(LanePolicy())
         self.cache = cache
         self._active: dict[Lane, None] = {}  # lanes with texts in their queue, in the order they got them
-        self._holding: set[Lane] = set()  # lanes that hold queue room
         self._in_flight: dict[bytes, _Pending] = {}  # texts queued or running, by their ids
         self._virtual = 0.0  # start tag of the text taken last
-        self._texts_per_s = 0.0  # the encoder's recent rate: what a lane's Retry-After is estimated from
         self._waiting = 0  # live texts in the lanes' queues
-        self._reserved = 0  # texts of admitted requests not yet answered: what max_queue_texts bounds
         self._arrived = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
         self._running: list[_Pending] = []  # the batch in the encoder
-        self._encoder: _EncoderThread | None = None
+        self._encoder: EncoderThread | None = None
         self._worker: asyncio.Task[None] | None = None
-        self._closing = False
         self._drain_deadline: float | None = None  # set by the first drain(); later ones wait no longer
 
     async def __aenter__(self) -> "DynamicBatcher":
-        self._encoder = _EncoderThread(self._run_batch)
+        self._encoder = EncoderThread(self._run_batch)
         self._worker = asyncio.create_task(self._work(), name="batcher")
         return self
 
@@ -254,7 +149,7 @@ class DynamicBatcher:
         """Refuses new texts, lets queued and running ones finish for up to `drain_timeout_s`, then answers
         what is left with 503. Later calls keep the first call's deadline."""
         if self._drain_deadline is None:
-            self._closing = True
+            self._room.closing = True
             self._drain_deadline = time.perf_counter() + self._drain_timeout_s
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), max(0.0, self._drain_deadline - time.perf_counter()))
@@ -272,79 +167,13 @@ class DynamicBatcher:
         """Whether a request whose lane is not known yet could be admitted: checked before its body is read.
         With lanes on, the answer waits for the lane (a full queue still has room for a lane within its
         share); with one FIFO queue, a full queue refuses at the door."""
-        if self._closing:
+        if self._room.closing:
             return False
-        return self.lanes.enabled or self._reserved < self._max_queue_texts
+        return self.lanes.enabled or self._room.reserved < self._room.max_queue_texts
 
     def reserve(self, texts: int, lane: str | None = None) -> Reservation:
         """Room for a request's texts in the lane named `lane`, held until the reservation is closed (`with`)."""
-        return Reservation(self, self.lanes.lane(lane), texts)
-
-    def _hold(self, reservation: Reservation, texts: int) -> None:
-        if self._closing:
-            raise UnavailableError("the service is shutting down", code="shutting_down")
-        if reservation.refused is not None:
-            raise reservation.refused
-        lane = reservation.lane
-        short = self._reserved + texts - self._max_queue_texts
-        if short > 0:
-            if lane.held + texts > self._share(lane, lane):
-                REJECTED_TOTAL.labels("queue_full").inc(texts)
-                raise self._refusal(lane, "queue_share", f"the encoder queue is full ({self._reserved} texts)")
-            self._push_out(lane, short)
-        self._reserved += texts
-        lane.held += texts
-        reservation.texts += texts
-        self._holding.add(lane)
-        ADMITTED_TEXTS.set(self._reserved)
-
-    def _free(self, reservation: Reservation, texts: int) -> None:
-        lane = reservation.lane
-        self._reserved -= texts
-        lane.held -= texts
-        reservation.texts -= texts
-        if lane.held == 0:
-            self._holding.discard(lane)
-        ADMITTED_TEXTS.set(self._reserved)
-
-    def _share(self, lane: Lane, joining: Lane) -> float:
-        """`lane`'s share of the queue among the lanes holding room, `joining` counted among them."""
-        weights = sum(holder.weight for holder in self._holding | {joining})
-        return self._max_queue_texts * lane.weight / weights
-
-    def _push_out(self, lane: Lane, short: int) -> None:
-        """Takes back the newest reservations of the lanes most over their share until `short` texts of room
-        are free for `lane`, which is within its own share: so it never waits on another lane's flood."""
-        while short > 0:
-            over = [(holder.held - self._share(holder, lane), holder) for holder in self._holding if holder is not lane]
-            excess, victim = max(over, key=lambda pair: pair[0], default=(0.0, lane))
-            if excess <= 0:
-                raise self._refusal(lane, "queue_share", "the encoder queue is full")  # unreachable by the shares' sum
-            newest = victim.reservations[-1]
-            short -= newest.texts
-            self._revoke(newest)
-
-    def _revoke(self, reservation: Reservation) -> None:
-        error = self._refusal(reservation.lane, "pushed_out", "the encoder queue is full and this lane over its share")
-        reservation.refused = error
-        for pending, caller in reservation.calls:
-            if not caller.done():
-                caller.set_exception(error)
-            self._leave(pending, caller)
-        reservation.calls.clear()
-        self._free(reservation, reservation.texts)
-        reservation.lane.reservations.remove(reservation)
-
-    def _refusal(self, lane: Lane, reason: str, why: str) -> OverloadedError:
-        """A 429 for `lane`, whose Retry-After is how long its own backlog takes at its share of the encoder."""
-        LANE_REFUSALS_TOTAL.labels(lane.label, reason).inc()
-        weights = sum(active.weight for active in self._active | {lane: None})
-        rate = self._texts_per_s * lane.weight / weights
-        retry_after_s = min(_MAX_RETRY_AFTER_S, max(1, math.ceil(lane.held / rate))) if rate > 0 else 1
-        return OverloadedError(
-            f"{why}; lane {lane.name!r} holds {lane.held} texts of it; retry in {retry_after_s}s",
-            retry_after_s=retry_after_s,
-        )
+        return self._room.reserve(self.lanes.lane(lane), texts)
 
     async def embed(self, texts: Sequence[Ids], reservation: Reservation) -> list[BatchedEmbedding]:
         """Embeds the token id arrays, in order, within the room `reservation` holds. A text identical to
@@ -352,7 +181,7 @@ class DynamicBatcher:
         queued texts (unless another caller awaits them too)."""
         if len(texts) > reservation.texts:
             raise ValueError(f"{len(texts)} texts exceed the {reservation.texts} reserved")
-        if self._closing:
+        if self._room.closing:
             raise UnavailableError("the service is shutting down", code="shutting_down")
         if reservation.refused is not None:
             raise reservation.refused
@@ -373,7 +202,7 @@ class DynamicBatcher:
         if shared := len(texts) - queued:
             INFLIGHT_SHARED_TOTAL.inc(shared)
             reservation.release(shared)
-        reservation.calls += calls
+        reservation.callers += [caller for _, caller in calls]
         if queued:
             self._count_queued(lane, queued)
             self._active[lane] = None
@@ -387,9 +216,8 @@ class DynamicBatcher:
             for pending, caller in calls:
                 caller.cancel()
                 self._leave(pending, caller)
-            if reservation.calls:
-                done = {id(caller) for _, caller in calls}
-                reservation.calls = [call for call in reservation.calls if id(call[1]) not in done]
+            done = {id(caller) for _, caller in calls}
+            reservation.callers = [caller for caller in reservation.callers if id(caller) not in done]
 
     def _leave(self, pending: _Pending, caller: "asyncio.Future[BatchedEmbedding]") -> None:
         """One caller stops awaiting `pending`; with none left, a queued text is dropped (the worker skips it)."""
@@ -436,9 +264,7 @@ class DynamicBatcher:
             self._running = []
         infer_s = time.perf_counter() - started
         STAGE_SECONDS.labels("infer").observe(infer_s)
-        self._texts_per_s = _RATE_SMOOTHING * len(batch) / max(infer_s, 1e-6) + (1 - _RATE_SMOOTHING) * (
-            self._texts_per_s or len(batch) / max(infer_s, 1e-6)
-        )
+        self._room.observe(len(batch), infer_s)
         for p, embedding in zip(batch, outputs, strict=True):
             if self.cache is not None:
                 self.cache.put(p.key, embedding.sentence, embedding.length)

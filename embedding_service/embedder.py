@@ -10,11 +10,12 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal, TypeVar
 
-from embedding_service.batcher import BatchedEmbedding, DynamicBatcher, Reservation
+from embedding_service.batcher import BatchedEmbedding, DynamicBatcher
 from embedding_service.encoder import Embedding, FloatArray
 from embedding_service.inputs import FOREIGN_IDS, Inputs, invalid, parse_input, texts_input
 from embedding_service.manifest import EncoderManifest
 from embedding_service.metrics import REJECTED_TOTAL, STAGE_SECONDS, TEXTS_TOTAL, TRUNCATED_TOTAL
+from embedding_service.room import Reservation
 from embedding_service.settings import EmbeddingSettings
 from embedding_service.tokenizer import Ids, Tokenizer, Tokens
 from embedding_service.windows import combine, windows

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from embedding_service.batcher import Reservation, _Pending
+    from embedding_service.batcher import _Pending
+    from embedding_service.room import Reservation
 
 ANONYMOUS = "anonymous"
 OTHER = "other"
