@@ -2,8 +2,8 @@
 shares the encoder and its queue between the lanes by weight (see embedding_service.batcher).
 
 A lane is named by the caller's API key name, else by OpenAI's `user` field, else it is the shared
-`anonymous` lane. Lanes named in the settings (a weight or a quota) are kept for ever; any other name
-gets a lane of weight 1 while it is in use. Such lanes are bounded: past `max_lanes` live ones, idle
+`anonymous` lane. Lanes named in the settings (a key's name, a weight or a quota) are kept for ever;
+any other name gets a lane of weight 1 while it is in use. Such lanes are bounded: past `max_lanes` live ones, idle
 lanes (nothing queued, no room held) older than `idle_s` are dropped, then the least recently used idle
 one; when every lane is busy, the new name shares the `other` lane. So a client that invents a new
 `user` per request costs at most `max_lanes` small objects, and its requests share one lane's weight.
@@ -72,6 +72,7 @@ class LanePolicy:
     enabled: bool = True  # false: every request in the anonymous lane, one FIFO queue
     weights: Mapping[str, float] = field(default_factory=dict)
     quotas: Mapping[str, float] = field(default_factory=dict)  # tokens per second
+    named: frozenset[str] = frozenset()  # lanes named by the settings otherwise: the API keys' names
     max_lanes: int = 256
     idle_s: float = 60.0
 
@@ -80,7 +81,7 @@ class Lanes:
     def __init__(self, policy: LanePolicy, clock: Callable[[], float] = time.monotonic) -> None:
         self._policy = policy
         self._clock = clock
-        self._configured = {*policy.weights, *policy.quotas, ANONYMOUS, OTHER}
+        self._configured = {*policy.weights, *policy.quotas, *policy.named, ANONYMOUS, OTHER}
         self._lanes: OrderedDict[str, Lane] = OrderedDict()  # least recently used first
         self._kept = {name: self._new(name) for name in sorted(self._configured)}
 

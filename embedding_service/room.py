@@ -125,9 +125,10 @@ class QueueRoom:
         within its share and the queue is full, some other lane is over its own."""
         while short > 0:
             over = [(holder.held - self._share(holder, lane), holder) for holder in self._holding if holder is not lane]
-            excess, victim = max(over, key=lambda pair: pair[0])
-            assert excess > 0, "a full queue with every lane within its share"
-            newest = victim.reservations[-1]
+            excess, victim = max(over, key=lambda pair: pair[0], default=(0.0, lane))
+            if excess <= 0:  # only by rounding: the shares sum to the queue
+                raise self._refusal(lane, "queue_share", "the encoder queue is full")
+            newest = next(held for held in reversed(victim.reservations) if held.texts)
             short -= newest.texts
             self._revoke(newest)
 

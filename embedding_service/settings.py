@@ -50,6 +50,7 @@ class EmbeddingSettings(ServiceSettings):
             enabled=self.lanes,
             weights=_named_numbers(self.lane_weights, "lane_weights"),
             quotas=_named_numbers(self.lane_quotas, "lane_quotas"),
+            named=frozenset(name for name in self.api_key_names if name),
             max_lanes=self.max_lanes,
             idle_s=self.lane_idle_s,
         )

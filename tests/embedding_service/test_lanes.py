@@ -6,11 +6,13 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from embedding_service.batcher import DynamicBatcher
 from embedding_service.buckets import Buckets
 from embedding_service.cache import EmbeddingCache, EncoderCache
 from embedding_service.lanes import OTHER, LanePolicy, Lanes, TokenBucket
+from embedding_service.settings import EmbeddingSettings
 from service_common.errors import OverloadedError
 from tests.embedding_service.test_batcher import CountingEncoder, embed, ids
 
@@ -178,6 +180,20 @@ def test_a_hundred_thousand_users_create_bounded_state() -> None:
         assert len(lanes) <= 64
     assert lanes.lane("user-99999").name == "user-99999"
     assert {lanes.lane(name).label for name in ("user-5", "web")} == {OTHER}  # metrics: bounded labels
+    named = Lanes(LanePolicy(weights={"orchestrator": 4}, named=frozenset({"search"})))
+    assert [named.lane(name).label for name in ("search", "orchestrator", None, "web")] == [
+        "search",
+        "orchestrator",
+        "anonymous",
+        OTHER,
+    ]
+
+
+@pytest.mark.parametrize("weights", ["bulk:0", "bulk", ":3", "bulk:-1", "bulk:inf", "bulk:x"])
+def test_a_lane_weight_that_is_not_a_positive_number_stops_the_service(weights: str) -> None:
+    with pytest.raises(ValidationError, match="lane_weights"):
+        EmbeddingSettings(lane_weights=weights)
+    assert EmbeddingSettings(lane_weights="bulk:0.5, web:2").lane_policy.weights == {"bulk": 0.5, "web": 2.0}
 
 
 async def test_concurrent_identical_texts_cost_one_encoder_slot() -> None:

@@ -6,7 +6,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
@@ -30,6 +30,10 @@ def client(settings: ServiceSettings) -> TestClient:
     @router.post("/v1/echo")
     async def echo(body: dict[str, str]) -> dict[str, str]:
         return body
+
+    @router.get("/v1/whoami")
+    async def whoami(request: Request) -> dict[str, str | None]:
+        return {"name": getattr(request.state, "api_key_name", None)}
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -160,3 +164,21 @@ def test_cors_when_origins_are_configured_even_on_a_401() -> None:
     stranger = http.get("/v1/models", headers={"Origin": "https://evil.example.com", **bearer("second-key-abcdef")})
     assert stranger.status_code == 200
     assert "access-control-allow-origin" not in stranger.headers
+
+
+def test_a_named_key_tells_the_routes_its_name_and_an_unnamed_one_does_not(tmp_path: Path) -> None:
+    keys_file = tmp_path / "keys"
+    keys_file.write_text("indexer:key-of-the-nightly-job\nplain-file-key\n", encoding="utf-8")
+    settings = ServiceSettings(api_keys="search:key-for-search, anonymous-key", api_keys_file=str(keys_file))
+    assert settings.api_key_names == ("search", None, "indexer", None)
+    http = client(settings)
+    expected = {
+        "key-for-search": "search",
+        "anonymous-key": None,
+        "key-of-the-nightly-job": "indexer",
+        "plain-file-key": None,
+    }
+    for key, name in expected.items():
+        assert http.get("/v1/whoami", headers=bearer(key)).json() == {"name": name}, key
+    # The name is not part of the key: `search:key-for-search` itself is no key.
+    assert http.get("/v1/whoami", headers=bearer("search:key-for-search")).status_code == 401
