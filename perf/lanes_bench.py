@@ -82,7 +82,7 @@ class Plan:
     headroom_s: float  # each of the load client's headroom runs
 
 
-QUICK = Plan("quick", False, 1.5, 4.0, 6.0, 4.0, 1500, 90.0, 2.0)
+QUICK = Plan("quick", False, 1.0, 2.0, 3.0, 2.0, 800, 90.0, 1.0)
 FULL = Plan("full", True, 5.0, 20.0, 30.0, 20.0, 10_000, 240.0, 4.0)
 
 
