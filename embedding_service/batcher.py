@@ -29,9 +29,10 @@ the start-tag order, so that the bound above grows by that lead and no more.
 Fair refusals: queue room is shared by lanes too, and a full queue refuses the lane over its share
 (embedding_service.room). A lane's quota, if it has one, is charged the tokens it asks the encoder for.
 
-Identical texts (the same token ids) queued or running are computed once: a later caller awaits the same
-text and gives its room back. Finished sentence vectors go into the exact cache (embedding_service.cache),
-which the embedder reads once a request is tokenized: a hit gives its room back and never enters a lane.
+With the cache on, identical texts (the same token ids) queued or running are computed once: a later
+caller awaits the same text and gives its room back. Finished sentence vectors go into the exact cache
+(embedding_service.cache), which the embedder reads once a request is tokenized: a hit gives its room
+back and never enters a lane.
 
 Texts whose caller has gone (timeout, disconnect) are dropped before they reach the encoder.
 
@@ -193,7 +194,9 @@ class DynamicBatcher:
             key = ids.tobytes()
             pending = self._in_flight.get(key)
             if pending is None:
-                pending = self._in_flight[key] = _Pending(ids, key, lane)
+                pending = _Pending(ids, key, lane)
+                if self.cache is not None:  # with the cache off, every text is computed: nothing is shared
+                    self._in_flight[key] = pending
                 lane.queue.append(pending)
                 queued += 1
             caller: asyncio.Future[BatchedEmbedding] = loop.create_future()

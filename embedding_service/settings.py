@@ -34,7 +34,11 @@ class EmbeddingSettings(ServiceSettings):
     lane_quotas: str = Field("", description="`lane:tokens_per_second` pairs, comma-separated; others: no quota")
     max_lanes: int = Field(256, ge=2, description="live lanes before idle ones expire and new callers share `other`")
     lane_idle_s: float = Field(60.0, gt=0, description="an idle lane unused this long is dropped first")
-    cache_bytes: int = Field(64 * 1024 * 1024, ge=0, description="exact embedding cache size; 0: no cache")
+    cache_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=0,
+        description="exact embedding cache size; 0: no cache, and no sharing of identical texts in flight",
+    )
     xla: bool = Field(True, description="XLA-compile the encoder (jit_compile)")
     xla_cache_dir: str = Field("build/xla-cache", description="persistent XLA compile cache; empty: none")
     mixed_precision: bool = Field(False, description="fp16 on GPU, bf16 on CPU (graph mode; XLA off)")

@@ -867,7 +867,8 @@ def run_bench(plan: Plan, out: Path) -> dict[str, Any]:
         request_timeout_s="300",
         test_encoder_gate=str(gate),
         # One FIFO queue: a full queue refuses at the door, before the body is read (with lanes, the
-        # request's lane decides once its body is parsed); the cache would answer repeated texts.
+        # request's lane decides once its body is parsed); with the cache (and its sharing of identical
+        # texts in flight) the repeated texts would not all be computed, and the capacity would read high.
         lanes="false",
         cache_bytes="0",
     )

@@ -199,7 +199,7 @@ def test_a_lane_weight_that_is_not_a_positive_number_stops_the_service(weights: 
 async def test_concurrent_identical_texts_cost_one_encoder_slot() -> None:
     encoder = CountingEncoder()
     encoder.release.clear()
-    async with make(encoder) as batcher:
+    async with make(encoder, cache=EmbeddingCache(1 << 20).for_encoder(b"encoder")) as batcher:
         first = asyncio.create_task(lane_embed(batcher, "a", [ids(1)]))
         await settle()
         same = [asyncio.create_task(lane_embed(batcher, lane, [ids(5), ids(5)])) for lane in ("a", "b", "c")]
@@ -215,7 +215,7 @@ async def test_concurrent_identical_texts_cost_one_encoder_slot() -> None:
 async def test_a_caller_leaving_does_not_cancel_the_text_for_another() -> None:
     encoder = CountingEncoder()
     encoder.release.clear()
-    async with make(encoder) as batcher:
+    async with make(encoder, cache=EmbeddingCache(1 << 20).for_encoder(b"encoder")) as batcher:
         first = asyncio.create_task(lane_embed(batcher, "a", [ids(1)]))
         await settle()
         leaving = asyncio.create_task(lane_embed(batcher, "a", [ids(5)]))
@@ -248,3 +248,16 @@ def test_the_byte_bound_holds_and_the_oldest_entries_go_first() -> None:
     assert 0 < len(store) < 10_000
     assert bounded.get(ids(9_999, length=20).tobytes()) is not None  # the newest kept, the oldest evicted
     assert bounded.get(ids(0, length=20).tobytes()) is None
+
+
+async def test_with_the_cache_off_identical_texts_are_each_computed() -> None:
+    encoder = CountingEncoder()
+    encoder.release.clear()
+    async with make(encoder) as batcher:
+        first = asyncio.create_task(lane_embed(batcher, "a", [ids(1)]))
+        await settle()
+        same = asyncio.create_task(lane_embed(batcher, "b", [ids(5), ids(5)]))
+        await settle()
+        encoder.release.set()
+        await asyncio.gather(first, same)
+    assert [first_id for batch in encoder.batches for first_id in batch] == [1, 5, 5]
