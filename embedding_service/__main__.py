@@ -1,10 +1,11 @@
-"""`python -m embedding_service`: settings from EMBEDDING_* variables, logging, then serve."""
+"""`python -m embedding_service`: settings from EMBEDDING_* variables, logging, tracing, then serve."""
 
 import os
 
 from embedding_service.settings import EmbeddingSettings, use_xla_cache
 from service_common.logs import configure_logging
 from service_common.serve import serve
+from service_common.tracing import setup_tracing
 
 OPS_CONNECTIONS = 64
 
@@ -20,7 +21,11 @@ def main() -> None:
 
     # Every queued request holds at least one text: more connections than the queue bound (and a margin for
     # probes and metrics) could only wait or be refused, so uvicorn refuses them before they cost memory.
-    serve(create_app(settings), settings, max_concurrency=settings.max_queue_texts + OPS_CONNECTIONS)
+    stop_tracing = setup_tracing("embedding-service")
+    try:
+        serve(create_app(settings), settings, max_concurrency=settings.max_queue_texts + OPS_CONNECTIONS)
+    finally:
+        stop_tracing()
 
 
 if __name__ == "__main__":

@@ -48,8 +48,11 @@ import logging
 import math
 import time
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from types import TracebackType
+
+from opentelemetry.trace import SpanContext
 
 from embedding_service.buckets import Buckets
 from embedding_service.cache import EncoderCache
@@ -69,6 +72,7 @@ from embedding_service.metrics import (
 )
 from embedding_service.room import QueueRoom, Reservation
 from embedding_service.tokenizer import Ids
+from service_common import tracing
 from service_common.errors import ServiceError, UnavailableError
 
 logger = logging.getLogger(__name__)
@@ -89,6 +93,7 @@ class _Pending:
     ids: Ids
     key: bytes
     lane: Lane
+    trace: SpanContext | None  # the span of the request that queued it, when tracing is on
     callers: list[asyncio.Future[BatchedEmbedding]] = field(default_factory=list)
     enqueued: float = field(default_factory=time.perf_counter)
     waiting: bool = True  # in its lane's queue: not yet taken into a batch, nor abandoned by every caller
@@ -190,11 +195,12 @@ class DynamicBatcher:
         lane = reservation.lane
         calls: list[tuple[_Pending, asyncio.Future[BatchedEmbedding]]] = []
         queued = 0
+        trace = tracing.current() if tracing.enabled() else None
         for ids in texts:
             key = ids.tobytes()
             pending = self._in_flight.get(key)
             if pending is None:
-                pending = _Pending(ids, key, lane)
+                pending = _Pending(ids, key, lane, trace)
                 if self.cache is not None:  # with the cache off, every text is computed: nothing is shared
                     self._in_flight[key] = pending
                 lane.queue.append(pending)
@@ -262,7 +268,8 @@ class DynamicBatcher:
         started = time.perf_counter()
         self._running = batch
         try:
-            outputs = await self._encoder.submit([p.ids for p in batch])
+            with self._infer_span(batch):
+                outputs = await self._encoder.submit([p.ids for p in batch])
         finally:
             self._running = []
         infer_s = time.perf_counter() - started
@@ -272,6 +279,18 @@ class DynamicBatcher:
             if self.cache is not None:
                 self.cache.put(p.key, embedding.sentence, embedding.length)
             self._settle(p, BatchedEmbedding(embedding, started - p.enqueued, infer_s, len(batch)))
+
+    def _infer_span(self, batch: list[_Pending]) -> AbstractContextManager[object]:
+        """One span per encoder call: a child of its oldest text's request, linked to the others'."""
+        traces = list(dict.fromkeys(p.trace for p in batch if p.trace is not None))
+        longest = max(len(p.ids) for p in batch)
+        attributes: dict[str, str | int] = {
+            "embedding.batch_texts": len(batch),
+            "embedding.padded_tokens": self._buckets.batch_size(len(batch)) * self._buckets.seq_length(longest),
+            "embedding.tokens": sum(len(p.ids) for p in batch),
+            "embedding.lanes": ",".join(dict.fromkeys(p.lane.name for p in batch)),
+        }
+        return tracing.span("infer", parent=traces[0] if traces else None, links=traces[1:], attributes=attributes)
 
     def _settle(self, pending: _Pending, outcome: BatchedEmbedding | ServiceError) -> None:
         if self._in_flight.get(pending.key) is pending:

@@ -19,6 +19,7 @@ from embedding_service.room import Reservation
 from embedding_service.settings import EmbeddingSettings
 from embedding_service.tokenizer import Ids, Tokenizer, Tokens
 from embedding_service.windows import combine, windows
+from service_common import tracing
 from service_common.errors import DeadlineExceededError, InvalidRequestError, NotFoundError
 
 T = TypeVar("T")
@@ -117,7 +118,8 @@ class Embedder:
         self._check_count(count, field)
         with self._batcher.reserve(count, lane) as reservation:
             started = time.perf_counter()
-            inputs, plan = await self._off_the_loop(_size(raw), self._prepare, raw, field, long_texts)
+            with tracing.span("tokenize", attributes={"embedding.inputs": count}):
+                inputs, plan = await self._off_the_loop(_size(raw), self._prepare, raw, field, long_texts)
             tokenize_s = time.perf_counter() - started
             STAGE_SECONDS.labels("tokenize").observe(tokenize_s)
             if token_output:
@@ -129,14 +131,23 @@ class Embedder:
             misses = [ids for ids, answer in zip(plan.windows, answers, strict=True) if answer is None]
             reservation.release(len(plan.windows) - len(misses))
             reservation.charge(sum(map(len, misses)))
+            queued_ns = time.time_ns()
             try:
                 async with asyncio.timeout(timeout_s):
-                    computed = iter(await self._encode(misses, reservation))
+                    computed = list(await self._encode(misses, reservation))
             except TimeoutError:
                 raise DeadlineExceededError(
                     f"embedding did not finish within {timeout_s:.3g}s", code="timeout"
                 ) from None
-        batched = [answer or next(computed) for answer in answers]
+        if computed and tracing.enabled():
+            waited_ns = int(max(b.queue_s for b in computed) * 1e9)
+            attributes: dict[str, str | int] = {
+                "embedding.texts": len(computed),
+                "embedding.lane": reservation.lane.name,
+            }
+            tracing.record("queue", queued_ns, queued_ns + waited_ns, attributes)
+        remaining = iter(computed)
+        batched = [answer or next(remaining) for answer in answers]
         TEXTS_TOTAL.inc(len(inputs))
         TRUNCATED_TOTAL.inc(len(plan.truncated))
         return Embedded(

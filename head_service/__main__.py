@@ -8,6 +8,7 @@ import sys
 
 from head_service.options import STAND_IN_ONLY_FLAGS, parse
 from head_service.server import serve
+from service_common.tracing import setup_tracing
 
 BINARY = "tensorflow_model_server"
 
@@ -37,7 +38,11 @@ def main() -> None:
         os.execv(binary, [binary, *_binary_argv(argv)])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger(__name__).info("%s not on PATH: serving with the stand-in", BINARY)
-    asyncio.run(serve(options))
+    stop_tracing = setup_tracing("head")  # the stand-in's own spans; TF Serving has none
+    try:
+        asyncio.run(serve(options))
+    finally:
+        stop_tracing()
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from tensorflow_serving.apis import (
 from head_service.errors import HeadError, invalid_argument
 from head_service.runner import Runner
 from head_service.servable import PREDICT_METHOD, Servable
+from service_common import tracing
 
 _METHOD_FOR = {"Classify": "classification", "Regress": "regression", "MultiInference": "classification"}
 _METHOD_NAME = {"classification": "tensorflow/serving/classify", "regression": "tensorflow/serving/regress"}
@@ -61,6 +62,10 @@ def _resolve(runner: Runner, spec: model_pb2.ModelSpec, has_spec: bool) -> Serva
     return runner.manager.resolve(spec.name, version, label)
 
 
+def _span_attributes(servable: Servable) -> dict[str, str | int]:
+    return {"model.name": servable.name, "model.version": servable.version, "rpc.system": "grpc"}
+
+
 async def _abort(context: grpc.aio.ServicerContext, error: HeadError) -> NoReturn:
     """Ends the call with TF Serving's code and message; `context.abort` raises, so this never returns."""
     await context.abort(error.code, error.grpc_details)
@@ -82,7 +87,9 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer): 
                 raise HeadError(grpc.StatusCode.FAILED_PRECONDITION, f'Serving signature key "{key}" not found.')
             signature.check_input_names(set(request.inputs))
             inputs = {alias: _ndarray(alias, tensor) for alias, tensor in request.inputs.items()}
-            outputs = await self.runner.run(servable, signature, inputs, list(request.output_filter), "Predict")
+            metadata = dict(context.invocation_metadata() or ())
+            with tracing.served("predict", metadata, _span_attributes(servable)):
+                outputs = await self.runner.run(servable, signature, inputs, list(request.output_filter), "Predict")
         except HeadError as error:
             self.runner.metrics.count_request(name, error.code.name)
             await _abort(context, error)

@@ -21,6 +21,7 @@ from head_service.json_encode import encode_outputs
 from head_service.json_parse import parse_body, signature_name
 from head_service.runner import Runner
 from head_service.servable import PREDICT_METHOD
+from service_common import tracing
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +131,9 @@ def create_rest_app(runner: Runner, prometheus_path: str | None, timeout_s: floa
                     f"Was: {signature.proto.method_name or PREDICT_METHOD}"
                 )
             inputs, row_format = decode_inputs(doc, signature.inputs)
-            outputs = await runner.run(servable, signature, inputs, [], verb)
+            attributes: dict[str, str | int] = {"model.name": servable.name, "model.version": servable.version}
+            with tracing.served(verb, request.headers, attributes):
+                outputs = await runner.run(servable, signature, inputs, [], verb)
             body = encode_outputs(outputs, row_format)
         except HeadError as error:
             status = error.code.name

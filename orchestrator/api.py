@@ -10,6 +10,7 @@ from orchestrator.deps import CoalescerDep, RegistryDep
 from orchestrator.heads import HEAD_NAME, HeadRegistry
 from orchestrator.pipeline import Classified
 from orchestrator.schemas import ClassifyRequest, ClassifyResponse, HeadList, MultiHeadResponse
+from service_common import tracing
 from service_common.deadline import DeadlineDep
 from service_common.disconnect import unless_disconnected
 from service_common.errors import InvalidRequestError, ServiceError
@@ -84,7 +85,8 @@ async def classify(
 ) -> Response:
     texts, field = _texts(body)
     heads = _heads(body, registry)
-    answer = await unless_disconnected(request, coalescer.classify(texts, deadline, field, heads, chunk=body.chunk))
+    with tracing.span("classify", attributes={"classify.texts": len(texts), "classify.heads": ",".join(heads)}):
+        answer = await unless_disconnected(request, coalescer.classify(texts, deadline, field, heads, chunk=body.chunk))
     if body.heads is None:
         result = answer.heads[heads[0]]
         if isinstance(result, ServiceError):

@@ -16,12 +16,17 @@ request; the others go again together, in one more call."""
 import asyncio
 import logging
 from collections import deque
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+
+import numpy as np
+from opentelemetry.trace import SpanContext, SpanKind
 
 from orchestrator.clients.embedding import Embedded, EmbeddingRefusedError
 from orchestrator.limits import check_texts
 from orchestrator.metrics import COALESCED_REQUESTS, COALESCER_QUEUE_TEXTS
 from orchestrator.pipeline import Answer, Classified, Pipeline
+from service_common import tracing
 from service_common.deadline import Deadline
 from service_common.errors import DeadlineExceededError, OverloadedError, ServiceError, UnavailableError
 from service_common.logs import request_id_var
@@ -44,6 +49,7 @@ class _Job:
     size_bytes: int  # the texts' share of an embedding call's body
     deadline: Deadline
     request_id: str
+    trace: SpanContext  # the request's span: a shared hop call's parent (the first job's) or link
     future: asyncio.Future[Answer]
     stage: list[str] = field(default_factory=lambda: ["queue"])  # shared with the other jobs of its batch
 
@@ -71,7 +77,7 @@ class Coalescer:
         if self._queued_texts + len(texts) > self._max_queue_texts:
             raise OverloadedError(f"the orchestrator has {self._queued_texts} texts queued; retry shortly")
         future = asyncio.get_running_loop().create_future()
-        job = _Job(texts, field, heads, chunk, size_bytes, deadline, request_id_var.get(), future)
+        job = _Job(texts, field, heads, chunk, size_bytes, deadline, request_id_var.get(), tracing.current(), future)
         self._queue.append(job)
         self._queued_texts += len(texts)
         self._dispatch()
@@ -147,7 +153,8 @@ class Coalescer:
         deadline = max((j.deadline for j in jobs), key=lambda d: d.expires_at)
         texts = [text for job in jobs for text in job.texts]
         try:
-            embedded = await self._pipeline.embed(texts, deadline, chunk=jobs[0].chunk)
+            with _hop_span("embed_call", jobs, texts=len(texts)):
+                embedded = await self._pipeline.embed(texts, deadline, chunk=jobs[0].chunk)
         except EmbeddingRefusedError as refusal:
             await self._refused(jobs, refusal)
             return
@@ -167,9 +174,10 @@ class Coalescer:
         wanted = list(dict.fromkeys(head for job in jobs for head in job.heads))
         calls = []
         for head in wanted:
+            asking = [job for job in jobs if head in job.heads]
             rows = [row for job, span in zip(jobs, spans, strict=True) if head in job.heads for row in span]
             vectors = embedded.vectors if len(rows) == len(embedded.vectors) else embedded.vectors[rows]
-            calls.append(self._pipeline.score(head, vectors, deadline))
+            calls.append(self._head_call(head, vectors, deadline, asking))
         results = dict(zip(wanted, await asyncio.gather(*calls, return_exceptions=True), strict=True))
         offsets = dict.fromkeys(wanted, 0)
         for job, span in zip(jobs, spans, strict=True):
@@ -185,6 +193,10 @@ class Coalescer:
                 truncated = [i - span.start for i in embedded.truncated if i in span]
                 chunked = [(i - span.start, n) for i, n in embedded.chunked if i in span]
                 job.future.set_result(Answer(answers, truncated, chunked))
+
+    async def _head_call(self, head: str, vectors: np.ndarray, deadline: Deadline, jobs: list[_Job]) -> Classified:
+        with _hop_span("head_call", jobs, texts=len(vectors), head=head):
+            return await self._pipeline.score(head, vectors, deadline)
 
     async def _refused(self, jobs: list[_Job], refusal: EmbeddingRefusedError) -> None:
         """Only the request whose text was refused gets the error, in its own terms; the others go again
@@ -205,6 +217,18 @@ class Coalescer:
         half = len(jobs) // 2
         await self._run(jobs[:half])
         await self._run(jobs[half:])
+
+
+def _hop_span(name: str, jobs: list[_Job], **attributes: str | int) -> AbstractContextManager[object]:
+    """One span for a hop call shared by `jobs`: a child of the first one's request, linked to every other,
+    so each merged request's trace shows the call that served it."""
+    return tracing.span(
+        name,
+        kind=SpanKind.CLIENT,
+        parent=jobs[0].trace,
+        links=[job.trace for job in jobs[1:]],
+        attributes={"coalesced.requests": len(jobs), **{f"hop.{key}": value for key, value in attributes.items()}},
+    )
 
 
 def _as_service_error(error: BaseException) -> ServiceError:

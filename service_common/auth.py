@@ -30,8 +30,15 @@ def add_access_control(app: FastAPI, settings: ServiceSettings) -> None:
             CORSMiddleware,
             allow_origins=origins,
             allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "Content-Type", "X-Request-ID", "X-Request-Timeout-Ms"],
-            expose_headers=["X-Request-ID", "Retry-After", "Server-Timing"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "X-Request-ID",
+                "X-Request-Timeout-Ms",
+                "traceparent",
+                "tracestate",
+            ],
+            expose_headers=["X-Request-ID", "Retry-After", "Server-Timing", "traceresponse"],
         )
 
 

@@ -1,4 +1,5 @@
-"""Logging set-up, done once in each service's __main__; every line carries the request id."""
+"""Logging set-up, done once in each service's __main__; every line carries the request id, and the trace
+and span ids (`-` outside a trace)."""
 
 import json
 import logging
@@ -6,17 +7,20 @@ import sys
 from contextvars import ContextVar
 from typing import ClassVar
 
+from service_common import tracing
+
 request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
 
 
 class _RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id_var.get()
+        record.trace_id, record.span_id = tracing.ids()
         return True
 
 
 class _JsonFormatter(logging.Formatter):
-    _SKIP: ClassVar[set[str]] = set(vars(logging.makeLogRecord({}))) | {"message", "request_id"}
+    _SKIP: ClassVar[set[str]] = set(vars(logging.makeLogRecord({}))) | {"message", "request_id", "trace_id", "span_id"}
 
     def format(self, record: logging.LogRecord) -> str:
         line = {
@@ -24,6 +28,8 @@ class _JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "request_id": getattr(record, "request_id", "-"),
+            "trace_id": getattr(record, "trace_id", "-"),
+            "span_id": getattr(record, "span_id", "-"),
             "msg": record.getMessage(),
         }
         line.update({k: v for k, v in vars(record).items() if k not in self._SKIP})

@@ -5,8 +5,10 @@ import logging
 import time
 import uuid
 
+from opentelemetry.trace import SpanKind
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service_common import tracing
 from service_common.errors import PayloadTooLargeError, ServiceError
 from service_common.logs import request_id_var
 from service_common.metrics import REQUEST_SECONDS
@@ -15,11 +17,14 @@ from service_common.ops import OPS_PATHS
 logger = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "x-request-id"
+_TRACE_HEADERS = (tracing.TRACEPARENT, "tracestate")
 _MAX_REQUEST_ID = 128
 
 
 class RequestContextMiddleware:
     """Takes X-Request-ID (or makes one), echoes it, logs one line per request and observes its latency.
+    Continues the caller's W3C trace (`traceparent`), in a server span when tracing is on, and answers
+    with `traceresponse`.
 
     Bodies over `max_body_bytes` are refused with 413 before the app reads them: at once when
     Content-Length says so, else while the chunked body streams in (it is buffered, bounded)."""
@@ -33,6 +38,22 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
+        caller = {name: headers[name.encode()].decode("latin-1") for name in _TRACE_HEADERS if name.encode() in headers}
+        if not caller and not tracing.enabled():  # nothing to continue, nothing to record: no cost
+            await self._handle(scope, receive, send, headers)
+            return
+        with tracing.continued(tracing.extract(caller)):
+            if scope["path"] in OPS_PATHS:
+                await self._handle(scope, receive, send, headers)
+                return
+            with tracing.span(f"{scope['method']} {scope['path']}", kind=SpanKind.SERVER) as server:
+                await self._handle(scope, receive, send, headers)
+                if server is not None:
+                    route = getattr(scope.get("route"), "path", None)
+                    if route:
+                        server.update_name(f"{scope['method']} {route}")
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send, headers: dict[bytes, bytes]) -> None:
         given = headers.get(REQUEST_ID_HEADER.encode(), b"").decode("latin-1")[:_MAX_REQUEST_ID]
         # Printable ASCII only: the id goes on into HTTP headers and gRPC metadata, which take nothing else.
         request_id = given if given.isascii() and given.isprintable() and given else uuid.uuid4().hex
@@ -50,6 +71,8 @@ class RequestContextMiddleware:
                     *message.get("headers", []),
                     (REQUEST_ID_HEADER.encode(), request_id.encode()),
                 ]
+                if answered_by := tracing.traceresponse():
+                    message["headers"].append((tracing.TRACERESPONSE.encode(), answered_by.encode()))
             await send(message)
 
         try:

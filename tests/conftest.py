@@ -3,7 +3,7 @@
 import shutil
 import subprocess
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +13,7 @@ import pytest
 from stack import services as stack_services
 from stack.procs import LOOPBACK, free_port
 from stack.services import ROOT
+from tests.otlp import Receiver, receiving
 from tests.servers import Server, running
 
 DEFAULT_ENCODER = ROOT / "build" / "encoder"
@@ -30,22 +31,34 @@ def xla_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("xla-cache")
 
 
+@pytest.fixture(scope="session")
+def otlp() -> Iterator[Receiver]:
+    """The OTLP/HTTP receiver the session's servers (embedding_server, head_server, pipeline) export to."""
+    with receiving() as receiver:
+        yield receiver
+
+
 @contextmanager
-def running_embedding(encoder_dir: Path, xla_cache_dir: Path, log: Path, **settings: str) -> Iterator[Server]:
+def running_embedding(
+    encoder_dir: Path, xla_cache_dir: Path, log: Path, env: Mapping[str, str] | None = None, **settings: str
+) -> Iterator[Server]:
     """The embedding service on a free port; `settings` are EMBEDDING_* overrides by lower-case name."""
     service = stack_services.embedding(free_port(), encoder_dir, xla_cache_dir=str(xla_cache_dir), **settings)
-    with running(service, log) as server:
+    with running(service, log, env=env) as server:
         yield server
 
 
 @pytest.fixture(scope="session")
 def embedding_server(
-    encoder_dir: Path, xla_cache_dir: Path, tmp_path_factory: pytest.TempPathFactory
+    encoder_dir: Path, xla_cache_dir: Path, otlp: Receiver, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
     """The service as `make run` starts it, with its own XLA cache, and LangChain's default model name as an
-    alias (EMBEDDING_MODEL_ALIASES), as a deployment for unmodified clients would configure it."""
+    alias (EMBEDDING_MODEL_ALIASES), as a deployment for unmodified clients would configure it; exporting
+    its spans to the session's OTLP receiver."""
     log = tmp_path_factory.mktemp("logs") / "embedding.log"
-    with running_embedding(encoder_dir, xla_cache_dir, log, model_aliases="text-embedding-3-small") as server:
+    with running_embedding(
+        encoder_dir, xla_cache_dir, log, env=otlp.env, model_aliases="text-embedding-3-small"
+    ) as server:
         yield server
 
 
@@ -136,6 +149,7 @@ def running_head(
     *extra: str,
     heads: Iterable[str] = stack_services.HEADS,
     config_path: Path | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[HeadServer]:
     """The head service (stand-in) on free ports, serving `heads` from `heads_root`/<name>; its model config
     is written to `config_path` (default: beside the log) and, like the base paths, polled every 0.5 s."""
@@ -150,7 +164,7 @@ def running_head(
         heads=heads,
         config_poll_wait_s=0.5,
     )
-    with running(service, log) as server:
+    with running(service, log, env=env) as server:
         yield HeadServer(server.process, f"{LOOPBACK}:{grpc_port}", service.url, heads_root, config_path)
 
 
@@ -161,10 +175,11 @@ def default_head() -> Path:
 
 
 @pytest.fixture(scope="session")
-def head_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HeadServer]:
-    """Serves a copy of version 1 of every shipped head, so tests may add versions to their base paths."""
+def head_server(otlp: Receiver, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HeadServer]:
+    """Serves a copy of version 1 of every shipped head, so tests may add versions to their base paths;
+    exporting its spans to the session's OTLP receiver."""
     heads_root = copy_heads(tmp_path_factory.mktemp("heads"))
-    with running_head(heads_root, tmp_path_factory.mktemp("logs") / "head.log") as server:
+    with running_head(heads_root, tmp_path_factory.mktemp("logs") / "head.log", env=otlp.env) as server:
         yield server
 
 
@@ -176,21 +191,24 @@ class Pipeline:
 
 
 @contextmanager
-def running_orchestrator(embedding_url: str, head: HeadServer, log: Path, **settings: str) -> Iterator[Server]:
+def running_orchestrator(
+    embedding_url: str, head: HeadServer, log: Path, env: Mapping[str, str] | None = None, **settings: str
+) -> Iterator[Server]:
     """The orchestrator on a free port over the given hops, reading the head's own model config; `settings`
     are ORCHESTRATOR_* overrides."""
     grpc_port, rest_port = (int(url.rsplit(":", 1)[1]) for url in (head.grpc_target, head.rest_url))
     settings = {"head_config_file": str(head.config_path), **settings}
     service = stack_services.orchestrator(free_port(), embedding_url, grpc_port, rest_port, **settings)
-    with running(service, log, ready_timeout_s=60) as server:
+    with running(service, log, ready_timeout_s=60, env=env) as server:
         yield server
 
 
 @pytest.fixture(scope="session")
 def pipeline(
-    embedding_server: Server, head_server: HeadServer, tmp_path_factory: pytest.TempPathFactory
+    embedding_server: Server, head_server: HeadServer, otlp: Receiver, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Pipeline]:
-    """The three services as `make run` starts them (the head serving a copy of version 1)."""
+    """The three services as `make run` starts them (the head serving a copy of version 1), exporting their
+    spans to the session's OTLP receiver."""
     log = tmp_path_factory.mktemp("logs") / "orchestrator.log"
-    with running_orchestrator(embedding_server.url, head_server, log) as orchestrator:
+    with running_orchestrator(embedding_server.url, head_server, log, env=otlp.env) as orchestrator:
         yield Pipeline(orchestrator, embedding_server, head_server)

@@ -1,7 +1,7 @@
 """Our services as real subprocesses for tests, on stack/procs.py's helpers, with a log file each."""
 
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -26,10 +26,14 @@ class Server:
 
 
 @contextmanager
-def running(service: Service, log: Path, *, ready_timeout_s: float = 300) -> Iterator[Server]:
-    """Starts the service, waits for its readiness URL to answer 200, always stops it by PID."""
+def running(
+    service: Service, log: Path, *, ready_timeout_s: float = 300, env: Mapping[str, str] | None = None
+) -> Iterator[Server]:
+    """Starts the service (`env`: more environment, e.g. OTEL_*), waits for its readiness URL to answer 200,
+    always stops it by PID."""
+    environment = server_env({**service.env, **(env or {})})
     with log.open("wb") as out:
-        process = start_module(service.module, service.args, server_env(service.env), cwd=ROOT, stdout=out, stderr=out)
+        process = start_module(service.module, service.args, environment, cwd=ROOT, stdout=out, stderr=out)
     try:
         try:
             wait_until_ok(process, service.ready_url, ready_timeout_s)

@@ -15,6 +15,7 @@ from orchestrator.clients import http_hop
 from orchestrator.limits import EmbeddingLimits
 from orchestrator.metrics import HOP_ERRORS_TOTAL, STAGE_SECONDS
 from orchestrator.settings import OrchestratorSettings
+from service_common import tracing
 from service_common.deadline import TIMEOUT_HEADER, Deadline
 from service_common.errors import (
     BadGatewayError,
@@ -137,6 +138,7 @@ class EmbeddingClient:
     async def _call(self, method: str, path: str, timeout_s: float, **kwargs: Any) -> httpx.Response:
         headers = {**kwargs.pop("headers", {}), REQUEST_ID_HEADER: request_id_var.get()}
         headers[TIMEOUT_HEADER] = Deadline.header_value(timeout_s)
+        tracing.inject(headers)
         started = time.perf_counter()
         try:
             return await http_hop.request(

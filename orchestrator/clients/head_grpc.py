@@ -22,6 +22,7 @@ from orchestrator.clients.head import (
 from orchestrator.metrics import STAGE_SECONDS
 from orchestrator.retry import retry_unreached
 from orchestrator.settings import OrchestratorSettings
+from service_common import tracing
 from service_common.deadline import Deadline
 from service_common.logs import request_id_var
 from service_common.middleware import REQUEST_ID_HEADER
@@ -141,7 +142,9 @@ class HeadGrpcClient:
     async def _call(self, method: grpc.aio.UnaryUnaryMultiCallable, request: Any, deadline: Deadline) -> Any:
         timeout_s = deadline.budget_s(self._settings.head_timeout_s)
         hop_deadline = Deadline(timeout_s)
-        metadata = ((REQUEST_ID_HEADER, request_id_var.get()),)
+        carrier = {REQUEST_ID_HEADER: request_id_var.get()}
+        tracing.inject(carrier)
+        metadata = tuple(carrier.items())
         try:
             return await retry_unreached(
                 lambda: method(request, timeout=hop_deadline.remaining_s(), metadata=metadata),

@@ -31,6 +31,7 @@ from orchestrator.clients.head import (
 from orchestrator.metrics import STAGE_SECONDS
 from orchestrator.retry import retry_unreached
 from orchestrator.settings import OrchestratorSettings
+from service_common import tracing
 from service_common.deadline import Deadline
 from service_common.logs import request_id_var
 from service_common.middleware import REQUEST_ID_HEADER
@@ -193,6 +194,7 @@ class HeadRestClient:
 
     async def _attempt(self, method: str, path: str, hop_deadline: Deadline, **kwargs: Any) -> httpx.Response:
         headers = {REQUEST_ID_HEADER: request_id_var.get(), "Content-Type": "application/json"}
+        tracing.inject(headers)
         try:
             response = await http_hop.request(
                 self._client,

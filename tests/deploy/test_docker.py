@@ -4,6 +4,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from embedding_service.settings import EmbeddingSettings
 from orchestrator.settings import OrchestratorSettings
@@ -86,18 +87,20 @@ def test_dockerignore_keeps_the_context_small() -> None:
     assert sources and sources <= allowed, sources - allowed
 
 
-@pytest.mark.parametrize("profile", ["gpu", "cpu"])
+@pytest.mark.parametrize("profile", ["gpu", "cpu", "tracing"])
 def test_compose_config_resolves(profile: str) -> None:
     assert checks.compose_errors(COMPOSE, profile) == []
 
 
 def test_compose_services_have_health_checks_ordered_start_and_the_gpu_reservation() -> None:
     services = dict(checks.compose_services(COMPOSE))
-    assert set(services) == {"models", "embedding-gpu", "embedding-cpu", "head", "orchestrator"}
+    assert set(services) == {"models", "embedding-gpu", "embedding-cpu", "head", "orchestrator", "otel-collector"}
     for name, service in services.items():
-        if name != "models":  # a one-shot copy, waited for with service_completed_successfully
+        assert service["read_only"] is True and service["cap_drop"] == ["ALL"], name
+        # models: a one-shot copy, waited for with service_completed_successfully; the collector: a distroless
+        # image nothing waits for (exporters retry in the background).
+        if name not in ("models", "otel-collector"):
             assert "test" in service["healthcheck"], name
-            assert service["read_only"] is True and service["cap_drop"] == ["ALL"], name
         for dependency in service.get("depends_on", {}).values():
             assert dependency["condition"] in {"service_healthy", "service_completed_successfully"}, name
     assert services["embedding-gpu"]["profiles"] == ["gpu"] and services["embedding-cpu"]["profiles"] == ["cpu"]
@@ -120,3 +123,14 @@ def test_compose_environment_names_real_settings_with_valid_values() -> None:
         env = {k: str(v) for k, v in service.get("environment", {}).items()}
         errors += checks.env_errors(f"compose {name}", env, classes)
     assert errors == []
+
+
+def test_tracing_is_off_in_compose_unless_an_endpoint_is_given_and_the_collector_listens_there() -> None:
+    services = dict(checks.compose_services(COMPOSE))
+    for name in ("embedding-gpu", "embedding-cpu", "orchestrator"):
+        assert services[name]["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"] == "${OTEL_EXPORTER_OTLP_ENDPOINT:-}", name
+    collector = services["otel-collector"]
+    assert collector["profiles"] == ["tracing"] and "4318" in collector["expose"]
+    config = yaml.safe_load((DEPLOY / "otel-collector.yaml").read_text())
+    assert config["receivers"]["otlp"]["protocols"]["http"]["endpoint"].endswith(":4318")
+    assert config["service"]["pipelines"]["traces"]["receivers"] == ["otlp"]
