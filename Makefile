@@ -66,6 +66,14 @@ bench-heads: models
 bench-lanes: models
 	$(PY) -m perf.lanes_bench
 
+# What tracing costs: /classify at c64 on a pipeline with tracing off and one exporting 10% of traces to a
+# local OTLP sink, in alternating rounds (throughput, p50/p99, CPU per request, spans received); the off
+# path's tracing calls timed in-process against a request's CPU; the load client's headroom
+# (perf/tracing_bench.py): about 6 minutes; --quick under 2.
+.PHONY: bench-tracing
+bench-tracing: models
+	$(PY) -m perf.tracing_bench
+
 # Load, overload, faults and model swaps against the whole pipeline (about 20 minutes; --quick: 4).
 reliability: models
 	$(PY) -m perf.reliability

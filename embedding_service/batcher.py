@@ -282,7 +282,7 @@ class DynamicBatcher:
 
     def _infer_span(self, batch: list[_Pending]) -> AbstractContextManager[object]:
         """One span per encoder call: a child of its oldest text's request, linked to the others'."""
-        traces = list(dict.fromkeys(p.trace for p in batch if p.trace is not None))
+        traces = list({(p.trace.trace_id, p.trace.span_id): p.trace for p in batch if p.trace is not None}.values())
         longest = max(len(p.ids) for p in batch)
         attributes: dict[str, str | int] = {
             "embedding.batch_texts": len(batch),

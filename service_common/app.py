@@ -7,6 +7,7 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 
 from fastapi import APIRouter, FastAPI
+from fastapi.telemetry import TelemetryConfig
 
 from service_common.auth import add_access_control
 from service_common.errors import install_error_handlers
@@ -22,7 +23,10 @@ def service_app(
     not_ready_reason: Callable[[], str | None],
     router: APIRouter,
 ) -> FastAPI:
-    app = FastAPI(title=title, version="0.1.0", lifespan=lifespan)
+    # FastAPI's own OpenTelemetry spans (a server span and one per dependency, serializer...) would double
+    # ours and cost the hot path: service_common.tracing makes the spans, and only those.
+    off: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
+    app = FastAPI(title=title, version="0.1.0", lifespan=lifespan, telemetry={**off, "auto_configure": False})
     app.state.settings = settings
     app.state.stopping = asyncio.Event()
     add_access_control(app, settings)  # inside the request context: refusals get an id and a log line

@@ -30,17 +30,20 @@ def one(spans: list[ExportedSpan], service: str, name: str) -> ExportedSpan:
     return found[0]
 
 
-def spans_of(otlp: Receiver, trace_id: str, services: set[str]) -> list[ExportedSpan]:
-    """The trace's spans, once every one of `services` has exported its part."""
+def spans_of(otlp: Receiver, trace_id: str) -> list[ExportedSpan]:
+    """The trace's spans, once every span a /classify makes in the three services has been exported."""
 
     def complete(spans: list[ExportedSpan]) -> bool:
-        ours = [s for s in spans if s.trace_id == trace_id]
-        return {s.service for s in ours} >= services and any(s.name == "predict" for s in ours)
+        return {(s.service, s.name) for s in spans if s.trace_id == trace_id} >= EVERY_SPAN
 
     return [s for s in otlp.wait_for(complete) if s.trace_id == trace_id]
 
 
-ALL = {"orchestrator", "embedding-service", "head"}
+EVERY_SPAN = {
+    *(("orchestrator", name) for name in ("POST /classify", "classify", "embed_call", "head_call")),
+    *(("embedding-service", name) for name in ("POST /v1/embeddings", "tokenize", "queue", "infer")),
+    ("head", "predict"),
+}
 
 
 def test_one_classify_is_one_trace_across_three_services_with_correct_parents(
@@ -48,7 +51,7 @@ def test_one_classify_is_one_trace_across_three_services_with_correct_parents(
 ) -> None:
     text = f"a film I would watch again, {secrets.token_hex(4)}"  # new: the cache must not answer it
     trace_id = trace_of(httpx.post(f"{pipeline.orchestrator.url}/classify", json={"text": text}))
-    spans = spans_of(otlp, trace_id, ALL)
+    spans = spans_of(otlp, trace_id)
     server = one(spans, "orchestrator", "POST /classify")
     classify = one(spans, "orchestrator", "classify")
     embed_call = one(spans, "orchestrator", "embed_call")
@@ -73,9 +76,10 @@ def test_an_incoming_traceparent_is_continued_and_a_malformed_one_starts_a_new_t
 ) -> None:
     url = f"{pipeline.orchestrator.url}/classify"
     trace_id, parent = secrets.token_hex(16), secrets.token_hex(8)
-    continued = httpx.post(url, json={"text": "fine"}, headers={"traceparent": f"00-{trace_id}-{parent}-01"})
+    text = f"fine, {secrets.token_hex(4)}"  # new: computed, so every span is made
+    continued = httpx.post(url, json={"text": text}, headers={"traceparent": f"00-{trace_id}-{parent}-01"})
     assert trace_of(continued) == trace_id
-    server = one(spans_of(otlp, trace_id, ALL), "orchestrator", "POST /classify")
+    server = one(spans_of(otlp, trace_id), "orchestrator", "POST /classify")
     assert server.parent_span_id == parent
     for malformed in ("00-zzzz-not-a-trace", f"00-{'0' * 32}-{parent}-01", "garbage"):
         answer = httpx.post(url, json={"text": "fine"}, headers={"traceparent": malformed})
@@ -106,7 +110,10 @@ async def test_merged_requests_keep_their_own_traces_and_link_to_the_shared_call
     assert len(set(traces)) == 8  # each request its own trace
 
     def merged_call(spans: list[ExportedSpan]) -> bool:
-        return any(s.name == "embed_call" and s.trace_id in traces and s.links for s in spans)
+        classified = {s.trace_id for s in spans if s.name == "classify"}
+        return set(traces) <= classified and any(
+            s.name == "embed_call" and s.trace_id in traces and s.links for s in spans
+        )
 
     spans = otlp.wait_for(merged_call)
     calls = [s for s in spans if s.name == "embed_call" and s.trace_id in traces and s.links]
@@ -124,7 +131,7 @@ def test_the_json_logs_carry_the_trace_id(pipeline: Pipeline, otlp: Receiver) ->
     headers = {"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"}
     text = f"logged, {secrets.token_hex(4)}"
     trace_of(httpx.post(f"{pipeline.orchestrator.url}/classify", json={"text": text}, headers=headers))
-    spans_of(otlp, trace_id, ALL)
+    spans_of(otlp, trace_id)
     for server in (pipeline.orchestrator, pipeline.embedding):
         lines = [json.loads(line) for line in server.log.read_text().splitlines() if line.startswith("{")]
         ours = [line for line in lines if line.get("trace_id") == trace_id]
