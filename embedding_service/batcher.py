@@ -282,6 +282,8 @@ class DynamicBatcher:
 
     def _infer_span(self, batch: list[_Pending]) -> AbstractContextManager[object]:
         """One span per encoder call: a child of its oldest text's request, linked to the others'."""
+        if not tracing.enabled():
+            return tracing.span("infer")
         traces = list({(p.trace.trace_id, p.trace.span_id): p.trace for p in batch if p.trace is not None}.values())
         longest = max(len(p.ids) for p in batch)
         attributes: dict[str, str | int] = {

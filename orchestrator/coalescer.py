@@ -222,6 +222,8 @@ class Coalescer:
 def _hop_span(name: str, jobs: list[_Job], **attributes: str | int) -> AbstractContextManager[object]:
     """One span for a hop call shared by `jobs`: a child of the first one's request, linked to every other,
     so each merged request's trace shows the call that served it."""
+    if not tracing.enabled():
+        return tracing.span(name)
     return tracing.span(
         name,
         kind=SpanKind.CLIENT,

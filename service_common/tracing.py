@@ -8,7 +8,7 @@ hops, the logs and the `traceresponse` header carry the caller's trace id, but n
 
 import os
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 from opentelemetry import context, trace
 from opentelemetry.trace import Link, Span, SpanContext, SpanKind
@@ -18,6 +18,7 @@ TRACEPARENT = "traceparent"
 TRACERESPONSE = "traceresponse"  # W3C Trace Context level 2: the trace and span that answered
 
 _PROPAGATOR = TraceContextTextMapPropagator()
+_NOTHING = nullcontext(None)  # what a span is while tracing is off: reusable, and nearly free
 _enabled = False
 
 
@@ -79,7 +80,6 @@ def traceresponse() -> str | None:
     return f"00-{trace.format_trace_id(span.trace_id)}-{trace.format_span_id(span.span_id)}-{flags}"
 
 
-@contextmanager
 def span(
     name: str,
     *,
@@ -87,20 +87,18 @@ def span(
     parent: context.Context | SpanContext | None = None,
     links: Sequence[SpanContext] = (),
     attributes: Mapping[str, str | int | float | bool] | None = None,
-) -> Iterator[Span | None]:
+) -> AbstractContextManager[Span | None]:
     """A span, current inside the block, when tracing is on (else nothing, and None). `parent`: a context
     or a span to start under instead of the current one; `links`: the other requests a shared call
     serves, each its own trace."""
     if not _enabled:
-        yield None
-        return
+        return _NOTHING
     if isinstance(parent, SpanContext):
         parent = trace.set_span_in_context(trace.NonRecordingSpan(parent))
     valid = [Link(link) for link in links if link.is_valid]
-    with tracer("split-embedding").start_as_current_span(
+    return tracer("split-embedding").start_as_current_span(
         name, context=parent, kind=kind, links=valid, attributes=attributes
-    ) as started:
-        yield started
+    )
 
 
 def record(name: str, start_ns: int, end_ns: int, attributes: Mapping[str, str | int]) -> None:
@@ -110,12 +108,15 @@ def record(name: str, start_ns: int, end_ns: int, attributes: Mapping[str, str |
         tracer("split-embedding").start_span(name, start_time=start_ns, attributes=attributes).end(end_time=end_ns)
 
 
-@contextmanager
-def served(name: str, headers: Mapping[str, str], attributes: Mapping[str, str | int]) -> Iterator[None]:
+def served(name: str, headers: Mapping[str, str], attributes: Mapping[str, str | int]) -> AbstractContextManager[None]:
     """A server span under the caller's trace context in `headers` (HTTP headers, gRPC metadata)."""
     if not _enabled:
-        yield
-        return
+        return _NOTHING
+    return _served(name, headers, attributes)
+
+
+@contextmanager
+def _served(name: str, headers: Mapping[str, str], attributes: Mapping[str, str | int]) -> Iterator[None]:
     with continued(extract(headers)), span(name, kind=SpanKind.SERVER, attributes=attributes):
         yield
 
