@@ -62,10 +62,6 @@ def _resolve(runner: Runner, spec: model_pb2.ModelSpec, has_spec: bool) -> Serva
     return runner.manager.resolve(spec.name, version, label)
 
 
-def _span_attributes(servable: Servable) -> dict[str, str | int]:
-    return {"model.name": servable.name, "model.version": servable.version, "rpc.system": "grpc"}
-
-
 async def _abort(context: grpc.aio.ServicerContext, error: HeadError) -> NoReturn:
     """Ends the call with TF Serving's code and message; `context.abort` raises, so this never returns."""
     await context.abort(error.code, error.grpc_details)
@@ -88,7 +84,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer): 
             signature.check_input_names(set(request.inputs))
             inputs = {alias: _ndarray(alias, tensor) for alias, tensor in request.inputs.items()}
             metadata = dict(context.invocation_metadata() or ())
-            with tracing.served("predict", metadata, _span_attributes(servable)):
+            with tracing.served("predict", metadata, {"model.name": name, "rpc.system": "grpc"}):
                 outputs = await self.runner.run(servable, signature, inputs, list(request.output_filter), "Predict")
         except HeadError as error:
             self.runner.metrics.count_request(name, error.code.name)

@@ -131,8 +131,7 @@ def create_rest_app(runner: Runner, prometheus_path: str | None, timeout_s: floa
                     f"Was: {signature.proto.method_name or PREDICT_METHOD}"
                 )
             inputs, row_format = decode_inputs(doc, signature.inputs)
-            attributes: dict[str, str | int] = {"model.name": servable.name, "model.version": servable.version}
-            with tracing.served(verb, request.headers, attributes):
+            with tracing.served(verb, request.headers, {"model.name": name, "rpc.system": "http"}):
                 outputs = await runner.run(servable, signature, inputs, [], verb)
             body = encode_outputs(outputs, row_format)
         except HeadError as error:

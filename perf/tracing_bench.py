@@ -71,7 +71,7 @@ class Plan:
     timing_repeats: int  # timings per statement: the fastest is kept (timeit's advice)
 
 
-QUICK = Plan("quick", False, 2, 2.0, 3.0, 100_000, 1.5, 100_000, 3)
+QUICK = Plan("quick", False, 2, 1.0, 2.0, 100_000, 1.0, 20_000, 2)
 FULL = Plan("full", True, 5, 8.0, 15.0, 100_000, 4.0, 200_000, 7)
 
 
@@ -347,9 +347,7 @@ OFF_PATH = (
     ),
     Call(
         "served",
-        'attributes = {"model.name": "sentiment", "model.version": 1, "rpc.system": "grpc"}\n'
-        'with tracing.served("predict", dict(METADATA), attributes):\n'
-        "    pass",
+        'with tracing.served("predict", dict(METADATA), {"model.name": "sentiment", "rpc.system": "grpc"}):\n    pass',
         "head: Predict (grpc_api.py: the metadata dict, the attributes)",
         {"head": 1},
     ),
