@@ -610,7 +610,7 @@ def _counts(stack: dict[str, Any]) -> str:
 
 
 def markdown(report: dict[str, Any]) -> str:
-    from perf.report import num, run_line, targets_table
+    from perf.report import headroom_table, num, run_line, services_table, targets_table
 
     results, plan = report["results"], report["settings"]["plan"]
     stacks, repeats, head = results["stacks"], results["repeats"], results["headroom"]
@@ -674,24 +674,11 @@ def markdown(report: dict[str, Any]) -> str:
         "every request at once, with a 429) and A's embedding /healthz. Next to it, the rates measured: repeats "
         f"{repeats[A.key]['throughput_per_s']:.0f}/s (A) and {repeats[B.key]['throughput_per_s']:.0f}/s (B).",
         "",
-        "| endpoint | requests/s | p50 ms | client us per request |",
-        "|---|---:|---:|---:|",
-        *(
-            f"| {name} | {run['requests_per_s']:.0f} | {num(run['latency_ms']['p50'])} | "
-            f"{run['client_us_per_request']:.0f} |"
-            for name, run in head.items()
-        ),
+        *headroom_table(head),
         "",
         "## Services",
         "",
-        "| service | ready after s | idle RSS MB | loaded RSS MB | settings |",
-        "|---|---:|---:|---:|---|",
-        *(
-            f"| {name} | {s['ready_after_s']:.1f} | {s['idle_rss_mb']:.0f} | {s['loaded_rss_mb']:.0f} | "
-            + ", ".join(f"{k}={v}" for k, v in s["env"].items() if not k.endswith(("_HOST", "_PORT")))
-            + " |"
-            for name, s in results["services"].items()
-        ),
+        *services_table(results["services"]),
         "",
     ]
     return "\n".join(lines)

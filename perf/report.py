@@ -102,6 +102,33 @@ def targets_table(goals: list[Target]) -> list[str]:
     ]
 
 
+def headroom_table(runs: dict[str, Any]) -> list[str]:
+    """The load client's rate against each trivial endpoint (perf.endpoint_bench's null server, a /healthz)."""
+    return [
+        "| endpoint | requests/s | p50 ms | client us per request |",
+        "|---|---:|---:|---:|",
+        *(
+            f"| {name} | {run['requests_per_s']:.0f} | {num(run['latency_ms']['p50'])} | "
+            f"{run['client_us_per_request']:.0f} |"
+            for name, run in runs.items()
+        ),
+    ]
+
+
+def services_table(services: dict[str, Any]) -> list[str]:
+    """Each service the benchmark started: time to ready, memory, and its settings but host and port."""
+    return [
+        "| service | ready after s | idle RSS MB | loaded RSS MB | settings |",
+        "|---|---:|---:|---:|---|",
+        *(
+            f"| {name} | {s['ready_after_s']:.1f} | {s['idle_rss_mb']:.0f} | {s['loaded_rss_mb']:.0f} | "
+            + ", ".join(f"{k}={v}" for k, v in s["env"].items() if not k.endswith(("_HOST", "_PORT")))
+            + " |"
+            for name, s in services.items()
+        ),
+    ]
+
+
 def write_report(out: Path, name: str, report: dict[str, Any], markdown_text: str) -> None:
     """`<out>/<name>.json` and `<out>/<name>.md`."""
     out.mkdir(parents=True, exist_ok=True)

@@ -551,7 +551,7 @@ def _side_by_side(off: dict[str, Any], on: dict[str, Any]) -> list[str]:
 
 
 def markdown(report: dict[str, Any]) -> str:
-    from perf.report import num, run_line, targets_table
+    from perf.report import headroom_table, run_line, services_table, targets_table
 
     results, plan = report["results"], report["settings"]["plan"]
     variants, sink, path, head = results["variants"], results["sink"], results["off_path"], results["headroom"]
@@ -626,24 +626,11 @@ def markdown(report: dict[str, Any]) -> str:
         "request at once, with a 429; the same /classify requests, a new text each) and OFF's orchestrator "
         "/healthz.",
         "",
-        "| endpoint | requests/s | p50 ms | client us per request |",
-        "|---|---:|---:|---:|",
-        *(
-            f"| {name} | {run['requests_per_s']:.0f} | {num(run['latency_ms']['p50'])} | "
-            f"{run['client_us_per_request']:.0f} |"
-            for name, run in head.items()
-        ),
+        *headroom_table(head),
         "",
         "## Services",
         "",
-        "| service | ready after s | idle RSS MB | loaded RSS MB | settings |",
-        "|---|---:|---:|---:|---|",
-        *(
-            f"| {name} | {s['ready_after_s']:.1f} | {s['idle_rss_mb']:.0f} | {s['loaded_rss_mb']:.0f} | "
-            + ", ".join(f"{k}={v}" for k, v in s["env"].items() if not k.endswith(("_HOST", "_PORT")))
-            + " |"
-            for name, s in results["services"].items()
-        ),
+        *services_table(results["services"]),
         "",
     ]
     return "\n".join(lines)
