@@ -33,7 +33,8 @@ ENV PATH=/opt/venv/bin:$PATH \
 WORKDIR /tmp
 USER 10001:10001
 EXPOSE 8081
-# Healthy = ready: the model is loaded and every batch shape compiled (30-60 s on CPU, more on a cold GPU).
+# Healthy = ready: the model loaded and warm (OpenVINO on CPU: seconds; TensorFlow compiling every XLA
+# batch shape: 30-60 s on CPU, more on a cold GPU).
 HEALTHCHECK --interval=10s --timeout=3s --start-period=180s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(f\"http://127.0.0.1:{os.environ['EMBEDDING_PORT']}/readyz\", timeout=2)"]
 ENTRYPOINT ["python", "-m", "embedding_service"]

@@ -190,6 +190,7 @@ async def list_models(embedder: EmbedderDep, request: Request) -> ModelList:
                 dimensions=manifest.embedding_dim,
                 max_seq_length=manifest.max_seq_length,
                 limits=limits,
+                runtime=request.app.state.model.runtime,
             )
         ]
     )

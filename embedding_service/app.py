@@ -5,6 +5,7 @@ import gc
 import logging
 import os
 import signal
+import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -15,13 +16,13 @@ from fastapi import FastAPI
 from embedding_service.admission import AdmissionMiddleware
 from embedding_service.api import router
 from embedding_service.batcher import DynamicBatcher
-from embedding_service.buckets import Buckets
 from embedding_service.cache import EmbeddingCache, encoder_fingerprint
 from embedding_service.embedder import Embedder
-from embedding_service.encoder import TFEncoder
+from embedding_service.encoder import Encoder, load_encoder
 from embedding_service.encoder_thread import gated
 from embedding_service.lanes import Lanes
 from embedding_service.manifest import TOKENIZER_DIR, EncoderManifest
+from embedding_service.schemas import Runtime
 from embedding_service.settings import EmbeddingSettings
 from embedding_service.tokenizer import Tokenizer
 from service_common.app import cancel, drain_budget_s, service_app, stopping_event
@@ -38,6 +39,7 @@ class ModelSlot:
         self.embedder: Embedder | None = None
         self.batcher: DynamicBatcher | None = None
         self.failure: str | None = None
+        self.runtime: Runtime | None = None
 
     def has_room(self) -> bool:
         """Whether the queue could take a request now (until the model is loaded, the route answers 503)."""
@@ -56,10 +58,16 @@ class ModelSlot:
 
     async def load(self, stack: AsyncExitStack) -> None:
         settings = self.settings
-        buckets = Buckets.default(settings.max_batch_size, self.manifest.max_seq_length)
+        started = time.perf_counter()
         try:
-            encoder = await asyncio.to_thread(
-                TFEncoder, settings.model_dir, buckets, xla=settings.xla, mixed_precision=settings.mixed_precision
+            encoder: Encoder = await asyncio.to_thread(
+                load_encoder,
+                settings.encoder_backend,
+                settings.model_dir,
+                max_batch_size=settings.max_batch_size,
+                threads=settings.encoder_threads,
+                xla=settings.xla,
+                mixed_precision=settings.mixed_precision,
             )
             tokenizer = await asyncio.to_thread(
                 Tokenizer, settings.model_dir / TOKENIZER_DIR, self.manifest.max_seq_length
@@ -78,13 +86,14 @@ class ModelSlot:
                 cache = EmbeddingCache(settings.cache_bytes).for_encoder(fingerprint)
             batcher = DynamicBatcher(  # built before the long warm-up, so a bad budget fails at once
                 gated(encoder, Path(gate)) if gate else encoder,
-                buckets,
+                encoder.buckets,
                 max_batch_tokens=settings.max_batch_tokens,
                 max_wait_s=settings.max_wait_ms / 1e3,
                 max_queue_texts=settings.max_queue_texts,
                 drain_timeout_s=drain_budget_s(settings),
                 lanes=Lanes(settings.lane_policy),
                 cache=cache,
+                group_window=settings.group_window,
             )
             await asyncio.to_thread(encoder.warm_up, settings.max_batch_tokens)
             self.batcher = await stack.enter_async_context(batcher)
@@ -98,8 +107,26 @@ class ModelSlot:
         # of the collector's reach; only objects created from here on are scanned.
         gc.collect()
         gc.freeze()
+        self.runtime = Runtime(
+            backend=encoder.backend,
+            device=encoder.device,
+            encoder_threads=encoder.threads,
+            tokenizer_threads=settings.tokenizer_threads,
+            group_window=settings.group_window,
+            ready_s=round(time.perf_counter() - started, 2),
+        )
         self.embedder = Embedder(self.manifest, tokenizer, batcher, settings, pool)
-        logger.info("ready: %s", self.manifest.model_name)
+        runtime = self.runtime
+        logger.info(
+            "ready in %.1fs: %s, backend %s on %s, %d encoder threads, %d tokenizer threads, group window %d",
+            runtime.ready_s,
+            self.manifest.model_name,
+            runtime.backend,
+            runtime.device,
+            runtime.encoder_threads,
+            runtime.tokenizer_threads,
+            runtime.group_window,
+        )
 
 
 def create_app(settings: EmbeddingSettings) -> FastAPI:

@@ -14,17 +14,25 @@ Tuning:
   once instead of a growing wait. Size it to what the encoder clears within your latency target, and
   at least to the largest request you accept.
 
-Fair batches. Each lane keeps its texts in arrival order. A batch is filled by start-time fair queuing
-over tokens: a lane's head text starts, in virtual time, where the lane's previous text finished (or now,
-for a lane that was idle), and finishes `tokens / weight` later; the worker always takes the head text
-that starts first. So backlogged lanes get the encoder's tokens in proportion to their weights, and a lane
-that was idle goes first: a text sent beside a flood of 2,000 rides in the next batch formed, not after
-the 2,000. Starvation bound: before the k-th queued text of lane L is taken, any other lane j has had at
-most `w_j / w_L * (tokens of L's first k texts) + one text` of its own taken. Within a lane nothing
-overtakes; a batch closes on its size or token budget when the next text by that order does not fit, so
-the budget never reorders texts either. Length grouping (to pad less; not built yet) composes with this
-only by choosing among the lanes' head texts, never past a lane's own order, within a bounded lead over
-the start-tag order, so that the bound above grows by that lead and no more.
+Fair batches. Each lane keeps its texts in arrival order. The fair order of queued texts is start-time
+fair queuing over tokens: a lane's next text starts, in virtual time, where the lane's previous text
+finished (or now, for a lane that was idle), and finishes `tokens / weight` later; texts in start order.
+So backlogged lanes get the encoder's tokens in proportion to their weights, and a lane that was idle goes
+first: a text sent beside a flood of 2,000 rides in the next batch formed, not after the 2,000. Lanes'
+bound: before the k-th queued text of lane L reaches the front of the fair order, any other lane j has had
+at most `w_j / w_L * (tokens of L's first k texts) + one text` of its own taken.
+
+Batches grouped by length (`group_window` > 0). A batch is chosen from the window, the first
+`group_window` texts of the fair order: the front text always goes, then the due texts (passed over
+`MAX_PASSES` times), in fair order, then the texts nearest in length to the first of those, as many as
+pay: of every number of them, the batch takes the one that computes the most real tokens per padded
+token, each call also costing a fixed `CALL_OVERHEAD_TOKENS`. Texts of the window left out count one
+pass. Starvation bound: a text in the window is passed over at most `MAX_PASSES` (2) times; then it runs
+in the next batch, unless more than a batch of due texts are ahead of it in the fair order; at most
+`group_window` texts are, so any text runs within `MAX_PASSES + ceil(group_window / max_batch_size)`
+batches of entering the window (tested: tests/embedding_service/test_grouping.py). It enters the window once fewer
+than `group_window` texts are ahead of it in the fair order, which the lanes' bound above limits. With
+`group_window` 0 a batch is the fair order's prefix that fits the budgets (arrival order with one lane).
 
 Fair refusals: queue room is shared by lanes too, and a full queue refuses the lane over its share
 (embedding_service.room). A lane's quota, if it has one, is charged the tokens it asks the encoder for.
@@ -44,10 +52,10 @@ cannot keep the process from exiting.
 
 import asyncio
 import contextlib
+import heapq
 import logging
-import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -67,8 +75,10 @@ from embedding_service.metrics import (
     LANE_QUEUED_TEXTS,
     LANE_TEXTS_TOTAL,
     LANE_TOKENS_TOTAL,
+    PADDED_TOKENS_TOTAL,
     QUEUE_TEXTS,
     STAGE_SECONDS,
+    TOKENS_TOTAL,
 )
 from embedding_service.room import QueueRoom, Reservation
 from embedding_service.tokenizer import Ids
@@ -76,6 +86,13 @@ from service_common import tracing
 from service_common.errors import ServiceError, UnavailableError
 
 logger = logging.getLogger(__name__)
+
+# What one encoder call costs beyond its padded tokens, in tokens: the backends' fixed cost per call
+# (MiniLM on 2 cores: ~1.3 ms with OpenVINO, ~10 tokens) and the batcher's own work per batch. Grouping
+# weighs it against padding, so that it never splits texts into batches too small to pay for themselves.
+CALL_OVERHEAD_TOKENS = 32
+# Batches a text may be left out of while in the window: more groups better; fewer bounds the wait sooner.
+MAX_PASSES = 2
 
 
 @dataclass(frozen=True)
@@ -94,9 +111,11 @@ class _Pending:
     key: bytes
     lane: Lane
     trace: SpanContext | None  # the span of the request that queued it, when tracing is on
+    token_vectors: bool  # a caller reads its token vectors
     callers: list[asyncio.Future[BatchedEmbedding]] = field(default_factory=list)
     enqueued: float = field(default_factory=time.perf_counter)
     waiting: bool = True  # in its lane's queue: not yet taken into a batch, nor abandoned by every caller
+    passes: int = 0  # batches chosen from a window it was in, without it
 
 
 class DynamicBatcher:
@@ -111,6 +130,7 @@ class DynamicBatcher:
         drain_timeout_s: float = 30.0,
         lanes: Lanes | None = None,
         cache: EncoderCache | None = None,
+        group_window: int = 0,
     ) -> None:
         if buckets.seq_lengths[-1] > max_batch_tokens:
             raise ValueError(f"max_batch_tokens {max_batch_tokens} cannot hold one text of {buckets.seq_lengths[-1]}")
@@ -118,13 +138,14 @@ class DynamicBatcher:
         self._buckets = buckets
         self._max_batch_size = buckets.batch_sizes[-1]
         self._max_batch_tokens = max_batch_tokens
+        self._group_window = group_window
         self._max_wait_s = max_wait_s
         self._room = QueueRoom(max_queue_texts)
         self._drain_timeout_s = drain_timeout_s
         self.lanes = lanes or Lanes(LanePolicy())
         self.cache = cache
         self._active: dict[Lane, None] = {}  # lanes with texts in their queue, in the order they got them
-        self._in_flight: dict[bytes, _Pending] = {}  # texts queued or running, by their ids
+        self._in_flight: dict[tuple[bytes, bool], _Pending] = {}  # texts queued or running: ids, token vectors
         self._virtual = 0.0  # start tag of the text taken last
         self._waiting = 0  # live texts in the lanes' queues
         self._arrived = asyncio.Event()
@@ -181,10 +202,13 @@ class DynamicBatcher:
         """Room for a request's texts in the lane named `lane`, held until the reservation is closed (`with`)."""
         return self._room.reserve(self.lanes.lane(lane), texts)
 
-    async def embed(self, texts: Sequence[Ids], reservation: Reservation) -> list[BatchedEmbedding]:
-        """Embeds the token id arrays, in order, within the room `reservation` holds. A text identical to
-        one queued or running awaits that one, and gives its room back. Cancelling the caller drops its
-        queued texts (unless another caller awaits them too)."""
+    async def embed(
+        self, texts: Sequence[Ids], reservation: Reservation, *, token_vectors: bool = False
+    ) -> list[BatchedEmbedding]:
+        """Embeds the token id arrays, in order, within the room `reservation` holds, with their token
+        vectors when `token_vectors`. A text identical to one queued or running (and as asked) awaits that
+        one, and gives its room back. Cancelling the caller drops its queued texts (unless another caller
+        awaits them too)."""
         if len(texts) > reservation.texts:
             raise ValueError(f"{len(texts)} texts exceed the {reservation.texts} reserved")
         if self._room.closing:
@@ -198,11 +222,11 @@ class DynamicBatcher:
         trace = tracing.current() if tracing.enabled() else None
         for ids in texts:
             key = ids.tobytes()
-            pending = self._in_flight.get(key)
+            pending = self._in_flight.get((key, token_vectors))
             if pending is None:
-                pending = _Pending(ids, key, lane, trace)
+                pending = _Pending(ids, key, lane, trace, token_vectors)
                 if self.cache is not None:  # with the cache off, every text is computed: nothing is shared
-                    self._in_flight[key] = pending
+                    self._in_flight[key, token_vectors] = pending
                 lane.queue.append(pending)
                 queued += 1
             caller: asyncio.Future[BatchedEmbedding] = loop.create_future()
@@ -235,8 +259,8 @@ class DynamicBatcher:
         if not pending.callers and pending.waiting:
             pending.waiting = False
             self._count_queued(pending.lane, -1)
-            if self._in_flight.get(pending.key) is pending:
-                del self._in_flight[pending.key]
+            if self._in_flight.get((pending.key, pending.token_vectors)) is pending:
+                del self._in_flight[pending.key, pending.token_vectors]
 
     def _count_queued(self, lane: Lane, texts: int) -> None:
         lane.waiting += texts
@@ -269,7 +293,8 @@ class DynamicBatcher:
         self._running = batch
         try:
             with self._infer_span(batch):
-                outputs = await self._encoder.submit([p.ids for p in batch])
+                token_vectors = any(p.token_vectors for p in batch)
+                outputs = await self._encoder.submit([p.ids for p in batch], token_vectors=token_vectors)
         finally:
             self._running = []
         infer_s = time.perf_counter() - started
@@ -285,18 +310,17 @@ class DynamicBatcher:
         if not tracing.enabled():
             return tracing.span("infer")
         traces = list({(p.trace.trace_id, p.trace.span_id): p.trace for p in batch if p.trace is not None}.values())
-        longest = max(len(p.ids) for p in batch)
         attributes: dict[str, str | int] = {
             "embedding.batch_texts": len(batch),
-            "embedding.padded_tokens": self._buckets.batch_size(len(batch)) * self._buckets.seq_length(longest),
+            "embedding.padded_tokens": self._padded(len(batch), max(len(p.ids) for p in batch)),
             "embedding.tokens": sum(len(p.ids) for p in batch),
             "embedding.lanes": ",".join(dict.fromkeys(p.lane.name for p in batch)),
         }
         return tracing.span("infer", parent=traces[0] if traces else None, links=traces[1:], attributes=attributes)
 
     def _settle(self, pending: _Pending, outcome: BatchedEmbedding | ServiceError) -> None:
-        if self._in_flight.get(pending.key) is pending:
-            del self._in_flight[pending.key]
+        if self._in_flight.get((pending.key, pending.token_vectors)) is pending:
+            del self._in_flight[pending.key, pending.token_vectors]
         for caller in pending.callers:
             if caller.done():
                 continue
@@ -315,48 +339,96 @@ class DynamicBatcher:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._arrived.wait(), remaining)
 
-    def _next_lane(self) -> Lane | None:
-        """The lane whose head text starts first in virtual time; drops lanes left with no live text."""
-        best: Lane | None = None
-        best_start = math.inf
-        for lane in list(self._active):
+    def _padded(self, texts: int, longest: int) -> int:
+        return self._buckets.batch_size(texts) * self._buckets.seq_length(longest)
+
+    def _window(self, size: int) -> list[_Pending]:
+        """The first `size` live texts of the fair order (start tags), without taking them; drops lanes
+        left with no live text."""
+        heads: list[tuple[float, int, Iterator[_Pending], _Pending]] = []
+        for order, lane in enumerate(list(self._active)):
             queue = lane.queue
             while queue and not queue[0].waiting:
                 queue.popleft()
             if not queue:
                 del self._active[lane]
                 continue
-            start = max(lane.finish, self._virtual)
-            if start < best_start:
-                best, best_start = lane, start
-        return best
+            texts = iter(queue)
+            heads.append((max(lane.finish, self._virtual), order, texts, next(texts)))
+        heapq.heapify(heads)
+        window: list[_Pending] = []
+        while heads and len(window) < size:
+            start, order, texts, head = heapq.heappop(heads)
+            window.append(head)
+            following = next((p for p in texts if p.waiting), None)
+            if following is not None:
+                heapq.heappush(heads, (start + len(head.ids) / head.lane.weight, order, texts, following))
+        return window
 
-    def _take_batch(self) -> list[_Pending]:
-        """Takes live texts lane by lane in start-tag order while the batch stays within its budgets."""
+    def _fits(self, texts: int, longest: int) -> bool:
+        return texts <= self._max_batch_size and self._padded(texts, longest) <= self._max_batch_tokens
+
+    def _in_order(self, window: list[_Pending]) -> list[_Pending]:
+        """The window's prefix that fits the budgets."""
         batch: list[_Pending] = []
         longest = 0
-        while len(batch) < self._max_batch_size and (lane := self._next_lane()) is not None:
-            head = lane.queue[0]
-            rows = self._buckets.batch_size(len(batch) + 1)
-            length = self._buckets.seq_length(max(longest, len(head.ids)))
-            if batch and rows * length > self._max_batch_tokens:
+        for p in window:
+            longest = max(longest, len(p.ids))
+            if batch and not self._fits(len(batch) + 1, longest):
                 break
-            lane.queue.popleft()
-            head.waiting = False
+            batch.append(p)
+        return batch
+
+    def _grouped(self, window: list[_Pending]) -> list[_Pending]:
+        """The front text and the due ones (in fair order, as many as fit), then the nearest in length to
+        the first of them, as many as compute the most real tokens per padded one."""
+        due = self._in_order([window[0], *(p for p in window[1:] if p.passes >= MAX_PASSES)])
+        anchor = len(due[0].ids)
+        chosen = {id(p) for p in due}
+        nearest = sorted(
+            (p for p in window if id(p) not in chosen), key=lambda p: abs(len(p.ids) - anchor)
+        )  # stable: ties stay in fair order
+        real = sum(len(p.ids) for p in due)
+        longest = max(len(p.ids) for p in due)
+        best, best_score = 0, real / (self._padded(len(due), longest) + CALL_OVERHEAD_TOKENS)
+        for count, p in enumerate(nearest, start=1):
+            longest = max(longest, len(p.ids))
+            if not self._fits(len(due) + count, longest):
+                break
+            real += len(p.ids)
+            score = real / (self._padded(len(due) + count, longest) + CALL_OVERHEAD_TOKENS)
+            if score >= best_score:
+                best, best_score = count, score
+        return due + nearest[:best]
+
+    def _take_batch(self) -> list[_Pending]:
+        """Chooses the next batch from the window of the fair order and takes it: arrival order within the
+        budgets, or grouped by length."""
+        window = self._window(self._group_window or self._max_batch_size)
+        if not window:
+            return []
+        batch = self._grouped(window) if self._group_window else self._in_order(window)
+        taken = {id(p) for p in batch}
+        for p in window:
+            if id(p) not in taken:
+                p.passes += 1
+        for p in sorted(batch, key=window.index):  # charged to their lanes in fair order
+            lane = p.lane
+            p.waiting = False
             self._count_queued(lane, -1)
             start = max(lane.finish, self._virtual)
-            lane.finish = start + len(head.ids) / lane.weight
+            lane.finish = start + len(p.ids) / lane.weight
             self._virtual = start
-            batch.append(head)
-            longest = max(longest, len(head.ids))
-        if batch:
-            now = time.perf_counter()
-            for p in batch:
-                label = p.lane.label
-                STAGE_SECONDS.labels("queue").observe(now - p.enqueued)
-                LANE_QUEUE_SECONDS.labels(label).observe(now - p.enqueued)
-                LANE_TEXTS_TOTAL.labels(label).inc()
-                LANE_TOKENS_TOTAL.labels(label).inc(len(p.ids))
-            BATCH_TEXTS.observe(len(batch))
-            BATCH_PADDED_TOKENS.observe(self._buckets.batch_size(len(batch)) * self._buckets.seq_length(longest))
+        now = time.perf_counter()
+        for p in batch:
+            label = p.lane.label
+            STAGE_SECONDS.labels("queue").observe(now - p.enqueued)
+            LANE_QUEUE_SECONDS.labels(label).observe(now - p.enqueued)
+            LANE_TEXTS_TOTAL.labels(label).inc()
+            LANE_TOKENS_TOTAL.labels(label).inc(len(p.ids))
+        padded = self._padded(len(batch), max(len(p.ids) for p in batch))
+        BATCH_TEXTS.observe(len(batch))
+        BATCH_PADDED_TOKENS.observe(padded)
+        TOKENS_TOTAL.inc(sum(len(p.ids) for p in batch))
+        PADDED_TOKENS_TOTAL.inc(padded)
         return batch

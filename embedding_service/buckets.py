@@ -1,5 +1,6 @@
 """Padded shapes: batches and sequences are rounded up to a few sizes so compiled graphs are reused."""
 
+from bisect import bisect_left
 from dataclasses import dataclass
 from itertools import product
 
@@ -37,11 +38,16 @@ class Buckets:
         (all-MiniLM-L6-v2, 2 CPU cores); each extra step costs one compile per batch size at start-up."""
         return cls(_powers_of_two_to(max_batch_size), _half_steps_to(max_seq_length))
 
+    @classmethod
+    def exact(cls, max_batch_size: int, max_seq_length: int) -> "Buckets":
+        """Every batch size and sequence length: for a runtime that takes any shape without a compile."""
+        return cls(tuple(range(1, max_batch_size + 1)), tuple(range(1, max_seq_length + 1)))
+
     def batch_size(self, texts: int) -> int:
-        return next(size for size in self.batch_sizes if size >= texts)
+        return self.batch_sizes[bisect_left(self.batch_sizes, texts)]
 
     def seq_length(self, tokens: int) -> int:
-        return next(length for length in self.seq_lengths if length >= tokens)
+        return self.seq_lengths[bisect_left(self.seq_lengths, tokens)]
 
     def shapes(self, max_batch_tokens: int) -> list[tuple[int, int]]:
         """Every (batch, sequence) shape a batch within the token budget can take: what warm-up compiles."""

@@ -134,7 +134,7 @@ class Embedder:
             queued_ns = time.time_ns()
             try:
                 async with asyncio.timeout(timeout_s):
-                    computed = list(await self._encode(misses, reservation))
+                    computed = list(await self._encode(misses, reservation, token_level))
             except TimeoutError:
                 raise DeadlineExceededError(
                     f"embedding did not finish within {timeout_s:.3g}s", code="timeout"
@@ -250,19 +250,23 @@ class Embedder:
             planned += [self.tokenizer.wrap(part) for part in parts]
         return _Plan(planned, groups, truncated, chunked)
 
-    async def _encode(self, ids: list[Ids], reservation: Reservation) -> list[BatchedEmbedding]:
+    async def _encode(self, ids: list[Ids], reservation: Reservation, token_level: bool) -> list[BatchedEmbedding]:
         """A big request goes to the batcher a slice at a time, so the texts of other callers that arrive
         meanwhile join the next batches instead of waiting behind all of it."""
         size = self._settings.max_batch_size
         if not ids:
             return []
         if len(ids) <= size * _SLICES_IN_FLIGHT:
-            return await self._batcher.embed(ids, reservation)
+            return await self._batcher.embed(ids, reservation, token_vectors=token_level)
         done: list[BatchedEmbedding] = []
         in_flight: deque[asyncio.Task[list[BatchedEmbedding]]] = deque()
         try:
             for start in range(0, len(ids), size):
-                in_flight.append(asyncio.create_task(self._batcher.embed(ids[start : start + size], reservation)))
+                in_flight.append(
+                    asyncio.create_task(
+                        self._batcher.embed(ids[start : start + size], reservation, token_vectors=token_level)
+                    )
+                )
                 if len(in_flight) == _SLICES_IN_FLIGHT:
                     done += await in_flight.popleft()
             while in_flight:

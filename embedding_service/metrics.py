@@ -16,6 +16,12 @@ BATCH_PADDED_TOKENS = Histogram(
     "Padded tokens (batch x sequence bucket) per encoder call",
     buckets=(16, 64, 256, 1024, 2048, 4096, 8192, 16384, 32768),
 )
+TOKENS_TOTAL = Counter("embedding_tokens_total", "Tokens of the texts the encoder ran, special tokens included")
+PADDED_TOKENS_TOTAL = Counter(
+    "embedding_padded_tokens_total",
+    "Tokens the encoder computed, padding included (rows x length of each call): "
+    "embedding_tokens_total / this is the padding efficiency",
+)
 QUEUE_TEXTS = Gauge("embedding_queue_texts", "Texts waiting for the encoder")
 ADMITTED_TEXTS = Gauge(
     "embedding_admitted_texts", "Texts of admitted requests not yet answered (what max_queue_texts bounds)"

@@ -123,6 +123,17 @@ class RequestLimits(BaseModel):
     max_body_bytes: int
 
 
+class Runtime(BaseModel):
+    """How the encoder runs: the backend chosen, and the threads given to each part of the service."""
+
+    backend: Literal["tensorflow", "openvino"]
+    device: str
+    encoder_threads: int  # one encoder call's threads
+    tokenizer_threads: int  # the pool tokenizing big requests off the event loop
+    group_window: int  # queued texts a batch is chosen from by length; 0: in order
+    ready_s: float  # from the start of loading to ready
+
+
 class ModelCard(BaseModel):
     id: str
     object: Literal["model"] = "model"
@@ -131,6 +142,7 @@ class ModelCard(BaseModel):
     dimensions: int
     max_seq_length: int
     limits: RequestLimits
+    runtime: Runtime
 
 
 class ModelList(BaseModel):

@@ -8,6 +8,7 @@ from typing import Self
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from embedding_service.encoder import Backend, BackendSetting, resolve_backend
 from embedding_service.lanes import LanePolicy
 from service_common.settings import ServiceSettings
 
@@ -39,14 +40,27 @@ class EmbeddingSettings(ServiceSettings):
         ge=0,
         description="exact embedding cache size; 0: no cache, and no sharing of identical texts in flight",
     )
+    backend: BackendSetting = Field(
+        "auto", description="encoder runtime: tensorflow, openvino, or auto (tensorflow on a GPU, else openvino)"
+    )
+    encoder_threads: int = Field(0, ge=0, le=256, description="threads one encoder call uses; 0: every core")
+    group_window: int = Field(
+        128, ge=0, le=4096, description="queued texts a batch is chosen from, grouped by length; 0: in order"
+    )
     xla: bool = Field(True, description="XLA-compile the encoder (jit_compile)")
     xla_cache_dir: str = Field("build/xla-cache", description="persistent XLA compile cache; empty: none")
-    mixed_precision: bool = Field(False, description="fp16 on GPU, bf16 on CPU (graph mode; XLA off)")
+    mixed_precision: bool = Field(
+        False, description="fp16 on GPU, bf16 on CPU (tensorflow: graph mode, XLA off; openvino: bf16)"
+    )
     test_encoder_gate: str = Field("", description="tests only: while this file exists, encoder batches wait")
 
     @property
     def model_alias_list(self) -> list[str]:
         return [alias.strip() for alias in self.model_aliases.split(",") if alias.strip()]
+
+    @property
+    def encoder_backend(self) -> Backend:
+        return resolve_backend(self.backend)
 
     @property
     def lane_policy(self) -> LanePolicy:
@@ -64,7 +78,7 @@ class EmbeddingSettings(ServiceSettings):
         self.lane_policy  # noqa: B018 - validates both lists at start-up
         if self.max_texts_per_request > self.max_queue_texts:
             raise ValueError("max_texts_per_request must not exceed max_queue_texts: such a request could never run")
-        if self.mixed_precision and self.xla:
+        if self.mixed_precision and self.xla and self.encoder_backend == "tensorflow":
             # TF's auto mixed precision is a graph rewrite that does not reach into XLA-compiled functions.
             raise ValueError("mixed_precision needs xla=false (EMBEDDING_XLA=false)")
         return self

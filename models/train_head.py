@@ -65,8 +65,8 @@ def embed(texts: list[str], encoder_dir: Path) -> npt.NDArray[np.float32]:
     from tqdm import tqdm
 
     from embedding_service.buckets import Buckets
-    from embedding_service.encoder import TFEncoder
     from embedding_service.manifest import TOKENIZER_DIR, EncoderManifest
+    from embedding_service.tf_encoder import TFEncoder
     from embedding_service.tokenizer import Tokenizer
 
     manifest = EncoderManifest.read(encoder_dir)

@@ -16,9 +16,9 @@ import numpy as np
 import tensorflow as tf
 
 from embedding_service.buckets import Buckets
-from embedding_service.encoder import TFEncoder
 from embedding_service.manifest import TOKENIZER_DIR, EncoderManifest
 from embedding_service.settings import EmbeddingSettings
+from embedding_service.tf_encoder import TFEncoder
 from embedding_service.tokenizer import Tokenizer
 from perf.loadgen import Measurement
 from perf.sentences import distinct_batches

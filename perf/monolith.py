@@ -22,8 +22,8 @@ import uvicorn
 from fastapi import FastAPI, HTTPException, Response
 
 from embedding_service.buckets import Buckets
-from embedding_service.encoder import TFEncoder
 from embedding_service.manifest import TOKENIZER_DIR, EncoderManifest
+from embedding_service.tf_encoder import TFEncoder
 from embedding_service.tokenizer import Tokenizer
 from orchestrator.api import response_body
 from orchestrator.pipeline import Classified

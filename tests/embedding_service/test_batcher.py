@@ -24,14 +24,18 @@ class CountingEncoder:
         self.release = threading.Event()
         self.release.set()
 
-    def __call__(self, batch: list[npt.NDArray[np.int32]]) -> list[Embedding]:
+    def __call__(self, batch: list[npt.NDArray[np.int32]], *, token_vectors: bool = False) -> list[Embedding]:
         self.release.wait(10)
         time.sleep(self.delay_s)
         self.batches.append([int(ids[0]) for ids in batch])
         if any(ids[0] < 0 for ids in batch):
             raise RuntimeError("poisoned batch")
         return [
-            Embedding(np.array([ids.sum(), len(ids)], np.float32), len(ids), ids[:, None].astype(np.float32))
+            Embedding(
+                np.array([ids.sum(), len(ids)], np.float32),
+                len(ids),
+                ids[:, None].astype(np.float32) if token_vectors else None,
+            )
             for ids in batch
         ]
 

@@ -25,6 +25,7 @@ def make(
     weights: dict[str, float] | None = None,
     max_queue_texts: int = 4096,
     cache: EncoderCache | None = None,
+    group_window: int = 0,
 ) -> DynamicBatcher:
     return DynamicBatcher(
         encoder,
@@ -34,6 +35,7 @@ def make(
         max_queue_texts=max_queue_texts,
         lanes=Lanes(LanePolicy(weights=weights or {})),
         cache=cache,
+        group_window=group_window,
     )
 
 
@@ -51,10 +53,11 @@ def lane_of(first_id: int) -> str:
     return {1: "a", 2: "b", 3: "c"}[first_id // 10_000]
 
 
-async def test_a_single_text_rides_in_the_next_batch_past_a_flood() -> None:
+@pytest.mark.parametrize("group_window", [0, 128], ids=["in order", "grouped by length"])
+async def test_a_single_text_rides_in_the_next_batch_past_a_flood(group_window: int) -> None:
     encoder = CountingEncoder()
     encoder.release.clear()
-    async with make(encoder) as batcher:
+    async with make(encoder, group_window=group_window) as batcher:
         flood = asyncio.create_task(lane_embed(batcher, "bulk", [ids(10_000 + i) for i in range(200)]))
         await settle()  # the first batch of the flood is in the (held) encoder, 192 texts queued
         web = asyncio.create_task(lane_embed(batcher, "web", [ids(7)]))
@@ -65,10 +68,11 @@ async def test_a_single_text_rides_in_the_next_batch_past_a_flood() -> None:
     assert 7 in encoder.batches[1]  # not behind 192 texts: in the very next batch
 
 
-async def test_weights_are_honoured_within_one_text_per_lane() -> None:
+@pytest.mark.parametrize("group_window", [0, 128], ids=["in order", "grouped by length"])
+async def test_weights_are_honoured_within_one_text_per_lane(group_window: int) -> None:
     encoder = CountingEncoder()
     encoder.release.clear()
-    async with make(encoder, weights={"a": 3, "b": 1}) as batcher:
+    async with make(encoder, weights={"a": 3, "b": 1}, group_window=group_window) as batcher:
         first = asyncio.create_task(lane_embed(batcher, "a", [ids(10_000)]))
         await settle()  # holds the encoder, so that both lanes are queued before the next batch is formed
         a = asyncio.create_task(lane_embed(batcher, "a", [ids(10_001 + i) for i in range(300)]))

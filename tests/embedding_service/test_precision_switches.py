@@ -20,7 +20,7 @@ SCRIPT = """
 import json, sys
 from pathlib import Path
 from embedding_service.buckets import Buckets
-from embedding_service.encoder import TFEncoder
+from embedding_service.tf_encoder import TFEncoder
 from embedding_service.tokenizer import Tokenizer
 model_dir, texts = Path(sys.argv[1]), json.loads(sys.argv[2])
 encoder = TFEncoder(model_dir, Buckets.default(4, 256), xla=False, mixed_precision=True)
