@@ -74,6 +74,16 @@ bench-lanes: models
 bench-tracing: models
 	$(PY) -m perf.tracing_bench
 
+# The encoder backends: TensorFlow with XLA and batches in arrival order (today's path) against OpenVINO
+# with length grouping (and with one encoder thread), each stack alone, cache off: one text at c1, c16 and
+# c64, 32 texts at c16, a short/long mix at c64 (texts/s, p50/p99, server CPU, padding efficiency), time to
+# ready; each backend in-process against the FLOP bound; the load client's headroom; Infinity beside them
+# with INFINITY=<spec.json> (perf/backends_bench.py): about 8 minutes, 11 with Infinity; --quick about 90 s
+# (2 minutes while the XLA cache is cold).
+.PHONY: bench-backends
+bench-backends: models
+	$(PY) -m perf.backends_bench $(if $(INFINITY),--infinity $(INFINITY))
+
 # Load, overload, faults and model swaps against the whole pipeline (about 20 minutes; --quick: 4).
 reliability: models
 	$(PY) -m perf.reliability

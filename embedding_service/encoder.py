@@ -3,6 +3,7 @@ backend. The backends (embedding_service.tf_encoder, embedding_service.ov_encode
 SavedModel; each is imported only when chosen, so the OpenVINO service never loads TensorFlow."""
 
 import importlib.util
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,8 +70,16 @@ def embeddings(batch: list[IntArray], sentences: FloatArray, tokens: FloatArray 
 
 
 def cores() -> int:
-    """The CPU cores this process may run on."""
-    return len(os.sched_getaffinity(0))
+    """The CPU cores this process may run on: its affinity, capped by a cgroup v2 CPU quota (a container's
+    CPU limit), so that a 4-core pod on a 64-core node does not start 64 encoder threads."""
+    cpus = len(os.sched_getaffinity(0))
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text(encoding="ascii").split()
+    except (OSError, ValueError):
+        return cpus
+    if quota == "max":
+        return cpus
+    return max(1, min(cpus, math.ceil(int(quota) / int(period))))
 
 
 def gpu_visible() -> bool:

@@ -11,7 +11,7 @@ import openvino as ov
 from openvino.frontend import FrontEndManager
 
 from embedding_service.buckets import Buckets
-from embedding_service.encoder import Backend, Embedding, IntArray, embeddings, padded
+from embedding_service.encoder import Backend, Embedding, IntArray, cores, embeddings, padded
 from embedding_service.manifest import SAVED_MODEL_DIR, EncoderManifest
 
 logger = logging.getLogger(__name__)
@@ -30,9 +30,8 @@ class OpenVINOEncoder:
             "PERFORMANCE_HINT": "LATENCY",  # one stream: the batcher runs one call at a time
             # OpenVINO's CPU default on bf16-capable CPUs is bf16: fp32 holds the fidelity contract.
             "INFERENCE_PRECISION_HINT": "bf16" if bf16 else "f32",
+            "INFERENCE_NUM_THREADS": threads or cores(),
         }
-        if threads:
-            config["INFERENCE_NUM_THREADS"] = threads
         core = ov.Core()
         pooled = ov.Model([model.output("sentence_embedding")], model.get_parameters(), "sentences")
         self._sentences = core.compile_model(pooled, self.device, config).create_infer_request()

@@ -26,7 +26,7 @@ class TFEncoder:
     ) -> None:
         self.manifest = EncoderManifest.read(export_dir)
         self.buckets = buckets
-        if threads:
+        if threads:  # before TensorFlow's runtime starts: the service loads the encoder first
             tf.config.threading.set_intra_op_parallelism_threads(threads)
         self.threads = tf.config.threading.get_intra_op_parallelism_threads() or cores()
         gpus = tf.config.list_physical_devices("GPU")

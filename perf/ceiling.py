@@ -16,9 +16,9 @@ import numpy as np
 import tensorflow as tf
 
 from embedding_service.buckets import Buckets
+from embedding_service.encoder import load_encoder
 from embedding_service.manifest import TOKENIZER_DIR, EncoderManifest
 from embedding_service.settings import EmbeddingSettings
-from embedding_service.tf_encoder import TFEncoder
 from embedding_service.tokenizer import Tokenizer
 from perf.loadgen import Measurement
 from perf.sentences import distinct_batches
@@ -88,16 +88,23 @@ def flop_bounds(shape: EncoderShape, gflops: float, lengths: list[int], batch: i
 
 
 class InProcess:
-    """The encoder loaded as the service loads it (its settings, its buckets), every batch shape the texts
-    give compiled up front, then timed on demand: the suite times it in every round, beside the schemes."""
+    """The encoder loaded as the service loads it (its settings: backend, buckets), every batch shape the
+    texts give compiled up front, then timed on demand: the suite times it in every round, beside the
+    schemes."""
 
     def __init__(self, settings: EmbeddingSettings, texts: Sequence[str]) -> None:
         self.manifest = EncoderManifest.read(settings.model_dir)
-        self.buckets = Buckets.default(settings.max_batch_size, self.manifest.max_seq_length)
         self.batch_sizes = (1, settings.max_batch_size)
-        self._encoder = TFEncoder(
-            settings.model_dir, self.buckets, xla=settings.xla, mixed_precision=settings.mixed_precision
+        self._encoder = load_encoder(
+            settings.encoder_backend,
+            settings.model_dir,
+            max_batch_size=settings.max_batch_size,
+            threads=settings.encoder_threads,
+            xla=settings.xla,
+            mixed_precision=settings.mixed_precision,
         )
+        self.buckets = self._encoder.buckets
+        self.backend = self._encoder.backend
         self.device = self._encoder.device
         tokenizer = Tokenizer(settings.model_dir / TOKENIZER_DIR, self.manifest.max_seq_length)
         ids = [t.ids for t in tokenizer(list(texts))]

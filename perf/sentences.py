@@ -1,4 +1,4 @@
-"""The benchmark texts: short (one 8-20 word English sentence), long (six consecutive ones, about 130
+"""The benchmark texts: short (one 8-20 word English sentence), long (six consecutive ones, about 86
 tokens), or mixed (three short to one long); and batches cut from them."""
 
 import itertools

@@ -173,7 +173,7 @@ def run_suite(plan: Plan, mix: str, out: Path) -> dict[str, Any]:
     per_round = schemes_per_round * (len(plan.levels) + open_count) + 5
     progress = Progress(1 + plan.rounds * per_round)
     settings = EmbeddingSettings(log_level="warning")
-    progress.say(f"loading the encoder in-process and compiling its batch shapes (xla={settings.xla})")
+    progress.say(f"loading the encoder in-process as the service does (backend {settings.encoder_backend})")
     in_process = InProcess(settings, sample)
     progress.step("in-process encoder ready")
     runs: list[Run] = []
@@ -214,6 +214,7 @@ def run_suite(plan: Plan, mix: str, out: Path) -> dict[str, Any]:
         "services": started_services,
         "ceiling": {
             "device": in_process.device,
+            "backend": in_process.backend,
             "matmul_gflops_per_round": gflops,
             # The best rate seen: a ceiling, not a typical figure.
             "flops": in_process.flop_bounds(max(gflops)),
