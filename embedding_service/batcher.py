@@ -23,16 +23,16 @@ bound: before the k-th queued text of lane L reaches the front of the fair order
 at most `w_j / w_L * (tokens of L's first k texts) + one text` of its own taken.
 
 Batches grouped by length (`group_window` > 0). A batch is chosen from the window, the first
-`group_window` texts of the fair order: the front text always goes, then the due texts (passed over
-`MAX_PASSES` times), in fair order, then the texts nearest in length to the first of those, as many as
-pay: of every number of them, the batch takes the one that computes the most real tokens per padded
-token, each call also costing a fixed `CALL_OVERHEAD_TOKENS`. Texts of the window left out count one
-pass. Starvation bound: a text in the window is passed over at most `MAX_PASSES` (2) times; then it runs
-in the next batch, unless more than a batch of due texts are ahead of it in the fair order; at most
-`group_window` texts are, so any text runs within `MAX_PASSES + ceil(group_window / max_batch_size)`
-batches of entering the window (tested: tests/embedding_service/test_grouping.py). It enters the window once fewer
-than `group_window` texts are ahead of it in the fair order, which the lanes' bound above limits. With
-`group_window` 0 a batch is the fair order's prefix that fits the budgets (arrival order with one lane).
+`group_window` texts of the fair order: the front text always goes, with the texts of the window nearest
+to it in length, as many as pay: of every number of them, the batch takes the one that computes the most
+real tokens per padded token, each call also costing a fixed `CALL_OVERHEAD_TOKENS`. Starvation bound:
+the front text never waits for more than the batch running when it reached the front (with one lane, the
+oldest text is the front), and since every batch takes the front, a text with k live texts ahead of it
+in the fair order runs within k + 1 batches; only the texts of the window behind it (fewer than
+`group_window`) can overtake it, and only while it is in the window. It enters the window once fewer
+than `group_window` texts are ahead of it, which the lanes' bound above limits (tested:
+tests/embedding_service/test_grouping.py). With `group_window` 0 a batch is the fair order's prefix that
+fits the budgets (arrival order with one lane).
 
 Fair refusals: queue room is shared by lanes too, and a full queue refuses the lane over its share
 (embedding_service.room). A lane's quota, if it has one, is charged the tokens it asks the encoder for.
@@ -91,8 +91,6 @@ logger = logging.getLogger(__name__)
 # (MiniLM on 2 cores: ~1.3 ms with OpenVINO, ~10 tokens) and the batcher's own work per batch. Grouping
 # weighs it against padding, so that it never splits texts into batches too small to pay for themselves.
 CALL_OVERHEAD_TOKENS = 32
-# Batches a text may be left out of while in the window: more groups better; fewer bounds the wait sooner.
-MAX_PASSES = 2
 
 
 @dataclass(frozen=True)
@@ -115,7 +113,6 @@ class _Pending:
     callers: list[asyncio.Future[BatchedEmbedding]] = field(default_factory=list)
     enqueued: float = field(default_factory=time.perf_counter)
     waiting: bool = True  # in its lane's queue: not yet taken into a batch, nor abandoned by every caller
-    passes: int = 0  # batches chosen from a window it was in, without it
 
 
 class DynamicBatcher:
@@ -380,26 +377,21 @@ class DynamicBatcher:
         return batch
 
     def _grouped(self, window: list[_Pending]) -> list[_Pending]:
-        """The front text and the due ones (in fair order, as many as fit), then the nearest in length to
-        the first of them, as many as compute the most real tokens per padded one."""
-        due = self._in_order([window[0], *(p for p in window[1:] if p.passes >= MAX_PASSES)])
-        anchor = len(due[0].ids)
-        chosen = {id(p) for p in due}
-        nearest = sorted(
-            (p for p in window if id(p) not in chosen), key=lambda p: abs(len(p.ids) - anchor)
-        )  # stable: ties stay in fair order
-        real = sum(len(p.ids) for p in due)
-        longest = max(len(p.ids) for p in due)
-        best, best_score = 0, real / (self._padded(len(due), longest) + CALL_OVERHEAD_TOKENS)
+        """The front text, then the texts nearest to it in length, as many as compute the most real tokens
+        per padded one."""
+        front, anchor = window[0], len(window[0].ids)
+        nearest = sorted(window[1:], key=lambda p: abs(len(p.ids) - anchor))  # stable: ties stay in fair order
+        real = longest = anchor
+        best, best_score = 0, real / (self._padded(1, longest) + CALL_OVERHEAD_TOKENS)
         for count, p in enumerate(nearest, start=1):
             longest = max(longest, len(p.ids))
-            if not self._fits(len(due) + count, longest):
+            if not self._fits(1 + count, longest):
                 break
             real += len(p.ids)
-            score = real / (self._padded(len(due) + count, longest) + CALL_OVERHEAD_TOKENS)
+            score = real / (self._padded(1 + count, longest) + CALL_OVERHEAD_TOKENS)
             if score >= best_score:
                 best, best_score = count, score
-        return due + nearest[:best]
+        return [front, *nearest[:best]]
 
     def _take_batch(self) -> list[_Pending]:
         """Chooses the next batch from the window of the fair order and takes it: arrival order within the
@@ -408,10 +400,6 @@ class DynamicBatcher:
         if not window:
             return []
         batch = self._grouped(window) if self._group_window else self._in_order(window)
-        taken = {id(p) for p in batch}
-        for p in window:
-            if id(p) not in taken:
-                p.passes += 1
         for p in sorted(batch, key=window.index):  # charged to their lanes in fair order
             lane = p.lane
             p.waiting = False

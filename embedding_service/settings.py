@@ -45,7 +45,7 @@ class EmbeddingSettings(ServiceSettings):
     )
     encoder_threads: int = Field(0, ge=0, le=256, description="threads one encoder call uses; 0: every core")
     group_window: int = Field(
-        128, ge=0, le=4096, description="queued texts a batch is chosen from, grouped by length; 0: in order"
+        512, ge=0, le=4096, description="queued texts a batch is chosen from, grouped by length; 0: in order"
     )
     xla: bool = Field(True, description="XLA-compile the encoder (jit_compile)")
     xla_cache_dir: str = Field("build/xla-cache", description="persistent XLA compile cache; empty: none")

@@ -2,14 +2,13 @@
 starvation bound of the batcher's docstring, with a deterministic stand-in encoder."""
 
 import asyncio
-import math
 
 import httpx
 import numpy as np
 import numpy.typing as npt
 import pytest
 
-from embedding_service.batcher import MAX_PASSES, DynamicBatcher
+from embedding_service.batcher import DynamicBatcher
 from embedding_service.buckets import Buckets
 from tests.conftest import GatedServer
 from tests.embedding_service.test_batcher import CountingEncoder, embed, ids
@@ -83,29 +82,30 @@ async def test_grouping_pays_with_the_tensorflow_buckets_too() -> None:
 
 
 async def test_a_short_text_behind_a_stream_of_long_ones_runs_within_the_bound() -> None:
-    """10 long texts, one short, then 100 more long: every batch's front is long, and its nearest lengths
-    are the long texts behind the short one. The docstring's bound: within MAX_PASSES + ceil(window /
-    batch) batches of entering the window (it entered at once: it is 11th)."""
-    batch, window = 4, 16
+    """10 long texts, one short, then 100 more long: the long texts behind the short one are nearer in
+    length to every batch's front than it is. The docstring's bound: a text with k texts ahead of it runs
+    within k + 1 batches (here: once the 10 ahead of it have gone, it is the front)."""
     short = ids(5_000, SHORT)
     stream = [ids(1 + i, LONG) for i in range(10)] + [short] + [ids(100 + i, LONG) for i in range(100)]
     encoder = CountingEncoder()
-    async with make(encoder, batch=batch, group_window=window) as batcher:
+    async with make(encoder, batch=4, group_window=16) as batcher:
         await held_then_released(batcher, encoder, stream)
     ran_in = next(n for n, b in enumerate(encoder.batches[1:], start=1) if 5_000 in b)
-    assert ran_in <= MAX_PASSES + math.ceil(window / batch), encoder.batches
-    assert ran_in <= MAX_PASSES + 1  # here: passed over twice, then due
+    assert ran_in <= 10 + 1, encoder.batches
+    assert ran_in < len(encoder.batches) - 1  # not after the stream: 100 long texts came after it
 
 
-async def test_no_text_is_ever_taken_twice_or_lost_under_grouping() -> None:
+async def test_every_batch_takes_the_oldest_text_and_none_is_taken_twice_or_lost() -> None:
     rng = np.random.default_rng(7)
     texts = [ids(1 + i, int(rng.integers(3, 128))) for i in range(300)]
     encoder = CountingEncoder()
     async with make(encoder, batch=8, group_window=64) as batcher:
         await held_then_released(batcher, encoder, texts)
-    ran = [f for b in encoder.batches[1:] for f in b]
-    assert sorted(ran) == sorted(int(t[0]) for t in texts)
-    assert all(len(b) <= 8 for b in encoder.batches)
+    waiting = [int(t[0]) for t in texts]  # one lane: the fair order is the arrival order
+    for batch in encoder.batches[1:]:
+        assert len(batch) <= 8 and waiting[0] in batch, (waiting[:3], batch)
+        waiting = [first for first in waiting if first not in batch]
+    assert not waiting and sorted(f for b in encoder.batches[1:] for f in b) == sorted(int(t[0]) for t in texts)
 
 
 @pytest.mark.slow
