@@ -729,8 +729,9 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         f"Each backend's encoder from load_encoder (max batch size 32, every core; TensorFlow XLA-compiled, the "
         f"build/xla-cache compile cache), {in_process['texts']:,} short texts of the same form "
-        f"({in_process['mean_tokens']:.1f} tokens on average) in consecutive batches of 1 and 32, each batch "
-        f"shape run once, {plan['in_process_warm_s']:g} s warm-up, then timed {plan['in_process_s']:g} s; no "
+        f"({in_process['mean_tokens']:.1f} tokens on average) in consecutive batches of 1 and 32, and of 32 "
+        "after sorting them by length (`_by_length`: the batches length grouping forms), each batch shape run once, "
+        f"{plan['in_process_warm_s']:g} s warm-up, then timed {plan['in_process_s']:g} s; no "
         f"HTTP, no queue. The FLOP bound: the fp32 matmul rate ({in_process['matmul_gflops']:.0f} GFLOP/s, "
         "TensorFlow, perf.ceiling) over the encoder's matmul FLOPs per text at the texts' real lengths, and at "
         "the lengths each batch was padded to (TensorFlow: its buckets; OpenVINO: the batch's longest text).",
