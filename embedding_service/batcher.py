@@ -53,6 +53,7 @@ cannot keep the process from exiting.
 import asyncio
 import contextlib
 import heapq
+import itertools
 import logging
 import time
 from collections.abc import Iterator, Sequence
@@ -352,6 +353,9 @@ class DynamicBatcher:
                 continue
             texts = iter(queue)
             heads.append((max(lane.finish, self._virtual), order, texts, next(texts)))
+        if len(heads) == 1:  # one lane: its own order
+            _, _, texts, head = heads[0]
+            return [head, *itertools.islice((p for p in texts if p.waiting), size - 1)]
         heapq.heapify(heads)
         window: list[_Pending] = []
         while heads and len(window) < size:
@@ -400,23 +404,35 @@ class DynamicBatcher:
         if not window:
             return []
         batch = self._grouped(window) if self._group_window else self._in_order(window)
-        for p in sorted(batch, key=window.index):  # charged to their lanes in fair order
+        position = {id(p): i for i, p in enumerate(window)}
+        for p in sorted(batch, key=lambda p: position[id(p)]):  # charged to their lanes in fair order
             lane = p.lane
             p.waiting = False
             self._count_queued(lane, -1)
             start = max(lane.finish, self._virtual)
             lane.finish = start + len(p.ids) / lane.weight
             self._virtual = start
+        self._count_taken(batch)
+        return batch
+
+    def _count_taken(self, batch: list[_Pending]) -> None:
+        """Metrics of a batch taken: per text only the latency histograms, per lane the counters (on the
+        loop between two encoder calls: the encoder waits for it)."""
         now = time.perf_counter()
+        queue_seconds = STAGE_SECONDS.labels("queue")
+        lanes: dict[str, list[int]] = {}
         for p in batch:
             label = p.lane.label
-            STAGE_SECONDS.labels("queue").observe(now - p.enqueued)
+            queue_seconds.observe(now - p.enqueued)
             LANE_QUEUE_SECONDS.labels(label).observe(now - p.enqueued)
-            LANE_TEXTS_TOTAL.labels(label).inc()
-            LANE_TOKENS_TOTAL.labels(label).inc(len(p.ids))
+            counts = lanes.setdefault(label, [0, 0])
+            counts[0] += 1
+            counts[1] += len(p.ids)
+        for label, (texts, tokens) in lanes.items():
+            LANE_TEXTS_TOTAL.labels(label).inc(texts)
+            LANE_TOKENS_TOTAL.labels(label).inc(tokens)
         padded = self._padded(len(batch), max(len(p.ids) for p in batch))
         BATCH_TEXTS.observe(len(batch))
         BATCH_PADDED_TOKENS.observe(padded)
         TOKENS_TOTAL.inc(sum(len(p.ids) for p in batch))
         PADDED_TOKENS_TOTAL.inc(padded)
-        return batch

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from embedding_service.settings import EmbeddingSettings
 from stack.services import ROOT
 
 pytestmark = pytest.mark.slow
@@ -35,7 +36,7 @@ def test_quick_mode_reports_every_figure(tmp_path: Path, encoder_dir: Path) -> N
         stack = results["stacks"][key]
         assert stack["ready_after_s"] > 0 and stack["model"], key
         assert stack["runtime"]["backend"] == backend and stack["runtime"]["ready_s"] > 0, key
-        assert stack["runtime"]["group_window"] == (0 if key == "today" else 128), key
+        assert stack["runtime"]["group_window"] == (0 if key == "today" else EmbeddingSettings().group_window), key
         assert stack["settings"]["cache_bytes"] == "0", key
         assert set(stack["runs"]) == set(WORKLOADS), key
         for name, per_request in WORKLOADS.items():
