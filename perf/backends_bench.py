@@ -422,7 +422,7 @@ def token_figures(tokens: "Tokenizer", sent: Mapping[str, int]) -> dict[str, Any
 
 def time_batches(encoder: Encoder, batches: list[list[IntArray]], size: int, plan: Plan) -> dict[str, Any]:
     """One call of each batch shape the batches pad to (XLA compiles each), a warm-up, then the timing."""
-    from perf.ceiling import _time_calls
+    from perf.ceiling import time_calls
 
     buckets = encoder.buckets
     shapes = {(buckets.batch_size(len(b)), buckets.seq_length(max(len(ids) for ids in b))): b for b in batches}
@@ -433,8 +433,8 @@ def time_batches(encoder: Encoder, batches: list[list[IntArray]], size: int, pla
     def call() -> object:
         return encoder(next(cycled))
 
-    _time_calls(call, MAX_REQUESTS, plan.in_process_warm_s, size)
-    timed = _time_calls(call, MAX_REQUESTS, plan.in_process_s, size)
+    time_calls(call, MAX_REQUESTS, plan.in_process_warm_s, size)
+    timed = time_calls(call, MAX_REQUESTS, plan.in_process_s, size)
     return {
         "shapes": len(shapes),
         "calls": timed.completed,

@@ -56,7 +56,8 @@ class EncoderShape:
         return self.layers * tokens * (2 * (4 * h * h + 2 * h * i) + 2 * 2 * tokens * h)
 
 
-def _time_calls(call: Callable[[], object], calls: int, duration_s: float, items_per_call: int) -> Measurement:
+def time_calls(call: Callable[[], object], calls: int, duration_s: float, items_per_call: int) -> Measurement:
+    """`call` repeated up to `calls` times or for `duration_s`: latency per call, throughput in items."""
     latencies: list[float] = []
     started = time.perf_counter()
     for _ in range(calls):
@@ -117,7 +118,7 @@ class InProcess:
     def time(self, batch_size: int, texts: int, duration_s: float) -> Measurement:
         """Throughput in texts/s; latency per encoder call (a whole batch)."""
         cycled = itertools.cycle(self._batches[batch_size])
-        return _time_calls(lambda: self._encoder(next(cycled)), max(texts // batch_size, 1), duration_s, batch_size)
+        return time_calls(lambda: self._encoder(next(cycled)), max(texts // batch_size, 1), duration_s, batch_size)
 
     def flop_bounds(self, gflops: float) -> dict[str, Any]:
         shape = EncoderShape.read(self.manifest)
