@@ -18,12 +18,12 @@ from embedding_service.api import router
 from embedding_service.batcher import DynamicBatcher
 from embedding_service.cache import EmbeddingCache, encoder_fingerprint
 from embedding_service.embedder import Embedder
-from embedding_service.encoder import Encoder, load_encoder
+from embedding_service.encoder import Encoder
 from embedding_service.encoder_thread import gated
 from embedding_service.lanes import Lanes
 from embedding_service.manifest import TOKENIZER_DIR, EncoderManifest
 from embedding_service.schemas import Runtime
-from embedding_service.settings import EmbeddingSettings
+from embedding_service.settings import EmbeddingSettings, configured_encoder
 from embedding_service.tokenizer import Tokenizer
 from service_common.app import cancel, drain_budget_s, service_app, stopping_event
 
@@ -60,15 +60,7 @@ class ModelSlot:
         settings = self.settings
         started = time.perf_counter()
         try:
-            encoder: Encoder = await asyncio.to_thread(
-                load_encoder,
-                settings.encoder_backend,
-                settings.model_dir,
-                max_batch_size=settings.max_batch_size,
-                threads=settings.encoder_threads,
-                xla=settings.xla,
-                mixed_precision=settings.mixed_precision,
-            )
+            encoder: Encoder = await asyncio.to_thread(configured_encoder, settings)
             tokenizer = await asyncio.to_thread(
                 Tokenizer, settings.model_dir / TOKENIZER_DIR, self.manifest.max_seq_length
             )

@@ -257,8 +257,12 @@ class DynamicBatcher:
         if not pending.callers and pending.waiting:
             pending.waiting = False
             self._count_queued(pending.lane, -1)
-            if self._in_flight.get((pending.key, pending.token_vectors)) is pending:
-                del self._in_flight[pending.key, pending.token_vectors]
+            self._forget(pending)
+
+    def _forget(self, pending: _Pending) -> None:
+        """Later identical texts no longer join `pending` (it is answered, or dropped)."""
+        if self._in_flight.get((pending.key, pending.token_vectors)) is pending:
+            del self._in_flight[pending.key, pending.token_vectors]
 
     def _count_queued(self, lane: Lane, texts: int) -> None:
         lane.waiting += texts
@@ -317,8 +321,7 @@ class DynamicBatcher:
         return tracing.span("infer", parent=traces[0] if traces else None, links=traces[1:], attributes=attributes)
 
     def _settle(self, pending: _Pending, outcome: BatchedEmbedding | ServiceError) -> None:
-        if self._in_flight.get((pending.key, pending.token_vectors)) is pending:
-            del self._in_flight[pending.key, pending.token_vectors]
+        self._forget(pending)
         for caller in pending.callers:
             if caller.done():
                 continue

@@ -8,7 +8,7 @@ from typing import Self
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from embedding_service.encoder import Backend, BackendSetting, resolve_backend
+from embedding_service.encoder import Backend, BackendSetting, Encoder, load_encoder, resolve_backend
 from embedding_service.lanes import LanePolicy
 from service_common.settings import ServiceSettings
 
@@ -97,6 +97,18 @@ def _named_numbers(text: str, setting: str) -> dict[str, float]:
             raise ValueError(f"{setting}: {item!r} is not `name:number` with a positive number")
         numbers[name.strip()] = value
     return numbers
+
+
+def configured_encoder(settings: EmbeddingSettings) -> Encoder:
+    """The encoder these settings describe (backend, model, batch size, threads, precision), loaded."""
+    return load_encoder(
+        settings.encoder_backend,
+        settings.model_dir,
+        max_batch_size=settings.max_batch_size,
+        threads=settings.encoder_threads,
+        xla=settings.xla,
+        mixed_precision=settings.mixed_precision,
+    )
 
 
 def use_xla_cache(settings: EmbeddingSettings) -> None:

@@ -16,9 +16,8 @@ import numpy as np
 import tensorflow as tf
 
 from embedding_service.buckets import Buckets
-from embedding_service.encoder import load_encoder
 from embedding_service.manifest import TOKENIZER_DIR, EncoderManifest
-from embedding_service.settings import EmbeddingSettings
+from embedding_service.settings import EmbeddingSettings, configured_encoder
 from embedding_service.tokenizer import Tokenizer
 from perf.loadgen import Measurement
 from perf.sentences import distinct_batches
@@ -96,14 +95,7 @@ class InProcess:
     def __init__(self, settings: EmbeddingSettings, texts: Sequence[str]) -> None:
         self.manifest = EncoderManifest.read(settings.model_dir)
         self.batch_sizes = (1, settings.max_batch_size)
-        self._encoder = load_encoder(
-            settings.encoder_backend,
-            settings.model_dir,
-            max_batch_size=settings.max_batch_size,
-            threads=settings.encoder_threads,
-            xla=settings.xla,
-            mixed_precision=settings.mixed_precision,
-        )
+        self._encoder = configured_encoder(settings)
         self.buckets = self._encoder.buckets
         self.backend = self._encoder.backend
         self.device = self._encoder.device
