@@ -56,9 +56,11 @@ def _long_texts(truncate: bool, chunk: bool) -> LongTexts:
     return "chunk" if chunk else ("truncate" if truncate else "refuse")
 
 
-def _lane(request: Request, user: str | None) -> str | None:
-    """The caller's lane: its API key's name when it has one, else OpenAI's `user`, else None (anonymous)."""
-    return getattr(request.state, "api_key_name", None) or user
+def _key(request: Request) -> str | None:
+    """The name of the key the caller authenticated with: its lane (None: the anonymous lane, where OpenAI's
+    `user` only names the caller's flow)."""
+    name: str | None = getattr(request.state, "api_key_name", None)
+    return name
 
 
 @router.post("/v1/embeddings", response_model=EmbeddingsResponse)
@@ -78,7 +80,8 @@ async def create_embeddings(
         field="input",
         long_texts=_long_texts(body.truncate, body.chunk),
         timeout_s=deadline.remaining_s(),
-        lane=_lane(request, body.user),
+        key=_key(request),
+        user=body.user,
     )
     embedded = await unless_disconnected(request, embedding)
     vectors = embedded.sentences(normalize=embedder.manifest.normalize)
@@ -113,7 +116,8 @@ async def embed(body: EmbedRequest, embedder: EmbedderDep, deadline: DeadlineDep
         field="inputs",
         long_texts=_long_texts(body.truncate, body.chunk),
         timeout_s=deadline.remaining_s(),
-        lane=_lane(request, body.user),
+        key=_key(request),
+        user=body.user,
         token_level=not models_own,
         token_output=pooling == "none",
     )

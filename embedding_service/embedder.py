@@ -104,19 +104,21 @@ class Embedder:
         field: str,
         long_texts: LongTexts,
         timeout_s: float,
-        lane: str | None = None,
+        key: str | None = None,
+        user: str | None = None,
         token_level: bool = False,
         token_output: bool = False,
     ) -> Embedded:
         """`raw` is OpenAI's `input` (texts or token ids) when `field` is `input`, else a list of texts, for
-        the caller's `lane`. Queue room is reserved before any tokenizing; texts in the cache then give
-        theirs back, and the rest is charged to the lane's quota; past `timeout_s` the texts are dropped.
+        the caller authenticated by the named key `key` (None: anonymous, in the flow `user`). Queue room is
+        reserved and the lane's quota checked before any tokenizing; past `timeout_s` the texts are dropped.
         A `token_level` request (it reads token vectors: another pooling than the model's) bypasses the
         cache; for a `token_output` answer (the token vectors themselves), inputs whose vectors would pass
         `max_response_bytes` are refused."""
         count = len(raw) if isinstance(raw, list) and raw and not isinstance(raw[0], int) else 1
         self._check_count(count, field)
-        with self._batcher.reserve(count, lane) as reservation:
+        with self._batcher.reserve(count, key, user) as reservation:
+            reservation.check_quota()
             started = time.perf_counter()
             with tracing.span("tokenize", attributes={"embedding.inputs": count}):
                 inputs, plan = await self._off_the_loop(_size(raw), self._prepare, raw, field, long_texts)
@@ -127,18 +129,15 @@ class Embedder:
             if len(plan.windows) > count:
                 self._check_count(len(plan.windows), field, "windows")
                 reservation.grow(len(plan.windows) - count)
-            answers = self._cached(plan.windows, token_level)
-            misses = [ids for ids, answer in zip(plan.windows, answers, strict=True) if answer is None]
-            reservation.release(len(plan.windows) - len(misses))
-            reservation.charge(sum(map(len, misses)))
             queued_ns = time.time_ns()
             try:
                 async with asyncio.timeout(timeout_s):
-                    computed = list(await self._encode(misses, reservation, token_level))
+                    batched = await self._encode(plan.windows, reservation, token_level)
             except TimeoutError:
                 raise DeadlineExceededError(
                     f"embedding did not finish within {timeout_s:.3g}s", code="timeout"
                 ) from None
+        computed = [b for b in batched if b.batch_texts]
         if computed and tracing.enabled():
             waited_ns = int(max(b.queue_s for b in computed) * 1e9)
             attributes: dict[str, str | int] = {
@@ -146,8 +145,6 @@ class Embedder:
                 "embedding.lane": reservation.lane.name,
             }
             tracing.record("queue", queued_ns, queued_ns + waited_ns, attributes)
-        remaining = iter(computed)
-        batched = [answer or next(remaining) for answer in answers]
         TEXTS_TOTAL.inc(len(inputs))
         TRUNCATED_TOTAL.inc(len(plan.truncated))
         return Embedded(
@@ -159,18 +156,6 @@ class Embedder:
             queue_s=max(b.queue_s for b in batched),
             infer_s=max(b.infer_s for b in batched),
         )
-
-    def _cached(self, windows: list[Ids], token_level: bool) -> list[BatchedEmbedding | None]:
-        """Each window's answer from the cache, or None where it must be computed."""
-        cache = self._batcher.cache
-        if cache is None or token_level:
-            return [None] * len(windows)
-        answers: list[BatchedEmbedding | None] = []
-        for ids in windows:
-            entry = cache.get(ids.tobytes())
-            hit = None if entry is None else Embedding(entry[0], entry[1], None)
-            answers.append(None if hit is None else BatchedEmbedding(hit, 0.0, 0.0, 0))
-        return answers
 
     async def tokens(self, texts: list[str], *, add_special_tokens: bool) -> list[Tokens]:
         return await self._off_the_loop(

@@ -1,42 +1,44 @@
-"""Queue room, shared fairly by lanes: what `max_queue_texts` bounds, reserved per request before any work.
+"""Queue room, shared fairly by lanes: what `max_queue_texts` bounds. A request reserves room for its texts
+before any work; once a text is queued, the room is the text's own, held until the text is answered or
+dropped, whoever awaits it; a text answered from the cache or joining an identical one gives its room back
+at once. So the room held is always the requests' texts not queued yet plus the texts queued or running.
 
 A lane's share is `max_queue_texts * w / (sum of the weights of the lanes holding room)`. While there is
-room, anyone may use it. When the queue is full, a lane over its share is refused (429); a lane within its
-share is admitted, and the room is taken back from the newest requests of the lanes most over their
-shares, which get the 429 instead. So a lane within its share is never refused because another filled the
-queue. A refusal's `Retry-After` is how long the lane's own backlog takes at its share of the encoder's
-recent rate."""
+room, anyone may use it. When the queue is full, a lane over its share is refused (429 `queue_share`); a
+lane within its share is admitted, and room is taken back from the lane most over its share: its newest
+queued text or request not yet queued, in its flow holding the most, whose callers get 429 `pushed_out`.
+So a lane within its share is never refused because another filled the queue. A refusal's `Retry-After`
+is how long the lane's own backlog takes at its share of the encoder's recent rate."""
 
-import asyncio
 import math
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Any
 
-from embedding_service.lanes import Lane
 from embedding_service.metrics import ADMITTED_TEXTS, LANE_REFUSALS_TOTAL, REJECTED_TOTAL
+from embedding_service.queue_types import Flow, Lane, QueuedText
 from service_common.errors import OverloadedError, ServiceError, UnavailableError
-
-if TYPE_CHECKING:
-    from embedding_service.batcher import BatchedEmbedding
 
 _MAX_RETRY_AFTER_S = 60
 _RATE_SMOOTHING = 0.2  # weight of the latest batch in the encoder's rate estimate
 
 
 class Reservation:
-    """Room held for one request's texts in its lane, from before they are tokenized until it is answered.
-    The room may take it back (`refused`) for a lane within its share; its callers then get that 429."""
+    """Room held for one request's texts that are not queued yet, from before they are tokenized until it is
+    answered. The room may take it back (`refused`); the request's callers then get that 429."""
 
-    def __init__(self, room: "QueueRoom", lane: Lane, texts: int) -> None:
+    def __init__(self, room: "QueueRoom", flow: Flow, texts: int, arrival: int) -> None:
         self._room = room
-        self.lane = lane
+        self.flow = flow
+        self.lane = flow.lane
+        self.arrival = arrival  # against queued texts, when room is taken back from the newest
         self.texts = 0
         self.refused: OverloadedError | None = None
-        self.callers: list[asyncio.Future[BatchedEmbedding]] = []  # what its request awaits now
-        lane.reservations.append(self)
+        self.callers: list[Any] = []  # the asyncio futures its request awaits now
+        self.lane.reservations.append(self)
         try:
             self.grow(texts)
         except ServiceError:
-            lane.reservations.remove(self)
+            self.lane.reservations.remove(self)
             raise
 
     def grow(self, texts: int) -> None:
@@ -44,21 +46,24 @@ class Reservation:
         self._room.hold(self, texts)
 
     def release(self, texts: int) -> None:
-        """Gives back room for texts that need no encoder slot of their own (cached, or already in flight)."""
+        """Gives back room for texts that need no slot of their own (cached, or already queued)."""
         self._room.free(self, min(texts, self.texts))
 
-    def charge(self, tokens: int) -> None:
-        """Takes `tokens` from the lane's quota, if it has one; OverloadedError while the quota is in debt."""
+    def check_quota(self) -> None:
+        """OverloadedError while the lane's quota, if it has one, is in debt: before any work is done."""
         quota = self.lane.quota
-        if quota is None:
-            return
-        if retry_after_s := quota.retry_after_s():
+        if quota is not None and (retry_after_s := quota.retry_after_s()):
             LANE_REFUSALS_TOTAL.labels(self.lane.label, "quota").inc()
             raise OverloadedError(
                 f"lane {self.lane.name!r} is past its quota of {quota.rate:g} tokens per second",
                 retry_after_s=retry_after_s,
+                code="quota_exceeded",
             )
-        quota.take(tokens)
+
+    def spend(self, tokens: int) -> None:
+        """Charges the lane's quota, if it has one, with the tokens its texts ask the encoder for."""
+        if self.lane.quota is not None:
+            self.lane.quota.take(tokens)
 
     def __enter__(self) -> "Reservation":
         return self
@@ -69,16 +74,21 @@ class Reservation:
             self.lane.reservations.remove(self)
 
 
+PushedOut = Callable[[Reservation | QueuedText, OverloadedError], None]
+
+
 class QueueRoom:
-    def __init__(self, max_queue_texts: int) -> None:
+    def __init__(self, max_queue_texts: int, pushed_out: PushedOut) -> None:
+        """`pushed_out` is told of each request or queued text whose room was taken back (and freed)."""
         self.max_queue_texts = max_queue_texts
         self.reserved = 0
         self.closing = False
+        self._pushed_out = pushed_out
         self._holding: set[Lane] = set()
         self._texts_per_s = 0.0
 
-    def reserve(self, lane: Lane, texts: int) -> Reservation:
-        return Reservation(self, lane, texts)
+    def reserve(self, flow: Flow, texts: int, arrival: int) -> Reservation:
+        return Reservation(self, flow, texts, arrival)
 
     def observe(self, texts: int, seconds: float) -> None:
         """One encoder call's rate, for the refusals' Retry-After."""
@@ -99,18 +109,31 @@ class QueueRoom:
                 REJECTED_TOTAL.labels("queue_full").inc(texts)
                 raise self._refusal(lane, "queue_share", f"the encoder queue is full ({self.reserved} texts)")
             self._push_out(lane, short)
-        self.reserved += texts
-        lane.held += texts
+        self._add(reservation.flow, texts)
         reservation.texts += texts
-        self._holding.add(lane)
-        ADMITTED_TEXTS.set(self.reserved)
 
     def free(self, reservation: Reservation, texts: int) -> None:
-        lane = reservation.lane
-        self.reserved -= texts
-        lane.held -= texts
         reservation.texts -= texts
-        if lane.held == 0:
+        self._add(reservation.flow, -texts)
+
+    def queued(self, reservation: Reservation) -> None:
+        """One of the request's texts is queued: its room is the text's own from now on."""
+        reservation.texts -= 1
+
+    def done(self, text: QueuedText) -> None:
+        """A text no longer needs its room: answered, or dropped from the queue."""
+        if text.holds_room:
+            text.holds_room = False
+            self._add(text.flow, -1)
+
+    def _add(self, flow: Flow, texts: int) -> None:
+        lane = flow.lane
+        self.reserved += texts
+        lane.held += texts
+        flow.held += texts
+        if lane.held:
+            self._holding.add(lane)
+        else:
             self._holding.discard(lane)
         ADMITTED_TEXTS.set(self.reserved)
 
@@ -120,26 +143,38 @@ class QueueRoom:
         return self.max_queue_texts * lane.weight / weights
 
     def _push_out(self, lane: Lane, short: int) -> None:
-        """Takes back the newest reservations of the lanes most over their share until `short` texts of room
-        are free for `lane`, which is within its own share. The shares sum to the queue, so while `lane` is
-        within its share and the queue is full, some other lane is over its own."""
+        """Takes back room from the lanes most over their share until `short` texts of it are free for
+        `lane`, which is within its own share. The shares sum to the queue, so while `lane` is within its
+        share and the queue is full, some other lane is over its own."""
         while short > 0:
-            over = [(holder.held - self._share(holder, lane), holder) for holder in self._holding if holder is not lane]
+            over = [
+                (holder.held - self._share(holder, lane), holder)
+                for holder in self._holding
+                if holder is not lane and _flows_to_take_from(holder)
+            ]
             excess, victim = max(over, key=lambda pair: pair[0], default=(0.0, lane))
-            if excess <= 0:  # only by rounding: the shares sum to the queue
+            if excess <= 0:  # only by rounding, or while the room over the shares is in the running batch
                 raise self._refusal(lane, "queue_share", "the encoder queue is full")
-            newest = next(held for held in reversed(victim.reservations) if held.texts)
-            short -= newest.texts
-            self._revoke(newest)
+            short -= self._take_back(victim)
 
-    def _revoke(self, reservation: Reservation) -> None:
-        error = self._refusal(reservation.lane, "pushed_out", "the encoder queue is full and this lane over its share")
-        reservation.refused = error
-        for caller in reservation.callers:  # its request leaves the queue as any cancelled one does
-            if not caller.done():
-                caller.set_exception(error)
-        self.free(reservation, reservation.texts)
-        reservation.lane.reservations.remove(reservation)
+    def _take_back(self, lane: Lane) -> int:
+        """Frees the newest room of `lane`'s flow that holds the most: a queued text, or a request's texts
+        not queued yet. Returns the texts freed."""
+        flow = max(_flows_to_take_from(lane), key=lambda flow: flow.held)
+        error = self._refusal(lane, "pushed_out", "the encoder queue is full and this lane over its share")
+        newest_text = next(reversed(flow.queue.values()), None)
+        requests: list[Reservation] = [held for held in lane.reservations if held.flow is flow and held.texts]
+        newest_request = max(requests, key=lambda held: held.arrival, default=None)
+        if newest_request is not None and (newest_text is None or newest_request.arrival > newest_text.arrival):
+            freed = newest_request.texts
+            newest_request.refused = error
+            self.free(newest_request, freed)
+            self._pushed_out(newest_request, error)
+            return freed
+        assert newest_text is not None, "a lane holding room holds it in requests or queued texts"
+        self.done(newest_text)
+        self._pushed_out(newest_text, error)
+        return 1
 
     def _refusal(self, lane: Lane, reason: str, why: str) -> OverloadedError:
         """A 429 for `lane`, whose Retry-After is how long its own backlog takes at its share of the encoder."""
@@ -150,4 +185,11 @@ class QueueRoom:
         return OverloadedError(
             f"{why}; lane {lane.name!r} holds {lane.held} texts of it; retry in {retry_after_s}s",
             retry_after_s=retry_after_s,
+            code="pushed_out" if reason == "pushed_out" else "overloaded",
         )
+
+
+def _flows_to_take_from(lane: Lane) -> list[Flow]:
+    """`lane`'s flows holding room that can be taken back: in queued texts or requests not queued yet."""
+    requesting = {id(held.flow) for held in lane.reservations if held.texts}
+    return [flow for flow in lane.flows.values() if flow.queue or id(flow) in requesting]

@@ -57,8 +57,8 @@ class OverloadedError(ServiceError):
     status_code = 429
     error_type = "overloaded_error"
 
-    def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
-        super().__init__(message, code="overloaded")
+    def __init__(self, message: str, *, retry_after_s: int = 1, code: str = "overloaded") -> None:
+        super().__init__(message, code=code)
         self.headers = {"Retry-After": str(retry_after_s)}
 
 

@@ -11,7 +11,8 @@ from pydantic import ValidationError
 from embedding_service.batcher import DynamicBatcher
 from embedding_service.buckets import Buckets
 from embedding_service.cache import EmbeddingCache, EncoderCache
-from embedding_service.lanes import OTHER, LanePolicy, Lanes, TokenBucket
+from embedding_service.lanes import ANONYMOUS, OTHER, LanePolicy, Lanes
+from embedding_service.queue_types import TokenBucket
 from embedding_service.settings import EmbeddingSettings
 from service_common.errors import OverloadedError
 from tests.embedding_service.test_batcher import CountingEncoder, embed, ids
@@ -159,12 +160,15 @@ async def test_a_lane_past_its_quota_is_refused_by_the_batcher() -> None:
         lanes=Lanes(policy),
     ) as batcher:
         with batcher.reserve(1, "bulk") as reservation:
-            reservation.charge(3000)
+            reservation.check_quota()
+            reservation.spend(3000)
         with batcher.reserve(1, "bulk") as reservation, pytest.raises(OverloadedError) as refused:
-            reservation.charge(10)
+            reservation.check_quota()
         assert int(refused.value.headers["Retry-After"]) == 2  # ceil((3000 - 1000) / 1000)
+        assert refused.value.code == "quota_exceeded"
         with batcher.reserve(1, "web") as reservation:
-            reservation.charge(10_000)  # another lane has no quota
+            reservation.spend(10_000)  # another lane has no quota
+            reservation.check_quota()
 
 
 def test_a_hundred_thousand_users_create_bounded_state() -> None:
@@ -172,25 +176,30 @@ def test_a_hundred_thousand_users_create_bounded_state() -> None:
     lanes = Lanes(LanePolicy(max_lanes=64, idle_s=60), clock=lambda: now[0])
     busy = []
     for i in range(70):
-        busy.append(lanes.lane(f"busy-{i}"))
+        busy.append(lanes.flow(None, f"busy-{i}"))
         busy[-1].held = 1  # holds room: may not be dropped
-    assert len(lanes) <= 64 and busy[-1].name == OTHER  # past the bound, new callers share `other`
-    for lane in busy:
-        lane.held = 0
+    assert len(lanes) <= 65 and busy[-1].name == OTHER  # past the bound, new callers share the flow `other`
+    for flow in busy:
+        flow.held = 0
     for i in range(100_000):
         now[0] += 0.001
-        lane = lanes.lane(f"user-{i}")
-        assert lane.name in (f"user-{i}", OTHER)
-        assert len(lanes) <= 64
-    assert lanes.lane("user-99999").name == "user-99999"
-    assert {lanes.lane(name).label for name in ("user-5", "web")} == {OTHER}  # metrics: bounded labels
-    named = Lanes(LanePolicy(weights={"orchestrator": 4}, named=frozenset({"search"})))
-    assert [named.lane(name).label for name in ("search", "orchestrator", None, "web")] == [
-        "search",
-        "orchestrator",
-        "anonymous",
-        OTHER,
-    ]
+        flow = lanes.flow(None, f"user-{i}")
+        assert flow.name in (f"user-{i}", OTHER)
+        assert len(lanes) <= 65
+    assert lanes.flow(None, "user-99999").name == "user-99999"
+    assert {lanes.flow(None, name).lane.label for name in ("user-5", "web")} == {ANONYMOUS}  # bounded labels
+
+
+def test_user_never_selects_a_configured_lane_or_a_keys_lane() -> None:
+    lanes = Lanes(LanePolicy(weights={"orchestrator": 4}, quotas={"bulk": 10.0}, named=frozenset({"search"})))
+    for name in ("orchestrator", "bulk", "search", ANONYMOUS, OTHER, "", None):
+        flow = lanes.flow(None, name)
+        assert flow.lane is lanes.anonymous and flow.lane.weight == 1 and flow.lane.quota is None, name
+    assert [lanes.flow(key).lane.label for key in ("search", "orchestrator")] == ["search", "orchestrator"]
+    assert lanes.flow("orchestrator", "web").lane.weight == 4  # a key's caller: `user` changes nothing
+    assert lanes.flow("orchestrator", "web") is lanes.flow("orchestrator")
+    off = Lanes(LanePolicy(enabled=False, weights={"orchestrator": 4}))
+    assert off.flow("orchestrator", "web") is off.flow(None, "bulk")  # lanes off: one FIFO queue
 
 
 @pytest.mark.parametrize("weights", ["bulk:0", "bulk", ":3", "bulk:-1", "bulk:inf", "bulk:x"])
