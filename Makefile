@@ -26,9 +26,11 @@ run: models
 test: bench-models deploy-tools lint typecheck
 	$(PY) -m pytest
 
+# lint-imports: no import circle in our packages (pyproject.toml's [tool.importlinter]).
 lint: $(INSTALLED)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports --no-cache --no-logo
 
 typecheck: $(INSTALLED)
 	$(VENV)/bin/mypy

@@ -12,6 +12,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
+from starlette.middleware import Middleware
 
 from embedding_service.admission import AdmissionMiddleware
 from embedding_service.api import router
@@ -44,6 +45,10 @@ class ModelSlot:
     def has_room(self) -> bool:
         """Whether the queue could take a request now (until the model is loaded, the route answers 503)."""
         return self.embedder is None or self.embedder.has_room()
+
+    def closing(self) -> bool:
+        """Whether the service is draining: its batcher refuses every new text."""
+        return self.batcher is not None and self.batcher.closing
 
     def not_ready_reason(self) -> str | None:
         if self.embedder is not None:
@@ -133,7 +138,7 @@ def create_app(settings: EmbeddingSettings) -> FastAPI:
             await cancel(loading)
             await cancel(draining)
 
-    app = service_app("Embedding service", settings, lifespan, slot.not_ready_reason, router)
-    app.add_middleware(AdmissionMiddleware, has_room=slot.has_room)
+    admission = Middleware(AdmissionMiddleware, has_room=slot.has_room, closing=slot.closing)
+    app = service_app("Embedding service", settings, lifespan, slot.not_ready_reason, router, admission=admission)
     app.state.model = slot
     return app

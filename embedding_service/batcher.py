@@ -208,7 +208,7 @@ class DynamicBatcher:
             calls.append((text, caller))
             answers.append(None)
         reservation.spend(tokens)
-        reservation.callers += [caller for _, caller in calls]
+        reservation.waiting += calls
         if queued:
             self._count_queued(reservation.lane, queued)
             self._idle.clear()
@@ -221,7 +221,7 @@ class DynamicBatcher:
                 caller.cancel()
                 self._leave(text, caller)
             done = {id(caller) for _, caller in calls}
-            reservation.callers = [caller for caller in reservation.callers if id(caller) not in done]
+            reservation.waiting = [call for call in reservation.waiting if id(call[1]) not in done]
 
     def _leave(self, text: QueuedText, caller: "asyncio.Future[BatchedEmbedding]") -> None:
         """One caller stops awaiting `text`; with none left, a queued text leaves the queue and its room."""
@@ -233,13 +233,14 @@ class DynamicBatcher:
             self._count_queued(text.lane, -1)
             self._forget(text)
 
-    def _pushed_out(self, held: Reservation | QueuedText, error: OverloadedError) -> None:
-        """The room took back `held`'s room (embedding_service.room): its callers get the 429."""
-        if isinstance(held, QueuedText):
-            self._scheduler.remove(held)
-            self._count_queued(held.lane, -1)
-            self._forget(held)
-        _fail(held.callers, error)
+    def _pushed_out(self, request: Reservation, error: OverloadedError) -> None:
+        """The room took back `request`'s room (embedding_service.room): its callers get the 429, and its
+        queued texts that no other request awaits leave the queue now, not when its handler next runs."""
+        for text, caller in request.waiting:
+            if not caller.done():
+                caller.set_exception(error)
+            self._leave(text, caller)
+        request.waiting = []
 
     def _forget(self, text: QueuedText) -> None:
         """Later identical texts no longer join `text` (it is answered, or dropped)."""

@@ -1,12 +1,7 @@
-"""The encoder runtime interface: what the batcher calls, whichever backend runs it, and the choice of
-backend. The backends (embedding_service.tf_encoder, embedding_service.ov_encoder) run the same exported
-SavedModel; each is imported only when chosen, so the OpenVINO service never loads TensorFlow."""
+"""The encoder interface: what the batcher calls, whichever backend runs it, and the padding every backend
+shares. It imports no backend; embedding_service.backend_choice picks and loads one."""
 
-import importlib.util
-import math
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal, Protocol
 
 import numpy as np
@@ -18,7 +13,6 @@ from embedding_service.manifest import EncoderManifest
 FloatArray = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.int32]
 Backend = Literal["tensorflow", "openvino"]
-BackendSetting = Literal["auto", "tensorflow", "openvino"]
 
 
 @dataclass(frozen=True)
@@ -67,62 +61,3 @@ def embeddings(batch: list[IntArray], sentences: FloatArray, tokens: FloatArray 
         Embedding(sentences[row], len(ids), None if tokens is None else tokens[row, : len(ids)])
         for row, ids in enumerate(batch)
     ]
-
-
-def cores() -> int:
-    """The CPU cores this process may run on: its affinity, capped by a cgroup v2 CPU quota (a container's
-    CPU limit), so that a 4-core pod on a 64-core node does not start 64 encoder threads."""
-    cpus = len(os.sched_getaffinity(0))
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text(encoding="ascii").split()
-    except (OSError, ValueError):
-        return cpus
-    if quota == "max":
-        return cpus
-    return max(1, min(cpus, math.ceil(int(quota) / int(period))))
-
-
-def gpu_visible() -> bool:
-    """An NVIDIA GPU this process may use, seen without importing TensorFlow: the driver lists a GPU, and
-    CUDA_VISIBLE_DEVICES does not hide them all."""
-    if os.environ.get("CUDA_VISIBLE_DEVICES", "unset").strip() in ("", "-1"):
-        return False
-    gpus = Path("/proc/driver/nvidia/gpus")
-    return gpus.is_dir() and any(gpus.iterdir())
-
-
-def resolve_backend(setting: BackendSetting) -> Backend:
-    """`auto`: TensorFlow on a GPU (XLA, mixed precision); on CPU OpenVINO when it is installed, which runs
-    the same SavedModel faster on the CPUs measured (perf/backends_bench.py) and starts in seconds."""
-    if setting != "auto":
-        return setting
-    if gpu_visible() or importlib.util.find_spec("openvino") is None:
-        return "tensorflow"
-    return "openvino"
-
-
-def load_encoder(
-    backend: Backend,
-    export_dir: Path,
-    *,
-    max_batch_size: int,
-    threads: int,
-    xla: bool,
-    mixed_precision: bool,
-) -> Encoder:
-    """The chosen backend's encoder for `export_dir`; `threads` 0 is the backend's default (every core)."""
-    manifest = EncoderManifest.read(export_dir)
-    if backend == "openvino":
-        from embedding_service.ov_encoder import OpenVINOEncoder
-
-        buckets = Buckets.exact(max_batch_size, manifest.max_seq_length)
-        return OpenVINOEncoder(export_dir, buckets, threads=threads, bf16=mixed_precision)
-    from embedding_service.tf_encoder import TFEncoder
-
-    return TFEncoder(
-        export_dir,
-        Buckets.default(max_batch_size, manifest.max_seq_length),
-        xla=xla,
-        mixed_precision=mixed_precision,
-        threads=threads,
-    )

@@ -1,6 +1,6 @@
 """The OpenVINO backend: the exported SavedModel read as it is by OpenVINO's TensorFlow front end, run on
 the CPU at any shape (no compile per shape, so no padding to buckets and a start in seconds), in fp32
-unless bf16 is asked for. The default on CPU (embedding_service.encoder.resolve_backend)."""
+unless bf16 is asked for. The default on CPU (embedding_service.backend_choice.resolve_backend)."""
 
 import logging
 from pathlib import Path
@@ -11,7 +11,8 @@ import openvino as ov
 from openvino.frontend import FrontEndManager
 
 from embedding_service.buckets import Buckets
-from embedding_service.encoder import Backend, Embedding, IntArray, cores, embeddings, padded
+from embedding_service.encoder import Backend, Embedding, IntArray, embeddings, padded
+from embedding_service.host import cores
 from embedding_service.manifest import SAVED_MODEL_DIR, EncoderManifest
 
 logger = logging.getLogger(__name__)

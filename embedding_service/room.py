@@ -3,12 +3,15 @@ before any work; once a text is queued, the room is the text's own, held until t
 dropped, whoever awaits it; a text answered from the cache or joining an identical one gives its room back
 at once. So the room held is always the requests' texts not queued yet plus the texts queued or running.
 
-A lane's share is `max_queue_texts * w / (sum of the weights of the lanes holding room)`. While there is
-room, anyone may use it. When the queue is full, a lane over its share is refused (429 `queue_share`); a
-lane within its share is admitted, and room is taken back from the lane most over its share: its newest
-queued text or request not yet queued, in its flow holding the most, whose callers get 429 `pushed_out`.
-So a lane within its share is never refused because another filled the queue. A refusal's `Retry-After`
-is how long the lane's own backlog takes at its share of the encoder's recent rate."""
+A lane's share is `max_queue_texts * w / (sum of the weights of the lanes holding room)`, and within a lane
+each flow holding room (a `user` of the anonymous lane) has an equal part of the lane's share. While there
+is room, anyone may use it. When the queue is full, a request is admitted if its lane is within its share,
+or its flow within its part; room is then taken back from the lane (or sibling flow) most over its own:
+in its flow holding the most, its newest request fails with 429 `pushed_out` (a request is answered
+whole), and all the room it held is free at once: its texts not queued yet, and its queued texts that no
+other request awaits. Running texts keep theirs. Otherwise the request is refused (429 `overloaded`, counted as
+`queue_share`). So a caller within its share is never refused because another filled the queue. A
+refusal's `Retry-After` is how long the lane's own backlog takes at its share of the encoder's recent rate."""
 
 import math
 from collections.abc import Callable
@@ -33,7 +36,7 @@ class Reservation:
         self.arrival = arrival  # against queued texts, when room is taken back from the newest
         self.texts = 0
         self.refused: OverloadedError | None = None
-        self.callers: list[Any] = []  # the asyncio futures its request awaits now
+        self.waiting: list[tuple[QueuedText, Any]] = []  # the texts its request awaits now, with its futures
         self.lane.reservations.append(self)
         try:
             self.grow(texts)
@@ -74,12 +77,13 @@ class Reservation:
             self.lane.reservations.remove(self)
 
 
-PushedOut = Callable[[Reservation | QueuedText, OverloadedError], None]
+PushedOut = Callable[[Reservation, OverloadedError], None]
 
 
 class QueueRoom:
     def __init__(self, max_queue_texts: int, pushed_out: PushedOut) -> None:
-        """`pushed_out` is told of each request or queued text whose room was taken back (and freed)."""
+        """`pushed_out` is told of each request whose room was taken back: it fails the request's callers and
+        drops its queued texts that no other request awaits."""
         self.max_queue_texts = max_queue_texts
         self.reserved = 0
         self.closing = False
@@ -102,14 +106,18 @@ class QueueRoom:
             raise UnavailableError("the service is shutting down", code="shutting_down")
         if reservation.refused is not None:
             raise reservation.refused
-        lane = reservation.lane
+        lane, flow = reservation.lane, reservation.flow
         short = self.reserved + texts - self.max_queue_texts
         if short > 0:
-            if lane.held + texts > self._share(lane, lane):
+            share = self._share(lane, lane)
+            if lane.held + texts <= share:
+                self._push_out(lane, short)
+            elif flow.held + texts <= self._flow_share(flow, share):
+                self._push_out(lane, short, flow)
+            else:
                 REJECTED_TOTAL.labels("queue_full").inc(texts)
                 raise self._refusal(lane, "queue_share", f"the encoder queue is full ({self.reserved} texts)")
-            self._push_out(lane, short)
-        self._add(reservation.flow, texts)
+        self._add(flow, texts)
         reservation.texts += texts
 
     def free(self, reservation: Reservation, texts: int) -> None:
@@ -142,39 +150,47 @@ class QueueRoom:
         weights = sum(holder.weight for holder in self._holding | {joining})
         return self.max_queue_texts * lane.weight / weights
 
-    def _push_out(self, lane: Lane, short: int) -> None:
+    @staticmethod
+    def _flow_share(flow: Flow, lane_share: float) -> float:
+        """A flow's share of its lane's share, among the lane's flows holding room, `flow` counted among them."""
+        return lane_share / len({id(f) for f in flow.lane.flows.values() if f.held} | {id(flow)})
+
+    def _push_out(self, lane: Lane, short: int, flow: Flow | None = None) -> None:
         """Takes back room from the lanes most over their share until `short` texts of it are free for
-        `lane`, which is within its own share. The shares sum to the queue, so while `lane` is within its
-        share and the queue is full, some other lane is over its own."""
+        `lane`, which is within its share; or, with `flow` (within its share of a lane over its own), from
+        the lanes and `flow`'s sibling flows most over theirs. The shares sum to the queue, so then some
+        other lane or flow is over its own."""
         while short > 0:
-            over = [
-                (holder.held - self._share(holder, lane), holder)
-                for holder in self._holding
-                if holder is not lane and _flows_to_take_from(holder)
+            over: list[tuple[float, Lane | Flow]] = [
+                (other.held - self._share(other, lane), other)
+                for other in self._holding
+                if other is not lane and _flows_to_take_from(other)
             ]
+            if flow is not None:
+                share = self._flow_share(flow, self._share(lane, lane))
+                over += [
+                    (sibling.held - share, sibling)
+                    for sibling in lane.flows.values()
+                    if sibling is not flow and _flows_to_take_from(sibling)
+                ]
             excess, victim = max(over, key=lambda pair: pair[0], default=(0.0, lane))
             if excess <= 0:  # only by rounding, or while the room over the shares is in the running batch
                 raise self._refusal(lane, "queue_share", "the encoder queue is full")
             short -= self._take_back(victim)
 
-    def _take_back(self, lane: Lane) -> int:
-        """Frees the newest room of `lane`'s flow that holds the most: a queued text, or a request's texts
-        not queued yet. Returns the texts freed."""
-        flow = max(_flows_to_take_from(lane), key=lambda flow: flow.held)
-        error = self._refusal(lane, "pushed_out", "the encoder queue is full and this lane over its share")
-        newest_text = next(reversed(flow.queue.values()), None)
-        requests: list[Reservation] = [held for held in lane.reservations if held.flow is flow and held.texts]
-        newest_request = max(requests, key=lambda held: held.arrival, default=None)
-        if newest_request is not None and (newest_text is None or newest_request.arrival > newest_text.arrival):
-            freed = newest_request.texts
-            newest_request.refused = error
-            self.free(newest_request, freed)
-            self._pushed_out(newest_request, error)
-            return freed
-        assert newest_text is not None, "a lane holding room holds it in requests or queued texts"
-        self.done(newest_text)
-        self._pushed_out(newest_text, error)
-        return 1
+    def _take_back(self, victim: Lane | Flow) -> int:
+        """Fails the newest request of `victim` (a lane: of its flow holding the most) that holds room it
+        can give back, and frees that room. Returns the texts freed."""
+        flow = victim if isinstance(victim, Flow) else max(_flows_to_take_from(victim), key=lambda flow: flow.held)
+        lane = flow.lane
+        request = max(
+            (held for held in lane.reservations if held.flow is flow and _freeable(held)), key=lambda held: held.arrival
+        )
+        freed = _freeable(request)
+        request.refused = self._refusal(lane, "pushed_out", "the encoder queue is full and this lane over its share")
+        self.free(request, request.texts)
+        self._pushed_out(request, request.refused)
+        return freed
 
     def _refusal(self, lane: Lane, reason: str, why: str) -> OverloadedError:
         """A 429 for `lane`, whose Retry-After is how long its own backlog takes at its share of the encoder."""
@@ -189,7 +205,15 @@ class QueueRoom:
         )
 
 
-def _flows_to_take_from(lane: Lane) -> list[Flow]:
-    """`lane`'s flows holding room that can be taken back: in queued texts or requests not queued yet."""
-    requesting = {id(held.flow) for held in lane.reservations if held.texts}
-    return [flow for flow in lane.flows.values() if flow.queue or id(flow) in requesting]
+def _freeable(request: Reservation) -> int:
+    """The room failing `request` would free: its texts not queued yet, and its queued texts no other
+    request awaits."""
+    alone = sum(1 for text, caller in request.waiting if text.queued and text.callers == [caller])
+    return request.texts + alone
+
+
+def _flows_to_take_from(victim: Lane | Flow) -> list[Flow]:
+    """The flows of `victim` (a lane, or one flow) with a request whose room can be taken back."""
+    lane, flows = (victim, list(victim.flows.values())) if isinstance(victim, Lane) else (victim.lane, [victim])
+    freeable = {id(held.flow) for held in lane.reservations if _freeable(held)}
+    return [flow for flow in flows if id(flow) in freeable]

@@ -5,12 +5,13 @@ import os
 from pathlib import Path
 from typing import Self
 
-from pydantic import Field, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from embedding_service.encoder import Backend, BackendSetting, Encoder, load_encoder, resolve_backend
+from embedding_service.backend_choice import BackendSetting, load_encoder, resolve_backend
+from embedding_service.encoder import Backend, Encoder
 from embedding_service.lanes import LanePolicy
-from service_common.settings import ServiceSettings
+from service_common.settings import ServiceSettings, key_digest, read_keys
 
 
 class EmbeddingSettings(ServiceSettings):
@@ -33,8 +34,17 @@ class EmbeddingSettings(ServiceSettings):
     lanes: bool = Field(True, description="share the encoder fairly between callers' lanes; false: one FIFO queue")
     lane_weights: str = Field("orchestrator:4", description="`lane:weight` pairs, comma-separated; others weigh 1")
     lane_quotas: str = Field("", description="`lane:tokens_per_second` pairs, comma-separated; others: no quota")
-    max_lanes: int = Field(256, ge=2, description="live lanes before idle ones expire and new callers share `other`")
+    max_lanes: int = Field(
+        256,
+        ge=2,
+        description="live `user` flows of the anonymous lane; past it idle ones expire, new names share `other`",
+    )
     lane_idle_s: float = Field(60.0, gt=0, description="an idle lane unused this long is dropped first")
+    lane_keys: SecretStr = Field(
+        SecretStr(""),
+        description="keys that give their caller a lane, comma-separated `name:key`; accepted even with auth off",
+    )
+    lane_keys_file: str = Field("", description="a file of more lane keys, one `name:key` per line")
     cache_bytes: int = Field(
         64 * 1024 * 1024,
         ge=0,
@@ -54,6 +64,20 @@ class EmbeddingSettings(ServiceSettings):
     )
     test_encoder_gate: str = Field("", description="tests only: while this file exists, encoder batches wait")
 
+    _lane_key_digests: tuple[bytes, ...] = PrivateAttr(())
+    _lane_key_names: tuple[str, ...] = PrivateAttr(())
+
+    @property
+    def identity_key_digests(self) -> tuple[bytes, ...]:
+        """SHA-256 of every lane key (the keys themselves are not kept)."""
+        return self._lane_key_digests
+
+    @property
+    def identity_key_names(self) -> tuple[str, ...]:
+        """Each lane key's name, its caller's lane, in the order of `identity_key_digests` (a name may
+        repeat: two keys of one lane while one replaces the other)."""
+        return self._lane_key_names
+
     @property
     def model_alias_list(self) -> list[str]:
         return [alias.strip() for alias in self.model_aliases.split(",") if alias.strip()]
@@ -68,10 +92,20 @@ class EmbeddingSettings(ServiceSettings):
             enabled=self.lanes,
             weights=_named_numbers(self.lane_weights, "lane_weights"),
             quotas=_named_numbers(self.lane_quotas, "lane_quotas"),
-            named=frozenset(name for name in self.api_key_names if name),
+            named=frozenset(name for name in (*self.api_key_names, *self.identity_key_names) if name),
             max_lanes=self.max_lanes,
             idle_s=self.lane_idle_s,
         )
+
+    @model_validator(mode="after")
+    def _read_lane_keys(self) -> Self:
+        named = read_keys(self.lane_keys, self.lane_keys_file, "lane_keys")
+        for number, (_, name) in enumerate(named, 1):
+            if name is None:
+                raise ValueError(f"lane key {number} is not `name:key`: a lane key names its caller's lane")
+        self._lane_key_digests = tuple(key_digest(key) for key, _ in named)
+        self._lane_key_names = tuple(name for _, name in named if name)
+        return self
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

@@ -10,7 +10,8 @@ import numpy as np
 import tensorflow as tf
 
 from embedding_service.buckets import Buckets
-from embedding_service.encoder import Backend, Embedding, IntArray, cores, embeddings, padded
+from embedding_service.encoder import Backend, Embedding, IntArray, embeddings, padded
+from embedding_service.host import cores
 from embedding_service.manifest import SAVED_MODEL_DIR, EncoderManifest
 
 INPUT_SIGNATURE = (tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None, None], tf.int32))

@@ -1,11 +1,11 @@
 """OrchestratorSettings: every knob of the orchestrator, read from ORCHESTRATOR_* variables."""
 
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import Field, SecretStr
+from pydantic import Field, PrivateAttr, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from service_common.settings import ServiceSettings
+from service_common.settings import ServiceSettings, read_keys
 
 
 class OrchestratorSettings(ServiceSettings):
@@ -14,9 +14,11 @@ class OrchestratorSettings(ServiceSettings):
     port: int = Field(8080, ge=1, le=65535)
     embedding_url: str = Field("http://127.0.0.1:8081", description="the embedding service's base URL")
     embedding_timeout_s: float = Field(10.0, gt=0, description="budget of one embedding call")
-    embedding_api_key: SecretStr = Field(SecretStr(""), description="bearer key sent to the embedding service")
-    embedding_lane: str = Field(
-        "orchestrator", min_length=1, max_length=256, description="its lane in the embedding service (sent as `user`)"
+    embedding_api_key: SecretStr = Field(
+        SecretStr(""), description="bearer key sent to the embedding service (its API key or lane key)"
+    )
+    embedding_api_key_file: str = Field(
+        "", description="a file whose first key is that key (the embedding service's lane keys file will do)"
     )
     embedding_max_connections: int = Field(128, ge=1, description="pooled keep-alive connections to it")
     head_protocol: Literal["grpc", "rest"] = Field("grpc", description="how to call the head (TF Serving)")
@@ -35,3 +37,18 @@ class OrchestratorSettings(ServiceSettings):
     max_queue_texts: int = Field(256, ge=1, description="texts waiting for a call slot before 429")
     ready_interval_s: float = Field(1.0, gt=0, description="how often the downstreams are checked for /readyz")
     ready_timeout_s: float = Field(1.0, gt=0, description="budget of each downstream check behind /readyz")
+
+    _embedding_key: str = PrivateAttr("")
+
+    @property
+    def embedding_key(self) -> str:
+        """The bearer key sent to the embedding service (`name:key` sends `key`); empty: none."""
+        return self._embedding_key
+
+    @model_validator(mode="after")
+    def _read_embedding_key(self) -> Self:
+        if self.embedding_api_key.get_secret_value() and self.embedding_api_key_file:
+            raise ValueError("set embedding_api_key or embedding_api_key_file, not both")
+        keys = read_keys(self.embedding_api_key, self.embedding_api_key_file, "embedding_api_key")
+        self._embedding_key = keys[0][0] if keys else ""
+        return self

@@ -20,7 +20,7 @@
    efficiency: the deltas of embedding_tokens_total over embedding_padded_tokens_total across the run.
 2. The load client's headroom: the same client at c64 (one new text per request) against perf.endpoint_bench's
    null server, over the fastest request rate measured.
-3. In-process, once the stacks have stopped: each backend's encoder from embedding_service.encoder.load_encoder
+3. In-process, once the stacks have stopped: each backend's encoder from embedding_service.backend_choice.load_encoder
    (max batch size 32, every core; TensorFlow XLA-compiled), 2,048 short texts tokenised with the service's
    tokenizer, timed at batch 1 and batch 32 in arrival order, and at batch 32 sorted by length first (the
    batches the length-grouping batcher forms from a queue of them), after a warm-up; beside it the FLOP
@@ -58,7 +58,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import httpx
 import orjson
 
-from embedding_service.encoder import Backend, Encoder, IntArray, load_encoder
+from embedding_service.backend_choice import load_encoder
+from embedding_service.encoder import Backend, Encoder, IntArray
 from embedding_service.manifest import TOKENIZER_DIR, EncoderManifest
 from embedding_service.settings import EmbeddingSettings, use_xla_cache
 from perf.endpoint_bench import Started, Usage, closed_run, counter, ms, started

@@ -6,12 +6,18 @@
    (/v1/embeddings, one text per request, user "web", c2) and /classify (one text, c2) alone; (b) the
    same under a bulk flood (4 workers, each sending its next request of 256 texts, user "bulk-job",
    when its last is answered; a 429 waits out its Retry-After, capped); (c) the flood alone. Every text
-   sent is new (a counter appended), so the cache never answers one.
+   sent is new (a counter appended), so the cache never answers one. Neither caller has a key: `user`
+   names their flows inside the shared `anonymous` lane; /classify's texts are in the orchestrator's lane
+   (its key, which the stack launcher gives it).
 2. Repeats. Zipf draws (s = 1.1) over 10,000 distinct texts, one text per request at c64: the same
    sequence against A's embedding service (cache on) and B's (cache off). The hit rate from A's
    /metrics counters, over the run.
 3. The load client's headroom: its closed-loop c64 rate against a null server (perf.endpoint_bench's)
    and against A's embedding /healthz, next to the rates measured.
+4. Weighted share. An embedding service alone, on the default settings, with two named API keys, `fast`
+   (weight 4) and `bulk` (1), both kept backlogged: `fast` short texts (16 a request, 16 workers), `bulk`
+   ~120-token ones (64 a request, 4 workers), every text new. `fast`'s share of
+   embedding_lane_tokens_total over a window after a warm-up (its weight entitles it to 0.80).
 
 Writes perf/results/<UTC timestamp>/lanes_bench.{json,md}.
 
@@ -20,6 +26,7 @@ Writes perf/results/<UTC timestamp>/lanes_bench.{json,md}.
 import argparse
 import asyncio
 import itertools
+import secrets
 import sys
 import tempfile
 import time
@@ -49,9 +56,15 @@ if TYPE_CHECKING:
 
 # perf.report imports TensorFlow: it is imported only once the load is over.
 
-WEB, ORCHESTRATOR, BULK, REPEATS = "web", "orchestrator", "bulk-job", "repeats"  # the lanes (OpenAI's `user`)
-# The lanes whose metrics are read: the noisy neighbour's, and B's one FIFO queue (every request anonymous).
-LANES = (WEB, ORCHESTRATOR, BULK, ANONYMOUS)
+WEB, BULK, REPEATS = "web", "bulk-job", "repeats"  # OpenAI's `user`: flows of the anonymous lane
+ORCHESTRATOR = stack_services.ORCHESTRATOR_LANE  # /classify's lane: the orchestrator's key
+# The lanes whose metrics are read: the orchestrator's, and the keyless callers' (all of B's: one FIFO queue).
+LANES = (ORCHESTRATOR, ANONYMOUS)
+FAST, SLOW = "fast", "bulk"  # the weighted share's lanes: named API keys
+SHARE_LANES = (FAST, SLOW)
+SHARE_WEIGHTS = f"{ORCHESTRATOR}:4,{FAST}:4"  # the orchestrator's weight kept; `bulk` weighs 1, as any lane
+SHARE_GOAL, SHARE_TOLERANCE = 0.8, 0.05
+SENTENCES_PER_SLOW_TEXT = 8  # and a counter: about 120 tokens
 CALLERS = 2  # concurrency of the interactive caller, and of /classify
 BULK_WORKERS = 4
 BULK_TEXTS = 256  # per bulk request
@@ -80,10 +93,12 @@ class Plan:
     repeats: int  # requests per repeats run
     repeats_cap_s: float  # a bound on each repeats run, far above what it takes
     headroom_s: float  # each of the load client's headroom runs
+    share_warm_s: float  # the weighted share: both lanes backlogged, not recorded
+    share_s: float  # its window (its service's start and the last answers add a few seconds)
 
 
-QUICK = Plan("quick", False, 1.0, 2.0, 3.0, 2.0, 800, 90.0, 1.0)
-FULL = Plan("full", True, 5.0, 20.0, 30.0, 20.0, 10_000, 240.0, 4.0)
+QUICK = Plan("quick", False, 1.0, 2.0, 3.0, 2.0, 800, 90.0, 1.0, 5.0, 20.0)
+FULL = Plan("full", True, 5.0, 20.0, 30.0, 20.0, 10_000, 240.0, 4.0, 10.0, 60.0)
 
 
 @dataclass(frozen=True)
@@ -93,11 +108,10 @@ class Policy:
     settings: Mapping[str, str]  # EMBEDDING_* overrides by lower-case name
 
 
-# The service labels its metrics with configured lanes only (others count as `other`): A names the caller's
-# and the flood's lanes with weight 1, what an unnamed lane gets, so that their figures are apart.
-NAMED_LANES = f"{ORCHESTRATOR}:4,{WEB}:1,{BULK}:1"
-A = Policy("a", "lanes on, cache on (its default size)", {"lanes": "true", "lane_weights": NAMED_LANES})
+A = Policy("a", "lanes on, cache on (its default size)", {"lanes": "true"})
 B = Policy("b", "lanes off, cache off", {"lanes": "false", "cache_bytes": "0"})
+# The API keys (`fast:<key>,bulk:<key>`, new each run) are added when its service is started.
+W = Policy("w", "two keyed lanes, fast:4 and bulk:1 (defaults otherwise)", {"lane_weights": SHARE_WEIGHTS})
 
 
 def say(message: str) -> None:
@@ -114,23 +128,34 @@ class Pipeline:
     orchestrator: Service
 
 
-def pipeline(policy: Policy, plan: Plan, work: Path) -> Pipeline:
-    """The three services on free ports, named <service>-<policy key>; the head serves the default head."""
-    config_path = work / f"heads-{policy.key}.config"
-    grpc_port, rest_port = free_port(), free_port()
-    head = stack_services.head(grpc_port, rest_port, DEFAULT_HEADS_ROOT, config_path, heads=(DEFAULT_HEAD,))
-    embedding = stack_services.embedding(
+def embedding_service(plan: Plan, **settings: str) -> Service:
+    return stack_services.embedding(
         free_port(),
         ROOT / "build" / "encoder",
         xla_cache_dir=str(ROOT / "build" / "xla-cache"),
         xla=str(plan.xla).lower(),
         log_level="warning",
-        **policy.settings,
+        **settings,
     )
+
+
+def pipeline(policy: Policy, plan: Plan, work: Path) -> Pipeline:
+    """The three services on free ports, named <service>-<policy key>; the head serves the default head."""
+    config_path = work / f"heads-{policy.key}.config"
+    grpc_port, rest_port = free_port(), free_port()
+    head = stack_services.head(grpc_port, rest_port, DEFAULT_HEADS_ROOT, config_path, heads=(DEFAULT_HEAD,))
+    found = embedding_service(plan, **policy.settings)
     orchestrator = stack_services.orchestrator(
-        free_port(), embedding.url, grpc_port, rest_port, log_level="warning", head_config_file=str(config_path)
+        free_port(), found.url, grpc_port, rest_port, log_level="warning", head_config_file=str(config_path)
     )
-    return Pipeline(*(replace(s, name=f"{s.name}-{policy.key}") for s in (embedding, head, orchestrator)))
+    return Pipeline(*(replace(s, name=f"{s.name}-{policy.key}") for s in (found, head, orchestrator)))
+
+
+def record(up: Started) -> dict[str, Any]:
+    """A started service's record, its keys hidden: they are made for the run, but need not be kept."""
+    found = up.record()
+    found["env"] = {k: "(hidden)" if k.endswith(("_KEY", "_KEYS")) else v for k, v in found["env"].items()}
+    return found
 
 
 @dataclass(frozen=True)
@@ -153,7 +178,7 @@ def running(found: Pipeline, logs: Path, records: dict[str, Any]) -> Iterator[Ru
             if response.status_code != 200:
                 raise RuntimeError(f"{url}: {response.status_code} {response.text[:500]}")
         yield Running(up[1], up[2])
-    records.update({s.service.name: s.record() for s in up})
+    records.update({s.service.name: record(s) for s in up})
 
 
 # --- noisy neighbour ----------------------------------------------------------------------------------
@@ -164,8 +189,16 @@ def new_texts() -> Iterator[str]:
     return (f"{SENTENCES[n % len(SENTENCES)]} #{n}" for n in itertools.count())
 
 
-def embeddings_body(texts: str | list[str], lane: str) -> bytes:
-    return orjson.dumps({"input": texts, "encoding_format": "base64", "user": lane})
+def slow_texts() -> Iterator[str]:
+    """New texts of SENTENCES_PER_SLOW_TEXT consecutive sentences, a counter appended."""
+    return (
+        " ".join(SENTENCES[(n + k) % len(SENTENCES)] for k in range(SENTENCES_PER_SLOW_TEXT)) + f" #{n}"
+        for n in itertools.count()
+    )
+
+
+def embeddings_body(texts: str | list[str], user: str) -> bytes:
+    return orjson.dumps({"input": texts, "encoding_format": "base64", "user": user})
 
 
 @dataclass
@@ -212,19 +245,31 @@ class Flood:
     wall_s: float = 0.0  # from the first send to the last answer
 
 
-async def flood(url: str, texts: Iterator[str], duration_s: float) -> Flood:
-    """BULK_WORKERS workers, each sending a request of BULK_TEXTS new texts when its last is answered,
-    for `duration_s`; a 429 waits out its Retry-After (at most RETRY_CAP_S) first. The queue holds bulk
-    work until the last answer, so texts / wall time is the service's bulk rate."""
+@dataclass(frozen=True)
+class Sender:
+    """A flood's shape: closed-loop workers, texts per request, and who they are."""
+
+    workers: int = BULK_WORKERS
+    texts: int = BULK_TEXTS  # per request
+    user: str = BULK
+    key: str | None = None  # a bearer key
+
+
+async def flood(url: str, texts: Iterator[str], duration_s: float, sender: Sender = Sender()) -> Flood:
+    """`sender.workers` workers, each sending a request of `sender.texts` new texts when its last is
+    answered, for `duration_s`; a 429 waits out its Retry-After (at most RETRY_CAP_S) first. The queue
+    holds its work until the last answer, so texts / wall time is the service's rate for it."""
     found = Flood()
     start = time.perf_counter()
     deadline = start + duration_s
     headers = {"content-type": "application/json"}
+    if sender.key:
+        headers["authorization"] = f"Bearer {sender.key}"
     async with httpx.AsyncClient(base_url=url, timeout=TIMEOUT_S) as client:
 
         async def worker() -> None:
             while time.perf_counter() < deadline:
-                body = embeddings_body([next(texts) for _ in range(BULK_TEXTS)], BULK)
+                body = embeddings_body([next(texts) for _ in range(sender.texts)], sender.user)
                 sent = time.perf_counter()
                 try:
                     response = await client.post("/v1/embeddings", content=body, headers=headers)
@@ -232,29 +277,30 @@ async def flood(url: str, texts: Iterator[str], duration_s: float) -> Flood:
                     found.outcomes[type(exc).__name__] += 1
                     continue
                 outcome = str(response.status_code)
-                if outcome == "200" and len(orjson.loads(response.content)["data"]) != BULK_TEXTS:
+                if outcome == "200" and len(orjson.loads(response.content)["data"]) != sender.texts:
                     outcome = "200 short"
                 found.outcomes[outcome] += 1
                 if outcome == "200":
-                    found.texts += BULK_TEXTS
+                    found.texts += sender.texts
                     found.latencies_s.append(time.perf_counter() - sent)
                 elif outcome == "429":
                     wait = min(float(response.headers.get("retry-after", "1")), RETRY_CAP_S)
                     found.retry_after_waited_s += wait
                     await asyncio.sleep(wait)
 
-        await asyncio.gather(*(worker() for _ in range(BULK_WORKERS)))
+        await asyncio.gather(*(worker() for _ in range(sender.workers)))
     found.wall_s = time.perf_counter() - start
     return found
 
 
-async def lane_counts(client: httpx.AsyncClient, url: str) -> dict[str, float]:
+async def lane_counts(client: httpx.AsyncClient, url: str, lanes: Sequence[str] = LANES) -> dict[str, float]:
     """The embedding service's per-lane counters, and its cache hits."""
     found = {"cache_hits": await counter(client, url, CACHE_COUNTERS["hits"])}
-    for lane in LANES:
+    for lane in lanes:
         label = f'lane="{lane}"'
         for key, name in (
             ("texts", "embedding_lane_texts_total"),
+            ("tokens", "embedding_lane_tokens_total"),
             ("refusals", "embedding_lane_refusals_total"),
             ("queue_s", "embedding_lane_queue_seconds_sum"),
             ("queued", "embedding_lane_queue_seconds_count"),
@@ -263,20 +309,21 @@ async def lane_counts(client: httpx.AsyncClient, url: str) -> dict[str, float]:
     return found
 
 
-def lane_figures(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
+def lane_figures(before: dict[str, float], after: dict[str, float], lanes: Sequence[str] = LANES) -> dict[str, Any]:
     delta = {key: after[key] - before[key] for key in after}
-    lanes = {
+    found = {
         lane: {
             "texts": delta[f"{lane}/texts"],
+            "tokens": delta[f"{lane}/tokens"],
             "refusals": delta[f"{lane}/refusals"],
             "queued": delta[f"{lane}/queued"],
             "queue_mean_ms": delta[f"{lane}/queue_s"] / delta[f"{lane}/queued"] * 1e3
             if delta[f"{lane}/queued"]
             else None,
         }
-        for lane in LANES
+        for lane in lanes
     }
-    return {"cache_hits": delta["cache_hits"], "lanes": lanes}
+    return {"cache_hits": delta["cache_hits"], "lanes": found}
 
 
 def caller_figures(calls: Calls, wall_s: float) -> dict[str, Any]:
@@ -493,6 +540,52 @@ async def _headroom_run(port: int, make: Callable[[int], bytes], pid: int, plan:
     }
 
 
+# --- the weighted share ------------------------------------------------------------------------------
+
+
+async def shares_run(embedding: Started, keys: Mapping[str, str], plan: Plan) -> dict[str, Any]:
+    """Both keyed lanes flooding from the start to past the window's end, so that both stay backlogged
+    through it: a warm-up, then the window, read from the service's per-lane counters."""
+    url = embedding.service.url
+    senders = {
+        FAST: (Sender(workers=16, texts=16, user=FAST, key=keys[FAST]), new_texts()),
+        SLOW: (Sender(workers=4, texts=64, user=SLOW, key=keys[SLOW]), slow_texts()),
+    }
+    duration_s = plan.share_warm_s + plan.share_s + 1.0  # the second: reading the counters
+    floods = [asyncio.create_task(flood(url, texts, duration_s, sender)) for sender, texts in senders.values()]
+    async with httpx.AsyncClient(timeout=30.0) as client:
+        await asyncio.sleep(plan.share_warm_s)
+        before = await lane_counts(client, url, SHARE_LANES)
+        start = time.perf_counter()
+        await asyncio.sleep(plan.share_s)
+        found = lane_figures(before, await lane_counts(client, url, SHARE_LANES), SHARE_LANES)
+        found["wall_s"] = time.perf_counter() - start
+    for lane, flooded in zip(senders, await asyncio.gather(*floods), strict=True):
+        sender = senders[lane][0]
+        found["lanes"][lane] |= {
+            "sender": {"workers": sender.workers, "texts_per_request": sender.texts},
+            "tokens_per_text": _ratio(found["lanes"][lane]["tokens"], found["lanes"][lane]["texts"]),
+            "run": flood_figures(flooded),  # the whole run, warm-up and tail included
+        }
+    fast, slow = (found["lanes"][lane]["tokens"] for lane in SHARE_LANES)
+    found["fast_share"] = share = _ratio(fast, fast + slow)
+    say(
+        f"weighted share: {FAST} {'n/a' if share is None else f'{share:.3f}'} of the tokens; "
+        + "; ".join(f"{lane} {f['tokens']:.0f} tokens, {f['run']['outcomes']}" for lane, f in found["lanes"].items())
+    )
+    return found
+
+
+def shares_phase(plan: Plan, logs: Path, records: dict[str, Any]) -> dict[str, Any]:
+    keys = {lane: secrets.token_urlsafe(24) for lane in SHARE_LANES}
+    service = embedding_service(plan, api_keys=",".join(f"{lane}:{key}" for lane, key in keys.items()), **W.settings)
+    service = replace(service, name=f"{service.name}-{W.key}")
+    with started(service, logs) as up:
+        found = asyncio.run(shares_run(up, keys, plan))
+    records[service.name] = record(up)
+    return found
+
+
 # --- the report ---------------------------------------------------------------------------------------
 
 
@@ -500,10 +593,14 @@ def targets(results: dict[str, Any]) -> list["Target"]:
     from perf.report import Target, at_least, at_most
 
     a, b = (results["stacks"][key]["summary"] for key in (A.key, B.key))
-    repeats, head = results["repeats"], results["headroom"]
+    repeats, head, share = results["repeats"], results["headroom"], results["shares"]["fast_share"]
 
     def info(name: str, value: float | None) -> Target:
         return Target(name, value, "-", None)
+
+    def within(name: str, value: float | None, goal: float, tolerance: float) -> Target:
+        met = None if value is None else abs(value - goal) <= tolerance
+        return Target(name, value, f"{goal:g} ± {tolerance:g}", met)
 
     def errors(summary: dict[str, Any]) -> int:
         return int(summary["interactive"]["errors"] + summary["classify"]["errors"])
@@ -536,6 +633,12 @@ def targets(results: dict[str, Any]) -> list["Target"]:
         info(
             "load client: embedding /healthz c64 rate / fastest measured rate",
             head["healthz"]["requests_per_s"] / fastest,
+        ),
+        within(
+            f"weighted share: {FAST} (weight 4)'s share of the tokens, {SLOW} (1) beside it",
+            share,
+            SHARE_GOAL,
+            SHARE_TOLERANCE,
         ),
     ]
 
@@ -609,6 +712,30 @@ def _counts(stack: dict[str, Any]) -> str:
     )
 
 
+def _shares_lines(shares: dict[str, Any], plan: dict[str, Any]) -> list[str]:
+    from perf.report import num
+
+    return [
+        f"An embedding service alone ({W.title}: EMBEDDING_LANE_WEIGHTS={SHARE_WEIGHTS}, EMBEDDING_API_KEYS "
+        f"`{FAST}:<key>,{SLOW}:<key>`), both lanes flooding: closed-loop workers, each sending its next request "
+        f"when its last is answered, every text new. After {plan['share_warm_s']:g} s of warm-up, the lanes' "
+        f"counters over {plan['share_s']:g} s, with both still sending. `{FAST}`'s share of the tokens: "
+        f"**{num(shares['fast_share'], 3)}** (its weight entitles it to {SHARE_GOAL:g}).",
+        "",
+        "| lane | workers | texts per request | texts | tokens | tokens per text | tokens/s | mean queue wait ms "
+        "| requests (whole run) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        *(
+            f"| {lane} | {f['sender']['workers']} | {f['sender']['texts_per_request']} | {f['texts']:.0f} | "
+            f"{f['tokens']:.0f} | {num(f['tokens_per_text'], 1)} | {f['tokens'] / shares['wall_s']:.0f} | "
+            f"{num(f['queue_mean_ms'])} | {f['run']['outcomes']} |"
+            for lane, f in shares["lanes"].items()
+        ),
+        "",
+        f"Cache hits in the window (every text new: 0): {shares['cache_hits']:.0f}.",
+    ]
+
+
 def markdown(report: dict[str, Any]) -> str:
     from perf.report import headroom_table, num, run_line, services_table, targets_table
 
@@ -629,18 +756,20 @@ def markdown(report: dict[str, Any]) -> str:
         f"Two pipelines, one after the other: A, {A.title}; B, {B.title} (one FIFO queue, the old policy). "
         f"On each: (a) the callers alone for {plan['alone_s']:g} s: an interactive caller (c{CALLERS}, one text "
         f"per request to /v1/embeddings, user `{WEB}`) and /classify (c{CALLERS}, one text; the orchestrator's "
-        f"lane is `{ORCHESTRATOR}`); (b) the same under a bulk flood ({BULK_WORKERS} workers, each sending its "
-        f"next request of {BULK_TEXTS} texts, user `{BULK}`, when its last is answered, for {plan['flood_s']:g} s; "
+        f"lane, `{ORCHESTRATOR}`, by its key); (b) the same under a bulk flood ({BULK_WORKERS} workers, each "
+        f"sending its next request of {BULK_TEXTS} texts, user `{BULK}`, when its last is answered, for "
+        f"{plan['flood_s']:g} s; "
         f"a 429 waits out its Retry-After, at most {RETRY_CAP_S:g} s; the callers run on until the flood's last "
-        f"answer); (c) the flood alone for {plan['bulk_s']:g} s. Every text is new (a counter appended), so the "
-        "cache answers none. Latencies from send, of the 200s; bulk texts/s: texts embedded over the time from "
-        "the first send to the last answer.",
+        f"answer); (c) the flood alone for {plan['bulk_s']:g} s. Neither the interactive caller nor the flood "
+        f"has a key: their `user`s are flows of the `{ANONYMOUS}` lane. Every text is new (a counter appended), "
+        "so the cache answers none. Latencies from send, of the 200s; bulk texts/s: texts embedded over the time "
+        "from the first send to the last answer.",
         "",
         *_side_by_side(stacks[A.key]["summary"], stacks[B.key]["summary"]),
         "",
         f"Requests. A: {_counts(stacks[A.key])}. B: {_counts(stacks[B.key])}.",
         "",
-        "Per lane, from the embedding service's own counters (embedding_lane_texts_total, "
+        f"Per lane ({', '.join(LANES)}), from the embedding service's own counters (embedding_lane_texts_total, "
         "embedding_lane_refusals_total, embedding_lane_queue_seconds), over each phase (lanes with no "
         "texts left out):",
         "",
@@ -676,6 +805,10 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         *headroom_table(head),
         "",
+        "## Weighted share",
+        "",
+        *_shares_lines(results["shares"], plan),
+        "",
         "## Services",
         "",
         *services_table(results["services"]),
@@ -707,13 +840,14 @@ def run_bench(plan: Plan, out: Path) -> dict[str, Any]:
                 say(f"{policy.key}, repeats: {done['throughput_per_s']:.0f}/s, {done['outcomes']}, {done['cache']}")
                 if policy is A:
                     headroom = headroom_phase(up.embedding, work, plan, logs, records)
+    shares = shares_phase(plan, logs, records)
     repeats["throughput_ratio"] = repeats[A.key]["throughput_per_s"] / repeats[B.key]["throughput_per_s"]
-    return {"services": records, "stacks": stacks, "repeats": repeats, "headroom": headroom}
+    return {"services": records, "stacks": stacks, "repeats": repeats, "headroom": headroom, "shares": shares}
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="short runs, fewer requests, no XLA: about 2 minutes")
+    parser.add_argument("--quick", action="store_true", help="short runs, fewer requests, no XLA: a few minutes")
     parser.add_argument("--out", type=Path, help="output folder (default perf/results/<UTC timestamp>/)")
     return parser.parse_args(argv)
 
@@ -730,8 +864,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         **run_header("perf.lanes_bench", argv if argv is not None else sys.argv[1:], started_at),
         "settings": {
             "plan": asdict(plan),
-            "policies": {p.key: {"title": p.title, "embedding_settings": dict(p.settings)} for p in (A, B)},
-            "lanes": {"interactive": WEB, "orchestrator": ORCHESTRATOR, "bulk": BULK},
+            "policies": {p.key: {"title": p.title, "embedding_settings": dict(p.settings)} for p in (A, B, W)},
+            "users": {"interactive": WEB, "bulk": BULK},  # flows of the anonymous lane
+            "lanes": {"orchestrator": ORCHESTRATOR, "keyless": ANONYMOUS, "weighted_share": list(SHARE_LANES)},
             "callers_concurrency": CALLERS,
             "bulk": {"workers": BULK_WORKERS, "texts_per_request": BULK_TEXTS, "retry_after_cap_s": RETRY_CAP_S},
             "repeats_concurrency": HIGH,

@@ -8,8 +8,10 @@ from contextlib import AbstractAsyncContextManager
 
 from fastapi import APIRouter, FastAPI
 from fastapi.telemetry import TelemetryConfig
+from starlette.middleware import Middleware
 
-from service_common.auth import add_access_control
+from service_common.auth import auth_middleware, cors_middleware
+from service_common.body_limit import BodyLimitMiddleware
 from service_common.errors import install_error_handlers
 from service_common.middleware import RequestContextMiddleware
 from service_common.ops import add_ops_routes
@@ -22,19 +24,42 @@ def service_app(
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]],
     not_ready_reason: Callable[[], str | None],
     router: APIRouter,
+    *,
+    admission: Middleware | None = None,
 ) -> FastAPI:
+    """`admission`: a service's own refusal at the door (the embedding service's full queue or draining)."""
     # FastAPI's own OpenTelemetry spans (a server span and one per dependency, serializer...) would double
     # ours and cost the hot path: service_common.tracing makes the spans, and only those.
     off: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
     app = FastAPI(title=title, version="0.1.0", lifespan=lifespan, telemetry={**off, "auto_configure": False})
     app.state.settings = settings
     app.state.stopping = asyncio.Event()
-    add_access_control(app, settings)  # inside the request context: refusals get an id and a log line
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    for layer in reversed(middleware(settings, admission)):
+        app.add_middleware(layer.cls, *layer.args, **layer.kwargs)
     install_error_handlers(app)
     add_ops_routes(app, not_ready_reason)
     app.include_router(router)
     return app
+
+
+def middleware(settings: ServiceSettings, admission: Middleware | None = None) -> list[Middleware]:
+    """Every service's middleware, outermost first: the one place their order is decided."""
+    layers = [
+        # CORS: every answer below (401, 413, 429, 503, even a 500) carries its headers, so a page can read
+        # it; preflights are answered here, without a key.
+        cors_middleware(settings),
+        # Request id, log line, trace and latency: every request gets them, refusals included.
+        Middleware(RequestContextMiddleware),
+        # Who calls, before anything is read or queued: a stranger learns nothing of the load.
+        auth_middleware(settings),
+        # The cheap refusal (full, or draining), for a caller let in, before its body is read.
+        admission,
+        # The body, bounded in size and time, read only for a caller let in.
+        Middleware(
+            BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes, read_timeout_s=settings.body_read_timeout_s
+        ),
+    ]
+    return [layer for layer in layers if layer is not None]
 
 
 async def cancel(task: asyncio.Task[None]) -> None:

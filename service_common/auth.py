@@ -1,12 +1,16 @@
-"""Who may call a service: optional bearer-key auth on every route but the ops ones, and CORS, which is off
-unless origins are configured. Both are added by `service_app`, so every service gets them the same way."""
+"""Who may call a service, and who it is: bearer keys on every route but the ops ones, and CORS, which is off
+unless origins are configured. `service_app` installs both, so every service gets them the same way.
+
+Two kinds of keys: API keys (`api_keys`), which turn auth on, and identity keys (the embedding service's lane
+keys), which only say who the caller is. With auth off, a request bearing no key or an unknown one passes as
+anonymous (OpenAI's clients always send some `Bearer sk-...`); with auth on, it gets 401."""
 
 import hashlib
 import hmac
 
-from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
+from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service_common.errors import UnauthorizedError
@@ -14,32 +18,39 @@ from service_common.ops import OPS_PATHS
 from service_common.settings import ServiceSettings
 
 
-def add_access_control(app: FastAPI, settings: ServiceSettings) -> None:
-    """Call before adding the request-context middleware, so that refusals still get a request id and a log line.
-    CORS sits outside auth: preflights carry no key, and a browser can only read a 401 that has CORS headers."""
-    if settings.api_key_digests:
-        open_paths = frozenset() if settings.auth_ops_routes else OPS_PATHS
-        app.add_middleware(
-            BearerAuthMiddleware,
-            key_digests=settings.api_key_digests,
-            key_names=settings.api_key_names,
-            open_paths=open_paths,
-        )
-    if origins := settings.cors_origin_list:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=origins,
-            allow_methods=["GET", "POST"],
-            allow_headers=[
-                "Authorization",
-                "Content-Type",
-                "X-Request-ID",
-                "X-Request-Timeout-Ms",
-                "traceparent",
-                "tracestate",
-            ],
-            expose_headers=["X-Request-ID", "Retry-After", "Server-Timing", "traceresponse"],
-        )
+def auth_middleware(settings: ServiceSettings) -> Middleware | None:
+    """Bearer-key auth when any key is configured (an API key or an identity key); None without keys."""
+    digests = settings.api_key_digests + settings.identity_key_digests
+    if not digests:
+        return None
+    return Middleware(
+        BearerAuthMiddleware,
+        key_digests=digests,
+        key_names=settings.api_key_names + settings.identity_key_names,
+        open_paths=frozenset() if settings.auth_ops_routes else OPS_PATHS,
+        required=bool(settings.api_key_digests),
+    )
+
+
+def cors_middleware(settings: ServiceSettings) -> Middleware | None:
+    """CORS for the configured origins; None (no CORS header at all) without any."""
+    origins = settings.cors_origin_list
+    if not origins:
+        return None
+    return Middleware(
+        CORSMiddleware,
+        allow_origins=origins,
+        allow_methods=["GET", "POST"],
+        allow_headers=[
+            "Authorization",
+            "Content-Type",
+            "X-Request-ID",
+            "X-Request-Timeout-Ms",
+            "traceparent",
+            "tracestate",
+        ],
+        expose_headers=["X-Request-ID", "Retry-After", "Server-Timing", "traceresponse"],
+    )
 
 
 def matched_key(given: bytes, key_digests: tuple[bytes, ...]) -> int | None:
@@ -63,9 +74,10 @@ def bearer_token(headers: list[tuple[bytes, bytes]]) -> bytes | None:
 
 
 class BearerAuthMiddleware:
-    """Answers 401 (OpenAI's `authentication_error`, `WWW-Authenticate: Bearer`) unless the request carries one
-    of the keys; paths in `open_paths` pass without one. Runs before any route reads the body. A named key's
-    name is left to the routes as `request.state.api_key_name`."""
+    """A request bearing one of the keys passes, and a named key's name is left to the routes as
+    `request.state.api_key_name`. Any other request passes as anonymous unless `required`; then it gets 401
+    (OpenAI's `authentication_error`, `WWW-Authenticate: Bearer`). Paths in `open_paths` pass without a key.
+    Runs before any body is read."""
 
     def __init__(
         self,
@@ -73,11 +85,14 @@ class BearerAuthMiddleware:
         key_digests: tuple[bytes, ...],
         key_names: tuple[str | None, ...],
         open_paths: frozenset[str],
+        *,
+        required: bool = True,
     ) -> None:
         self.app = app
         self.key_digests = key_digests
         self.key_names = key_names
         self.open_paths = open_paths
+        self.required = required
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in self.open_paths:
@@ -87,6 +102,9 @@ class BearerAuthMiddleware:
         matched = None if token is None else matched_key(token, self.key_digests)
         if matched is not None:
             scope.setdefault("state", {})["api_key_name"] = self.key_names[matched]
+            await self.app(scope, receive, send)
+            return
+        if not self.required:
             await self.app(scope, receive, send)
             return
         error = (

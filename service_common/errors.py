@@ -47,6 +47,12 @@ class NotFoundError(InvalidRequestError):
     status_code = 404
 
 
+class RequestTimeoutError(InvalidRequestError):
+    """The request's body did not arrive in time."""
+
+    status_code = 408
+
+
 class PayloadTooLargeError(InvalidRequestError):
     status_code = 413
 

@@ -1,4 +1,5 @@
-"""ASGI middleware every service runs: request id, access log and latency metric, body size limit."""
+"""ASGI middleware every service runs: request id, access log, trace and latency metric; and answering an
+error straight from ASGI."""
 
 import json
 import logging
@@ -9,7 +10,7 @@ from opentelemetry.trace import SpanKind
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service_common import tracing
-from service_common.errors import PayloadTooLargeError, ServiceError
+from service_common.errors import ServiceError
 from service_common.logs import request_id_var
 from service_common.metrics import REQUEST_SECONDS
 from service_common.ops import OPS_PATHS
@@ -17,6 +18,7 @@ from service_common.ops import OPS_PATHS
 logger = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "x-request-id"
+CLIENT_CLOSED = 499  # nginx's status for a request whose client closed the connection
 _TRACE_HEADERS = (tracing.TRACEPARENT, "tracestate")
 _MAX_REQUEST_ID = 128
 
@@ -24,14 +26,12 @@ _MAX_REQUEST_ID = 128
 class RequestContextMiddleware:
     """Takes X-Request-ID (or makes one), echoes it, logs one line per request and observes its latency.
     Continues the caller's W3C trace (`traceparent`), in a server span when tracing is on, and answers
-    with `traceresponse`.
+    with `traceresponse`. It reads nothing of the body: the middleware inside it (auth first) decide
+    whether the body is read at all. A request whose client left before anything answered it is logged
+    with status 499."""
 
-    Bodies over `max_body_bytes` are refused with 413 before the app reads them: at once when
-    Content-Length says so, else while the chunked body streams in (it is buffered, bounded)."""
-
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -76,13 +76,9 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
-            replay = await self._bounded_body(headers, receive)
-            if replay is None:
-                await self.app(scope, receive, send_with_id)
-            elif isinstance(replay, PayloadTooLargeError):
-                await send_error(send_with_id, replay, close=True)
-            else:
-                await self.app(scope, replay, send_with_id)
+            await self.app(scope, receive, send_with_id)
+            if not responded:
+                status = CLIENT_CLOSED  # nothing to answer: the client left before its request was in
         except Exception:
             # Here rather than in an exception handler: Starlette sends those from outside every user
             # middleware, so the 500 would lose its request id.
@@ -105,40 +101,6 @@ class RequestContextMiddleware:
                 extra={"status": status, "duration_ms": round(elapsed * 1e3, 2)},
             )
             request_id_var.reset(token)
-
-    async def _bounded_body(
-        self, headers: dict[bytes, bytes], receive: Receive
-    ) -> Receive | PayloadTooLargeError | None:
-        """None: pass through (Content-Length within the limit); an error: refuse; else a replaying receive."""
-        too_large = PayloadTooLargeError(
-            f"request body exceeds {self.max_body_bytes} bytes", param="body", code="body_too_large"
-        )
-        length = headers.get(b"content-length")
-        if length is not None:
-            return too_large if not length.isdigit() or int(length) > self.max_body_bytes else None
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                break
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            if size > self.max_body_bytes:
-                return too_large
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        return replay
 
 
 async def send_error(

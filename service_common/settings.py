@@ -21,6 +21,7 @@ class ServiceSettings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_json: bool = Field(True, description="one JSON object per log line (false: plain text)")
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="larger request bodies get 413")
+    body_read_timeout_s: float = Field(10.0, gt=0, description="a request body not all received after this gets 408")
     request_timeout_s: float = Field(30.0, gt=0, description="a request still unanswered after this gets 504")
     graceful_shutdown_s: float = Field(30.0, ge=0, description="time in-flight requests get after SIGTERM")
     api_keys: SecretStr = Field(
@@ -44,27 +45,55 @@ class ServiceSettings(BaseSettings):
         return self._key_names
 
     @property
+    def identity_key_digests(self) -> tuple[bytes, ...]:
+        """Keys that name their caller without being required: accepted with auth on too, and with auth off a
+        request without one still passes, as anonymous. None here (the embedding service has its lane keys)."""
+        return ()
+
+    @property
+    def identity_key_names(self) -> tuple[str, ...]:
+        """Each identity key's name, in the order of `identity_key_digests`."""
+        return ()
+
+    @property
     def cors_origin_list(self) -> list[str]:
         return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
 
     @model_validator(mode="after")
     def _read_api_keys(self) -> Self:
-        keys = [key.strip() for key in self.api_keys.get_secret_value().split(",") if key.strip()]
-        if self.api_keys_file:
-            path = Path(self.api_keys_file)
-            try:
-                lines = path.read_text(encoding="utf-8").splitlines()
-            except (OSError, UnicodeDecodeError) as exc:
-                reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-                raise ValueError(f"api_keys_file {path} cannot be read: {reason}") from None
-            from_file = [line.strip() for line in lines if line.strip()]
-            if not from_file:  # auth silently off because of an empty file would be worse than not starting
-                raise ValueError(f"api_keys_file {path} holds no keys")
-            keys += from_file
-        named = [(match[2], match[1]) if (match := _KEY_NAME.fullmatch(key)) else (key, None) for key in keys]
-        for number, (key, _) in enumerate(named, 1):
-            if not (key.isascii() and key.isprintable()) or " " in key:
-                raise ValueError(f"api key {number} has characters a bearer token cannot carry (printable ASCII only)")
-        self._key_digests = tuple(hashlib.sha256(key.encode()).digest() for key, _ in named)
+        named = read_keys(self.api_keys, self.api_keys_file, "api_keys")
+        self._key_digests = tuple(key_digest(key) for key, _ in named)
         self._key_names = tuple(name for _, name in named)
         return self
+
+
+def key_digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+def read_keys(inline: SecretStr, file: str, setting: str) -> list[tuple[str, str | None]]:
+    """(key, name or None) of each key of the setting `setting` (comma-separated in `inline`) and of its file
+    (one a line), each `key` or `name:key`. Errors name the setting, the file and a key's position, never a key."""
+    keys = [key.strip() for key in inline.get_secret_value().split(",") if key.strip()]
+    if file:
+        keys += read_key_file(file, f"{setting}_file")
+    named = [(match[2], match[1]) if (match := _KEY_NAME.fullmatch(key)) else (key, None) for key in keys]
+    label = setting.removesuffix("s").replace("_", " ")
+    for number, (key, _) in enumerate(named, 1):
+        if not (key.isascii() and key.isprintable()) or " " in key:
+            raise ValueError(f"{label} {number} has characters a bearer token cannot carry (printable ASCII only)")
+    return named
+
+
+def read_key_file(file: str, setting: str) -> list[str]:
+    """The non-empty lines of the key file `file`, which the setting `setting` names."""
+    path = Path(file)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ValueError(f"{setting} {path} cannot be read: {reason}") from None
+    keys = [line.strip() for line in lines if line.strip()]
+    if not keys:  # auth silently off because of an empty file would be worse than not starting
+        raise ValueError(f"{setting} {path} holds no keys")
+    return keys

@@ -1,7 +1,9 @@
 """How each service is started: module, flags and environment, in the one place `make run`, tests and
 perf/ share, so they cannot drift apart."""
 
+import functools
 import os
+import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -100,8 +102,20 @@ def _env(prefix: str, settings: Mapping[str, str]) -> dict[str, str]:
     return {f"{prefix}{name.upper()}": value for name, value in settings.items()}
 
 
+ORCHESTRATOR_LANE = "orchestrator"
+
+
+@functools.cache
+def orchestrator_lane_key() -> str:
+    """The orchestrator's lane key, new for each process that starts services (`make run`, a test session):
+    the embedding service takes it as a lane key, the orchestrator sends it, so the orchestrator keeps its
+    lane and weight with no setup, and no other caller can claim them."""
+    return secrets.token_urlsafe(32)
+
+
 def embedding(port: int, model_dir: Path, **settings: str) -> Service:
-    """`settings`: EMBEDDING_* overrides by lower-case name."""
+    """`settings`: EMBEDDING_* overrides by lower-case name; `lane_keys` defaults to the orchestrator's."""
+    settings = {"lane_keys": f"{ORCHESTRATOR_LANE}:{orchestrator_lane_key()}", **settings}
     env = _env("EMBEDDING_", {"host": LOOPBACK, "port": str(port), "model_dir": str(model_dir), **settings})
     return Service("embedding", "embedding_service", f"http://{LOOPBACK}:{port}", "/readyz", env=env)
 
@@ -142,7 +156,10 @@ def head(
 
 
 def orchestrator(port: int, embedding_url: str, head_grpc_port: int, head_rest_port: int, **settings: str) -> Service:
-    """`settings`: ORCHESTRATOR_* overrides by lower-case name."""
+    """`settings`: ORCHESTRATOR_* overrides by lower-case name; `embedding_api_key` defaults to its lane key
+    (unless `embedding_api_key_file` is given)."""
+    if "embedding_api_key_file" not in settings:
+        settings = {"embedding_api_key": orchestrator_lane_key(), **settings}
     env = _env(
         "ORCHESTRATOR_",
         {

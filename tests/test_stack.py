@@ -11,6 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from embedding_service.settings import EmbeddingSettings
+from orchestrator.settings import OrchestratorSettings
+from service_common.auth import matched_key
+from stack import services
 from stack.procs import free_port, server_env
 from stack.services import HEADS, ROOT, read_heads
 from tests.conftest import copy_heads
@@ -85,3 +89,25 @@ def test_make_run_refuses_to_start_without_every_head(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert f"no version of {', '.join(HEADS[1:])} under {tmp_path / 'heads'}: run `make models`" in result.stderr
     assert not (tmp_path / "m").exists()
+
+
+def settings_of(service: services.Service, prefix: str) -> dict[str, str]:
+    return {name.removeprefix(prefix).lower(): value for name, value in service.env.items()}
+
+
+def test_the_builders_give_the_orchestrator_a_lane_key_that_the_embedding_service_takes(tmp_path: Path) -> None:
+    """What `make run` and every test pipeline start with: the orchestrator's priority with no setup, from a
+    key new to this process, which no other caller can know."""
+    embedding = EmbeddingSettings.model_validate(settings_of(services.embedding(8081, tmp_path), "EMBEDDING_"))
+    orchestrator = OrchestratorSettings.model_validate(
+        settings_of(services.orchestrator(8080, "http://127.0.0.1:8081", 8500, 8501), "ORCHESTRATOR_")
+    )
+    key = services.orchestrator_lane_key()
+    assert orchestrator.embedding_key == key and len(key) >= 32
+    matched = matched_key(key.encode(), embedding.identity_key_digests)
+    assert matched is not None and embedding.identity_key_names[matched] == "orchestrator"
+    assert embedding.api_key_digests == ()  # auth stays off: anyone else is served, as anonymous
+    # A caller's own choice wins.
+    assert services.embedding(8081, tmp_path, lane_keys="").env["EMBEDDING_LANE_KEYS"] == ""
+    own = services.orchestrator(8080, "http://x", 1, 2, embedding_api_key_file="/run/key").env
+    assert "ORCHESTRATOR_EMBEDDING_API_KEY" not in own and own["ORCHESTRATOR_EMBEDDING_API_KEY_FILE"] == "/run/key"

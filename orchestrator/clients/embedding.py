@@ -66,10 +66,11 @@ class EmbeddingClient:
         self.url = settings.embedding_url.rstrip("/")
         self._settings = settings
         self.limits: EmbeddingLimits | None = None  # learned from its /v1/models by `describe`
-        key = settings.embedding_api_key.get_secret_value()
+        key = settings.embedding_key
         self._client = httpx.AsyncClient(
             base_url=self.url,
             # On every call, the readiness checks' included (/v1/models needs it when the service has auth on).
+            # The key is the orchestrator's identity there too: a lane key gives it its lane and weight.
             headers={"Authorization": f"Bearer {key}"} if key else None,
             timeout=settings.embedding_timeout_s,
             limits=httpx.Limits(
@@ -89,8 +90,7 @@ class EmbeddingClient:
         """The texts' vectors, in order; EmbeddingRefusedError when the service refuses them. `chunk`: texts
         over the encoder's max length are embedded whole (the mean of their windows), not cut."""
         timeout_s = deadline.budget_s(self._settings.embedding_timeout_s)
-        lane = self._settings.embedding_lane
-        request: dict[str, object] = {"input": texts, "encoding_format": "base64", "user": lane}
+        request: dict[str, object] = {"input": texts, "encoding_format": "base64"}
         if chunk:
             request["chunk"] = True
         body = orjson.dumps(request)

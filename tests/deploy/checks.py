@@ -1,6 +1,7 @@
 """The deployment checks, as functions returning their findings, shared by the tests and the broken-copy tests."""
 
 import ast
+import base64
 import importlib.metadata
 import json
 import os
@@ -12,6 +13,7 @@ import signal
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import time
 import tomllib
 from collections.abc import Iterable, Iterator, Mapping
@@ -31,6 +33,7 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from embedding_service.settings import EmbeddingSettings
 from orchestrator.settings import OrchestratorSettings
+from service_common.auth import matched_key
 from service_common.settings import ServiceSettings
 from stack.procs import LOOPBACK, free_port
 
@@ -304,13 +307,61 @@ def port_and_probe_errors(objects: list[Obj], source: Path = TFSERVING_CONFIG) -
 
 
 def settings_errors(objects: list[Obj]) -> list[str]:
-    """The environment each service gets names real settings with valid values."""
+    """The environment each service gets names real settings with valid values (files from Secrets included)."""
     classes: dict[str, type[ServiceSettings]] = {"EMBEDDING_": EmbeddingSettings, "ORCHESTRATOR_": OrchestratorSettings}
     errors = []
-    for name, d in by_kind(objects, "Deployment").items():
-        env = {e["name"]: e.get("value", "") for c in containers(d) for e in c.get("env", [])}
-        errors += env_errors(f"Deployment {name}", env, classes)
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, d in by_kind(objects, "Deployment").items():
+            errors += env_errors(f"Deployment {name}", deployment_env(objects, d, Path(tmp) / name), classes)
     return errors
+
+
+def deployment_env(objects: list[Obj], deployment: Obj, directory: Path) -> dict[str, str]:
+    """The main container's environment; a value that is the path of a file of a mounted Secret is replaced
+    by a file in `directory` holding that file's content, as the pod would read it."""
+    pod = deployment["spec"]["template"]["spec"]
+    main = containers(deployment)[0]
+    secrets = by_kind(objects, "Secret")
+    files: dict[str, str] = {}
+    for volume in pod.get("volumes", []):
+        secret = secrets.get(volume.get("secret", {}).get("secretName", ""))
+        mounts = [m["mountPath"] for m in main.get("volumeMounts", []) if m["name"] == volume["name"]]
+        for key, value in (secret or {}).get("data", {}).items() if mounts else ():
+            copy = directory / volume["name"] / key
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            copy.write_bytes(base64.b64decode(value))
+            files[posixpath.join(mounts[0], key)] = str(copy)
+    env = {e["name"]: e.get("value", "") for e in main.get("env", [])}
+    return {name: files.get(value, value) for name, value in env.items()}
+
+
+def lane_key_errors(where: str, embedding_env: Mapping[str, str], orchestrator_env: Mapping[str, str]) -> list[str]:
+    """The key the orchestrator sends is a lane key of the embedding service, of a lane weighing more than 1."""
+
+    def ours(prefix: str, env: Mapping[str, str]) -> dict[str, str]:
+        return {k.removeprefix(prefix).lower(): v for k, v in env.items() if k.startswith(prefix)}
+
+    try:
+        embedding = EmbeddingSettings.model_validate(ours("EMBEDDING_", embedding_env))
+        orchestrator = OrchestratorSettings.model_validate(ours("ORCHESTRATOR_", orchestrator_env))
+    except ValueError as e:
+        return [f"{where}: invalid settings: {e}"]
+    if not orchestrator.embedding_key:
+        return [f"{where}: the orchestrator sends no key to the embedding service"]
+    matched = matched_key(orchestrator.embedding_key.encode(), embedding.identity_key_digests)
+    if matched is None:
+        return [f"{where}: the key the orchestrator sends is none of the embedding service's lane keys"]
+    lane = embedding.identity_key_names[matched]
+    weight = embedding.lane_policy.weights.get(lane, 1.0)
+    return [] if weight > 1 else [f"{where}: the orchestrator's lane {lane!r} weighs {weight:g}, as much as anyone's"]
+
+
+def k8s_lane_key_errors(objects: list[Obj]) -> list[str]:
+    deployments = by_kind(objects, "Deployment")
+    with tempfile.TemporaryDirectory() as tmp:
+        embedding = deployment_env(objects, deployments["embedding"], Path(tmp) / "embedding")
+        orchestrator = deployment_env(objects, deployments["orchestrator"], Path(tmp) / "orchestrator")
+        return lane_key_errors("k8s", embedding, orchestrator)
 
 
 def env_errors(where: str, env: Mapping[str, str], classes: Mapping[str, type[ServiceSettings]]) -> list[str]:
@@ -484,6 +535,7 @@ def structural_errors(objects: list[Obj], *, expect_gpu: bool) -> list[str]:
         *security_errors(objects),
         *network_policy_errors(objects),
         *tfserving_config_errors(objects),
+        *k8s_lane_key_errors(objects),
     ]
 
 
@@ -534,6 +586,32 @@ def compose_errors(compose_file: Path, profile: str) -> list[str]:
 def compose_services(compose_file: Path) -> Iterator[tuple[str, Obj]]:
     document = yaml.safe_load(compose_file.read_text())
     yield from document["services"].items()
+
+
+def compose_env(compose_file: Path, service: Obj) -> dict[str, str]:
+    """A service's environment; a value that is the path a file secret is mounted at is replaced by the
+    secret's file here (a `${VAR:-default}` file path taken at its default)."""
+    declared = yaml.safe_load(compose_file.read_text()).get("secrets", {})
+    files: dict[str, str] = {}
+    for entry in service.get("secrets", []):
+        source = entry if isinstance(entry, str) else entry["source"]
+        target = entry.get("target", source) if isinstance(entry, dict) else source
+        file = declared.get(source, {}).get("file")
+        if file:
+            default = re.sub(r"\$\{[A-Za-z_][A-Za-z0-9_]*:-([^}]*)\}", r"\1", file)
+            files[posixpath.join("/run/secrets", target)] = str(compose_file.parent / default)
+    env = {k: str(v) for k, v in service.get("environment", {}).items()}
+    return {name: files.get(value, value) for name, value in env.items()}
+
+
+def compose_lane_key_errors(compose_file: Path) -> list[str]:
+    services = dict(compose_services(compose_file))
+    orchestrator = compose_env(compose_file, services["orchestrator"])
+    return [
+        error
+        for name in ("embedding-gpu", "embedding-cpu")
+        for error in lane_key_errors(f"compose {name}", compose_env(compose_file, services[name]), orchestrator)
+    ]
 
 
 # ---- the Python images, reproduced without Docker ---------------------------------------------

@@ -264,6 +264,23 @@ def test_an_invalid_setting_value(tmp_path: Path) -> None:
     assert len(errors) == 1 and "max_batch_size" in errors[0]
 
 
+def test_an_orchestrator_without_its_lane_key(tmp_path: Path) -> None:
+    old = "            - {name: ORCHESTRATOR_EMBEDDING_API_KEY_FILE, value: /run/secrets/lane-key/lane-keys}\n"
+    objects = broken_render(tmp_path, "k8s/base/orchestrator.yaml", old, "")
+    assert checks.k8s_lane_key_errors(objects) == ["k8s: the orchestrator sends no key to the embedding service"]
+
+
+def test_compose_giving_the_orchestrator_a_key_of_a_lane_without_weight(tmp_path: Path) -> None:
+    (tmp_path / "deploy").mkdir()
+    for file in ("docker-compose.yml", "orchestrator-lane-key"):
+        shutil.copy(ROOT / "deploy" / file, tmp_path / "deploy" / file)
+    break_file(tmp_path / "deploy" / "orchestrator-lane-key", "orchestrator:", "bulk:")
+    assert checks.compose_lane_key_errors(tmp_path / "deploy" / "docker-compose.yml") == [
+        f"compose {name}: the orchestrator's lane 'bulk' weighs 1, as much as anyone's"
+        for name in ("embedding-gpu", "embedding-cpu")
+    ]
+
+
 def test_a_dockerfile_on_the_latest_tag(tmp_path: Path) -> None:
     dockerfile = tmp_path / "orchestrator.Dockerfile"
     shutil.copy(ROOT / "deploy" / "orchestrator.Dockerfile", dockerfile)

@@ -120,9 +120,17 @@ def test_compose_environment_names_real_settings_with_valid_values() -> None:
     classes: dict[str, type[ServiceSettings]] = {"EMBEDDING_": EmbeddingSettings, "ORCHESTRATOR_": OrchestratorSettings}
     errors = []
     for name, service in checks.compose_services(COMPOSE):
-        env = {k: str(v) for k, v in service.get("environment", {}).items()}
-        errors += checks.env_errors(f"compose {name}", env, classes)
+        errors += checks.env_errors(f"compose {name}", checks.compose_env(COMPOSE, service), classes)
     assert errors == []
+
+
+def test_compose_gives_the_orchestrator_a_lane_key_from_one_file_secret() -> None:
+    assert checks.compose_lane_key_errors(COMPOSE) == []
+    services = dict(checks.compose_services(COMPOSE))
+    for name in ("embedding-gpu", "embedding-cpu", "orchestrator"):
+        assert services[name]["secrets"] == ["orchestrator-lane-key"], name
+    secret = yaml.safe_load(COMPOSE.read_text())["secrets"]["orchestrator-lane-key"]
+    assert secret == {"file": "${ORCHESTRATOR_LANE_KEY_FILE:-./orchestrator-lane-key}"}  # a file: read_only holds
 
 
 def test_tracing_is_off_in_compose_unless_an_endpoint_is_given_and_the_collector_listens_there() -> None:

@@ -15,6 +15,7 @@ EXPECTED_KINDS = {
     "Deployment": 3,
     "Service": 3,
     "ConfigMap": 1,
+    "Secret": 1,
     "HorizontalPodAutoscaler": 2,
     "PodDisruptionBudget": 3,
     "NetworkPolicy": 4,
@@ -53,6 +54,20 @@ def test_gpu_overlay_puts_only_the_encoder_on_gpu_nodes(rendered: dict[str, list
     assert embedding["containers"][0]["image"].endswith("-gpu")
     for name in ("head", "orchestrator"):
         assert "tolerations" not in deployments[name]["spec"]["template"]["spec"], name
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_orchestrators_lane_key_reaches_both_services_from_one_secret(
+    rendered: dict[str, list[Obj]], overlay: str
+) -> None:
+    objects = rendered[overlay]
+    assert checks.k8s_lane_key_errors(objects) == []
+    (secret,) = checks.by_kind(objects, "Secret").values()
+    for name in ("embedding", "orchestrator"):
+        pod = checks.by_kind(objects, "Deployment")[name]["spec"]["template"]["spec"]
+        mounted = [v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v]
+        assert mounted == [secret["metadata"]["name"]], name  # the generated name: a new key rolls the pods
+        assert not any("valueFrom" in e for c in pod["containers"] for e in c.get("env", [])), "a file, not env"
 
 
 def test_every_image_is_pinned(rendered: dict[str, list[Obj]]) -> None:

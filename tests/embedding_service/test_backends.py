@@ -2,6 +2,8 @@
 parity set, and switching backends changes no answer beyond 1e-5: in-process (sentence and token vectors),
 and served (the session's server runs the CPU default, OpenVINO; one more runs TensorFlow with XLA)."""
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,8 +11,9 @@ import httpx
 import numpy as np
 import pytest
 
+from embedding_service.backend_choice import load_encoder
 from embedding_service.buckets import Buckets
-from embedding_service.encoder import Encoder, load_encoder
+from embedding_service.encoder import Encoder
 from embedding_service.manifest import TOKENIZER_DIR
 from embedding_service.settings import EmbeddingSettings
 from embedding_service.tokenizer import Tokenizer
@@ -63,6 +66,28 @@ def test_a_pooled_batch_carries_no_token_vectors(
     with_tokens = encoders[backend](reference_ids[:4], token_vectors=True)
     for a, b in zip(pooled, with_tokens, strict=True):
         np.testing.assert_allclose(a.sentence, b.sentence, atol=1e-6)
+
+
+# The service's own modules and the OpenVINO encoder loaded through them, in a fresh interpreter.
+OPENVINO_ONLY = """
+import sys
+from pathlib import Path
+
+import embedding_service.app
+from embedding_service.settings import EmbeddingSettings, configured_encoder
+
+configured_encoder(EmbeddingSettings(backend="openvino", model_dir=Path(sys.argv[1])))
+print(sorted({name.split(".")[0] for name in sys.modules} & {"tensorflow", "tf_keras", "keras"}))
+"""
+
+
+def test_the_openvino_service_never_imports_tensorflow(encoder_dir: Path) -> None:
+    """Only the chosen backend is imported (embedding_service.backend_choice): a CPU service does not pay for
+    TensorFlow's import, its memory or its threads."""
+    found = subprocess.run(
+        [sys.executable, "-c", OPENVINO_ONLY, str(encoder_dir)], capture_output=True, text=True, check=True, timeout=300
+    )
+    assert found.stdout.strip().splitlines()[-1] == "[]"
 
 
 @pytest.fixture(scope="module")

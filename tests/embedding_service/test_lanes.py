@@ -6,11 +6,13 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from embedding_service.batcher import DynamicBatcher
 from embedding_service.buckets import Buckets
-from embedding_service.cache import EmbeddingCache, EncoderCache
+from embedding_service.cache import _ENTRY_OVERHEAD_BYTES, EmbeddingCache, EncoderCache
 from embedding_service.lanes import ANONYMOUS, OTHER, LanePolicy, Lanes
 from embedding_service.queue_types import TokenBucket
 from embedding_service.settings import EmbeddingSettings
@@ -86,32 +88,36 @@ async def test_weights_are_honoured_within_one_text_per_lane(group_window: int) 
     assert abs(both_backlogged["a"] - 150) <= 1 and abs(both_backlogged["b"] - 50) <= 1, both_backlogged
 
 
-async def test_the_starvation_bound_holds_for_every_text() -> None:
-    """Start-time fair queuing's bound, as the batcher's docstring states it: before the k-th queued text
-    of lane L is taken, any other lane j has had at most w_j / w_L * (tokens of L's first k texts) plus
-    one text of the longest length taken."""
+@pytest.mark.parametrize("group_window", [0, 128], ids=["in order", "grouped by length"])
+async def test_the_weights_bound_holds_for_every_batch(group_window: int) -> None:
+    """The scheduler's stated bound, lanes of mixed lengths: while lanes i and j both have texts queued, the
+    tokens they were given satisfy |T_i / w_i - T_j / w_j| <= 2 * lead + L / w_i + L / w_j."""
     encoder = CountingEncoder()
     encoder.release.clear()
     weights = {"a": 1.0, "b": 2.0, "c": 1.0}
-    lengths = {"a": 60, "b": 5, "c": 17}
-    async with make(encoder, weights=weights) as batcher:
+    lengths = {"a": (60, 7), "b": (5, 40), "c": (17, 3)}
+    async with make(encoder, weights=weights, group_window=group_window) as batcher:
         first = asyncio.create_task(lane_embed(batcher, "a", [ids(19_999)]))
         await settle()
         floods = [
-            asyncio.create_task(lane_embed(batcher, lane, [ids(base + i, length=lengths[lane]) for i in range(120)]))
+            asyncio.create_task(
+                lane_embed(batcher, lane, [ids(base + i, length=lengths[lane][i % 2]) for i in range(120)])
+            )
             for lane, base in (("a", 10_000), ("b", 20_000), ("c", 30_000))
         ]
         await settle()
         encoder.release.set()
         await asyncio.gather(first, *floods)
-    taken = [lane_of(first_id) for batch in encoder.batches[1:] for first_id in batch]
-    so_far = Counter[str]()
-    longest = max(lengths.values())
-    for lane in taken:
-        so_far[lane] += 1
-        for other in weights.keys() - {lane}:
-            bound = weights[other] / weights[lane] * so_far[lane] * lengths[lane] + longest
-            assert so_far[other] * lengths[other] <= bound, (lane, so_far[lane], other)
+    lead, longest = BATCH * 64, 60
+    given, texts = Counter[str](), Counter[str]()
+    for first_id in (first_id for batch in encoder.batches[1:] for first_id in batch):
+        lane = lane_of(first_id)
+        given[lane] += lengths[lane][(first_id % 10_000) % 2]
+        texts[lane] += 1
+        for i, j in (("a", "b"), ("a", "c"), ("b", "c")):
+            if texts[i] < 120 and texts[j] < 120:  # both still have texts queued
+                gap = abs(given[i] / weights[i] - given[j] / weights[j])
+                assert gap <= 2 * lead + longest / weights[i] + longest / weights[j], (i, j, dict(given))
 
 
 async def test_the_lane_over_its_share_is_refused_and_a_lane_within_it_never_is() -> None:
@@ -261,6 +267,19 @@ def test_the_byte_bound_holds_and_the_oldest_entries_go_first() -> None:
     assert 0 < len(store) < 10_000
     assert bounded.get(ids(9_999, length=20).tobytes()) is not None  # the newest kept, the oldest evicted
     assert bounded.get(ids(0, length=20).tobytes()) is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 7), st.sampled_from([1, 96, 384, 1024])), max_size=60))
+def test_the_cache_counts_exactly_the_bytes_it_holds(puts: list[tuple[int, int]]) -> None:
+    """Whatever is put, again or with a vector of another size under the same key, its byte count is that of
+    the entries it holds, within its bound."""
+    store = EmbeddingCache(6_000)
+    cache = store.for_encoder(b"encoder")
+    for key, size in puts:
+        cache.put(ids(key).tobytes(), np.ones(size, np.float32), 4)
+        held = sum(len(k) + vector.nbytes + _ENTRY_OVERHEAD_BYTES for k, (vector, _) in store._entries.items())
+        assert store.bytes == held <= store.max_bytes
 
 
 async def test_with_the_cache_off_identical_texts_are_each_computed() -> None:

@@ -17,7 +17,7 @@ def test_auto_is_openvino_on_a_cpu_and_tensorflow_on_a_gpu(monkeypatch: pytest.M
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # every GPU hidden, whatever the driver lists
     assert EmbeddingSettings(backend="auto").encoder_backend == "openvino"
     assert EmbeddingSettings(backend="tensorflow").encoder_backend == "tensorflow"
-    monkeypatch.setattr("embedding_service.encoder.gpu_visible", lambda: True)
+    monkeypatch.setattr("embedding_service.backend_choice.gpu_visible", lambda: True)
     assert EmbeddingSettings(backend="auto").encoder_backend == "tensorflow"
     assert EmbeddingSettings(backend="openvino").encoder_backend == "openvino"
 

@@ -1,5 +1,6 @@
 """Bearer-key auth and CORS in-process, on the app factory both services use: which routes need a key, the 401
-shape, keys from the environment and a file, and settings that stop the service at start-up."""
+shape, keys from the environment and a file, lane keys (identity with auth on or off), no body read before the
+key check, and settings that stop the service at start-up."""
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,12 +16,17 @@ from orchestrator.settings import OrchestratorSettings
 from service_common.app import service_app
 from service_common.auth import bearer_token, matched_key
 from service_common.settings import ServiceSettings
+from tests.asgi import call
 
 KEYS = "first-key-0123456789,second-key-abcdef"
 ORIGIN = "https://app.example.com"
 
 
 def client(settings: ServiceSettings) -> TestClient:
+    return TestClient(app(settings))
+
+
+def app(settings: ServiceSettings) -> FastAPI:
     router = APIRouter()
 
     @router.get("/v1/models")
@@ -39,7 +45,7 @@ def client(settings: ServiceSettings) -> TestClient:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
 
-    return TestClient(service_app("test", settings, lifespan, lambda: None, router))
+    return service_app("test", settings, lifespan, lambda: None, router)
 
 
 def bearer(key: str) -> dict[str, str]:
@@ -182,3 +188,104 @@ def test_a_named_key_tells_the_routes_its_name_and_an_unnamed_one_does_not(tmp_p
         assert http.get("/v1/whoami", headers=bearer(key)).json() == {"name": name}, key
     # The name is not part of the key: `search:key-for-search` itself is no key.
     assert http.get("/v1/whoami", headers=bearer("search:key-for-search")).status_code == 401
+
+
+LANE_KEY = "lane-key-of-the-orchestrator-4567"
+LANE_KEYS = f"orchestrator:{LANE_KEY}"
+
+
+def test_without_api_keys_a_identity_key_names_its_caller_and_anyone_else_passes_as_anonymous() -> None:
+    settings = EmbeddingSettings(lane_keys=LANE_KEYS)
+    assert settings.api_key_digests == () and settings.identity_key_names == ("orchestrator",)
+    http = client(settings)
+    assert http.get("/v1/whoami", headers=bearer(LANE_KEY)).json() == {"name": "orchestrator"}
+    # OpenAI's clients send some `Bearer sk-...` even to a server without auth: never refused for it.
+    for headers in ({}, bearer("sk-no-key-needed"), {"Authorization": "Basic Zmlyc3Q="}, bearer(f"x{LANE_KEY}")):
+        answer = http.post("/v1/echo", headers={**headers, "X-Request-ID": "anon"}, json={"a": "b"})
+        assert answer.status_code == 200 and answer.json() == {"a": "b"}, headers
+        assert http.get("/v1/whoami", headers=headers).json() == {"name": None}, headers
+
+
+def test_with_api_keys_a_lane_key_is_accepted_too_and_anything_else_is_a_401() -> None:
+    http = client(EmbeddingSettings(api_keys=f"search:{KEYS}", lane_keys=LANE_KEYS))
+    assert http.get("/v1/whoami", headers=bearer(LANE_KEY)).json() == {"name": "orchestrator"}
+    assert http.get("/v1/whoami", headers=bearer("first-key-0123456789")).json() == {"name": "search"}
+    assert http.get("/v1/whoami", headers=bearer("sk-no-key-needed")).status_code == 401
+    assert http.get("/v1/whoami").status_code == 401
+
+
+def test_lane_keys_come_from_the_environment_and_a_file_and_are_never_printed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys_file = tmp_path / "lane-keys"
+    keys_file.write_text("orchestrator:new-lane-key-0001\n\n  indexer:file-lane-key-0002 \n", encoding="utf-8")
+    monkeypatch.setenv("EMBEDDING_LANE_KEYS", LANE_KEYS)
+    monkeypatch.setenv("EMBEDDING_LANE_KEYS_FILE", str(keys_file))
+    settings = EmbeddingSettings()
+    # The same lane twice: its old key and its new one, while the new one replaces the old.
+    assert settings.identity_key_names == ("orchestrator", "orchestrator", "indexer")
+    assert matched_key(b"file-lane-key-0002", settings.identity_key_digests) == 2
+    for key in (LANE_KEY, "new-lane-key-0001", "file-lane-key-0002"):
+        assert key not in repr(settings) and key not in str(settings)
+
+
+@pytest.mark.parametrize(
+    ("lane_keys", "message"),
+    [
+        ("orchestrator:good-lane-key,bare-key-without-a-name", "lane key 2 is not `name:key`"),
+        ("orchestrator:bad key", "lane key 1 has characters a bearer token cannot carry"),
+        ("orchestrator:caf\u00e9-lane-key", "lane key 1 has characters a bearer token cannot carry"),
+    ],
+)
+def test_unusable_lane_keys_stop_the_service_naming_the_setting_never_a_key(lane_keys: str, message: str) -> None:
+    with pytest.raises(ValidationError, match=message) as caught:
+        EmbeddingSettings(lane_keys=lane_keys)
+    assert "lane-key" not in str(caught.value) and "bare-key" not in str(caught.value)
+
+
+def test_an_unreadable_or_empty_lane_keys_file_stops_the_service(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="lane_keys_file /nonexistent/lane-keys cannot be read"):
+        EmbeddingSettings(lane_keys_file="/nonexistent/lane-keys")
+    empty = tmp_path / "lane-keys"
+    empty.write_text("\n", encoding="utf-8")
+    with pytest.raises(ValidationError, match="holds no keys"):
+        EmbeddingSettings(lane_keys_file=str(empty))
+
+
+def test_the_orchestrator_sends_the_first_key_of_its_file_without_the_name(tmp_path: Path) -> None:
+    """The embedding service's lane keys file serves: while a key is replaced, it lists two."""
+    keys_file = tmp_path / "lane-keys"
+    keys_file.write_text("orchestrator:old-lane-key-0001\norchestrator:new-lane-key-0002\n", encoding="utf-8")
+    assert OrchestratorSettings(embedding_api_key_file=str(keys_file)).embedding_key == "old-lane-key-0001"
+    assert OrchestratorSettings(embedding_api_key="plain-key-0003").embedding_key == "plain-key-0003"
+    assert OrchestratorSettings().embedding_key == ""
+    with pytest.raises(ValidationError, match="not both"):
+        OrchestratorSettings(embedding_api_key="plain-key-0003", embedding_api_key_file=str(keys_file))
+    with pytest.raises(ValidationError, match="embedding_api_key_file /nonexistent/key cannot be read"):
+        OrchestratorSettings(embedding_api_key_file="/nonexistent/key")
+
+
+async def test_with_auth_on_no_body_is_read_before_the_key_check() -> None:
+    """A chunked body without a valid key: 401, and not one receive() of the body."""
+    service = app(ServiceSettings(api_keys=KEYS))
+    chunked, json = (b'{"a": ', b'"b"}'), {"Content-Type": "application/json"}
+    for headers in ({}, bearer("wrong-key")):
+        refused = await call(service, "POST", "/v1/echo", {**json, **headers}, chunked, then="stall")
+        assert (refused.status, refused.reads) == (401, 0), headers
+    answered = await call(service, "POST", "/v1/echo", {**json, **bearer("second-key-abcdef")}, chunked)
+    assert (answered.status, answered.json()) == (200, {"a": "b"})
+
+
+async def test_a_body_let_in_is_bounded_in_size_and_in_time() -> None:
+    service = app(ServiceSettings(api_keys=KEYS, max_body_bytes=1024, body_read_timeout_s=0.2))
+    key = bearer("first-key-0123456789")
+    declared = await call(service, "POST", "/v1/echo", {**key, "Content-Length": "1025"}, then="stall")
+    assert (declared.status, declared.json()["error"]["code"], declared.reads) == (413, "body_too_large", 0)
+    streamed = await call(service, "POST", "/v1/echo", key, [b"x" * 600, b"x" * 600, b"x" * 600], then="stall")
+    assert (streamed.status, streamed.json()["error"]["code"], streamed.reads) == (413, "body_too_large", 2)
+    slow = await call(service, "POST", "/v1/echo", {**key, "X-Request-ID": "slow-1"}, [b'{"a": '], then="stall")
+    assert (slow.status, slow.json()["error"]["code"]) == (408, "body_timeout")
+    assert slow.headers["connection"] == "close" and slow.headers["x-request-id"] == "slow-1"
+    assert "0.2 s" in slow.json()["error"]["message"]
+    left = await call(service, "POST", "/v1/echo", key, [b'{"a": '], then="leave")
+    assert left.status is None  # nobody to answer; the route never ran

@@ -1,6 +1,6 @@
 """Auth on the real services: the embedding service and the orchestrator with keys, the orchestrator passing its
-own key to the embedding hop (readiness checks included), the official `openai` client's `api_key`, and logs
-that never hold a key or a text."""
+own key to the embedding hop (readiness checks included), the official `openai` client's `api_key`, lane keys with
+auth on and off, and logs that never hold a key or a text."""
 
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -10,6 +10,7 @@ import httpx
 import openai
 import pytest
 
+from stack import services
 from tests.conftest import HeadServer, running_embedding, running_orchestrator
 from tests.servers import Server
 
@@ -128,3 +129,23 @@ def test_no_key_and_no_text_reaches_the_logs(authed: AuthedPipeline) -> None:
         assert "log-check" in log and " 401 " in log  # the access log has the requests: the search means something
         for secret in (SECRET_TEXT, EMBEDDING_ENV_KEY, EMBEDDING_FILE_KEY, ORCHESTRATOR_KEY, "Bearer", "authorization"):
             assert secret.lower() not in log.lower(), (server.log.name, secret)
+
+
+def test_without_api_keys_the_embedding_service_serves_anonymous_callers_whatever_token_they_send(
+    embedding_server: Server,
+) -> None:
+    """The service as `make run` starts it: the orchestrator's lane key configured, no API keys."""
+    url = embedding_server.url + "/v1/embeddings"
+    for headers in ({}, bearer("sk-no-key-needed"), bearer(services.orchestrator_lane_key())):
+        response = httpx.post(url, json={"input": "hi"}, headers=headers, timeout=TIMEOUT)
+        assert response.status_code == 200, (headers, response.text)
+    log = embedding_server.log.read_text(encoding="utf-8", errors="replace")
+    assert services.orchestrator_lane_key() not in log
+
+
+def test_with_api_keys_the_lane_key_is_accepted_too(authed: AuthedPipeline) -> None:
+    url = authed.embedding.url + "/v1/embeddings"
+    lane_key = bearer(services.orchestrator_lane_key())  # stack.services gives every embedding service this one
+    assert httpx.post(url, json={"input": "hi"}, headers=lane_key, timeout=TIMEOUT).status_code == 200
+    assert httpx.post(url, json={"input": "hi"}, headers=bearer("sk-unknown"), timeout=TIMEOUT).status_code == 401
+    assert services.orchestrator_lane_key() not in authed.embedding.log.read_text(encoding="utf-8", errors="replace")
