@@ -356,6 +356,7 @@ def test_a_push_out_is_a_429_pushed_out_never_a_500() -> None:
                 max_batch_tokens=MAX_BATCH_TOKENS,
                 max_wait_s=0.0,
                 max_queue_texts=QUEUE,
+                drain_timeout_s=0.1,  # the batch the test never runs
                 lanes=Lanes(LanePolicy(weights=WEIGHTS, named=frozenset(WEIGHTS))),
             ) as batcher:
                 slow = batcher.reserve(QUEUE, None, "bulk")  # holds the whole queue, not yet tokenized
@@ -369,5 +370,43 @@ def test_a_push_out_is_a_429_pushed_out_never_a_500() -> None:
                 slow.__exit__()
                 fast.__exit__()
                 assert batcher._room.reserved == 0
+
+    asyncio.run(scenario())
+
+
+def test_one_push_out_frees_all_of_the_requests_room_at_once() -> None:
+    """The queue full of ten bulk requests' queued texts, two callers within their shares arrive in the same
+    instant: the first push-out frees the newest bulk request's whole room there and then, so the second
+    needs no other."""
+
+    async def scenario() -> None:
+        with mock.patch.object(batcher_module, "EncoderThread", HeldEncoder):
+            async with DynamicBatcher(
+                lambda batch, token_vectors=False: [],
+                Buckets.exact(BATCH, LONGEST),
+                max_batch_tokens=MAX_BATCH_TOKENS,
+                max_wait_s=0.0,
+                max_queue_texts=QUEUE,
+                drain_timeout_s=0.1,  # the batch the test never runs
+                lanes=Lanes(LanePolicy(weights=WEIGHTS, named=frozenset(WEIGHTS))),
+            ) as batcher:
+                bulk = [Request(None, "bulk", [text_ids(16, 10 * n + i) for i in range(4)], False) for n in range(10)]
+                world = World(batcher, HeldEncoder(None))
+                for request in bulk:
+                    request.reservation = batcher.reserve(4, None, "bulk")
+                    request.task = asyncio.create_task(embed_all(world, request))
+                    await settle()
+                assert batcher.reserved_texts == QUEUE
+                first, second = batcher.reserve(1, "a"), batcher.reserve(1, "b")  # no await between them
+                await settle()
+                failed = [request for request in bulk if request.task is not None and request.task.done()]
+                assert len(failed) == 1 and failed[0] is bulk[-1]
+                assert failed[0].task is not None and isinstance(failed[0].task.exception(), OverloadedError)
+                for request in (first, second):
+                    request.__exit__()
+                for request in bulk[:-1]:
+                    assert request.task is not None
+                    request.task.cancel()
+                await settle()
 
     asyncio.run(scenario())
