@@ -62,8 +62,8 @@ bench-heads: models
 
 # Fair lanes and the embedding cache: interactive /v1/embeddings and /classify latency alone and under a
 # bulk flood (4 x 256 texts), lanes on against one FIFO queue, the flood's throughput alone and under the
-# callers; a Zipf workload of repeated texts with the cache on and off; the load client's headroom
-# (perf/lanes_bench.py): about 6 minutes; --quick under 2.
+# callers; a Zipf workload of repeated texts with the cache on and off; two keyed lanes of weights 4:1
+# (the weighted share); the load client's headroom (perf/lanes_bench.py): about 7 minutes; --quick about 2.
 .PHONY: bench-lanes
 bench-lanes: models
 	$(PY) -m perf.lanes_bench
