@@ -61,7 +61,7 @@ from embedding_service.metrics import (
     TOKENS_TOTAL,
 )
 from embedding_service.queue_types import Lane, QueuedText
-from embedding_service.room import QueueRoom, Reservation
+from embedding_service.room import QueueRoom, Reservation, check_quota
 from embedding_service.scheduler import Scheduler
 from embedding_service.tokenizer import Ids
 from service_common import tracing
@@ -135,7 +135,9 @@ class DynamicBatcher:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), max(0.0, self._drain_deadline - time.perf_counter()))
         stopped = UnavailableError("the service is shutting down", code="shutting_down")
-        for text in [*self._running, *self._scheduler.queued()]:
+        for text in self._running:  # a hung encoder call: answered here, its room given back
+            self._settle(text, stopped)
+        for text in list(self._scheduler.queued()):
             _fail(text.callers, stopped)
 
     @property
@@ -149,7 +151,7 @@ class DynamicBatcher:
 
     @property
     def reserved_texts(self) -> int:
-        """Queue room held: requests' texts not queued yet, and queued texts."""
+        """Queue room held: requests' texts not queued yet, and texts queued or running."""
         return self._room.reserved
 
     def has_room(self) -> bool:
@@ -159,6 +161,10 @@ class DynamicBatcher:
         if self._room.closing:
             return False
         return self.lanes.enabled or self._room.reserved < self._room.max_queue_texts
+
+    def check_quota(self, key: str | None = None, user: str | None = None) -> None:
+        """OverloadedError (429 `quota_exceeded`) while the caller's lane is past its quota: before any work."""
+        check_quota(self.lanes.flow(key, user).lane)
 
     def reserve(self, texts: int, key: str | None = None, user: str | None = None) -> Reservation:
         """Room for a request's texts, held until the reservation is closed (`with`), in the lane of the
@@ -261,20 +267,16 @@ class DynamicBatcher:
             batch: list[QueuedText] = []
             try:
                 await self._wait_for_company()
-                batch = self._take_batch()
+                batch = self._scheduler.take()
                 if batch:
+                    self._count_taken(batch)
                     await self._run(batch)
             except Exception:
                 logger.exception("batcher failed on a batch of %d", len(batch))
                 failed = ServiceError("the encoder failed on this batch", code="encoder_error")
                 for text in batch:
                     self._settle(text, failed)
-
-    def _take_batch(self) -> list[QueuedText]:
-        batch = self._scheduler.take()
-        if batch:
-            self._count_taken(batch)
-        return batch
+                await asyncio.sleep(0)  # whatever failed, the loop goes on serving the other tasks
 
     async def _run(self, batch: list[QueuedText]) -> None:
         assert self._encoder is not None, "the batcher runs inside `async with`"

@@ -10,7 +10,8 @@ select a configured lane or another caller's key; inventing names only splits th
 Lanes are the configured ones (keys' names, weights, quotas, `anonymous`), kept for ever. Flows of the
 anonymous lane are bounded: past `max_lanes` live ones, idle flows (nothing queued, no room held) unused
 for `idle_s` are dropped, then the least recently used idle one; while every flow is busy, new names share
-the flow `other`. Metrics carry the lane's name, so their cardinality is bounded by the settings."""
+the overflow flow (`other`, which no `user` can name). Metrics carry the lane's name, so their cardinality
+is bounded by the settings. A key may not be named `anonymous` or `other` (the settings refuse it)."""
 
 import time
 from collections import OrderedDict
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from embedding_service.queue_types import Flow, Lane, TokenBucket
 
 ANONYMOUS = "anonymous"
-OTHER = "other"  # the anonymous flow that new names share while every other flow is busy
+OTHER = "other"  # the name of the anonymous flow that new names share while every other flow is busy
 DEFAULT_WEIGHT = 1.0
 
 
@@ -62,7 +63,8 @@ class Lanes:
         else:
             name = user or ""
             flow = self._users.get(name) or self._open(name, now)
-            self._users.move_to_end(flow.name)
+            if name in self._users:
+                self._users.move_to_end(name)
         flow.used_at = now
         return flow
 
@@ -70,10 +72,7 @@ class Lanes:
         if len(self._users) >= self._policy.max_lanes:
             self._expire(now)
         if len(self._users) >= self._policy.max_lanes:
-            return self._users.get(OTHER) or self._add(OTHER)
-        return self._add(name)
-
-    def _add(self, name: str) -> Flow:
+            return self.anonymous.flows.get(None) or self.anonymous.flows.setdefault(None, Flow(OTHER, self.anonymous))
         flow = Flow(name, self.anonymous)
         self._users[name] = self.anonymous.flows[name] = flow
         return flow

@@ -44,7 +44,7 @@ class Lane:
     weight: float
     label: str  # its name in metrics
     quota: TokenBucket | None = None
-    flows: "dict[str, Flow]" = field(default_factory=dict)  # its callers' flows that are alive
+    flows: "dict[str | None, Flow]" = field(default_factory=dict)  # its live flows; None: the overflow flow
     busy: "dict[Flow, None]" = field(default_factory=dict)  # flows with texts queued, in the order they got them
     waiting: int = 0  # texts queued in its flows
     held: int = 0  # queue room it holds: its requests' texts not yet queued, and its queued texts

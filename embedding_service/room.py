@@ -9,9 +9,12 @@ is room, anyone may use it. When the queue is full, a request is admitted if its
 or its flow within its part; room is then taken back from the lane (or sibling flow) most over its own:
 in its flow holding the most, its newest request fails with 429 `pushed_out` (a request is answered
 whole), and all the room it held is free at once: its texts not queued yet, and its queued texts that no
-other request awaits. Running texts keep theirs. Otherwise the request is refused (429 `overloaded`, counted as
-`queue_share`). So a caller within its share is never refused because another filled the queue. A
-refusal's `Retry-After` is how long the lane's own backlog takes at its share of the encoder's recent rate."""
+other request awaits. Running texts keep theirs. The victims are chosen before anyone is failed: if those
+over their shares cannot free enough, nobody is, and the newcomer is refused. Otherwise too the request is
+refused (429 `overloaded`, counted as `queue_share`). So a caller within its share is never refused
+because another filled the queue, as long as the room over the shares is not in the running batch. A
+refusal's `Retry-After` is how long the lane's own backlog takes at its share of the encoder's recent rate.
+A lane's quota is checked before its request reserves any room (`check_quota`)."""
 
 import math
 from collections.abc import Callable
@@ -51,17 +54,6 @@ class Reservation:
     def release(self, texts: int) -> None:
         """Gives back room for texts that need no slot of their own (cached, or already queued)."""
         self._room.free(self, min(texts, self.texts))
-
-    def check_quota(self) -> None:
-        """OverloadedError while the lane's quota, if it has one, is in debt: before any work is done."""
-        quota = self.lane.quota
-        if quota is not None and (retry_after_s := quota.retry_after_s()):
-            LANE_REFUSALS_TOTAL.labels(self.lane.label, "quota").inc()
-            raise OverloadedError(
-                f"lane {self.lane.name!r} is past its quota of {quota.rate:g} tokens per second",
-                retry_after_s=retry_after_s,
-                code="quota_exceeded",
-            )
 
     def spend(self, tokens: int) -> None:
         """Charges the lane's quota, if it has one, with the tokens its texts ask the encoder for."""
@@ -111,12 +103,20 @@ class QueueRoom:
         if short > 0:
             share = self._share(lane, lane)
             if lane.held + texts <= share:
-                self._push_out(lane, short)
+                victims = self._victims(lane, short)
             elif flow.held + texts <= self._flow_share(flow, share):
-                self._push_out(lane, short, flow)
+                victims = self._victims(lane, short, flow)
             else:
+                victims = None
+            if victims is None:
                 REJECTED_TOTAL.labels("queue_full").inc(texts)
                 raise self._refusal(lane, "queue_share", f"the encoder queue is full ({self.reserved} texts)")
+            for victim in victims:
+                victim.refused = self._refusal(
+                    victim.lane, "pushed_out", "the encoder queue is full and this lane over its share"
+                )
+                self.free(victim, victim.texts)
+                self._pushed_out(victim, victim.refused)
         self._add(flow, texts)
         reservation.texts += texts
 
@@ -155,42 +155,42 @@ class QueueRoom:
         """A flow's share of its lane's share, among the lane's flows holding room, `flow` counted among them."""
         return lane_share / len({id(f) for f in flow.lane.flows.values() if f.held} | {id(flow)})
 
-    def _push_out(self, lane: Lane, short: int, flow: Flow | None = None) -> None:
-        """Takes back room from the lanes most over their share until `short` texts of it are free for
-        `lane`, which is within its share; or, with `flow` (within its share of a lane over its own), from
-        the lanes and `flow`'s sibling flows most over theirs. The shares sum to the queue, so then some
-        other lane or flow is over its own."""
-        while short > 0:
-            over: list[tuple[float, Lane | Flow]] = [
-                (other.held - self._share(other, lane), other)
-                for other in self._holding
-                if other is not lane and _flows_to_take_from(other)
+    def _victims(self, lane: Lane, short: int, flow: Flow | None = None) -> list[Reservation] | None:
+        """The requests to fail so that `short` texts of room are free for `lane`, within its share: the
+        newest requests of the lanes most over their shares (of a lane, in its flow holding the most); with
+        `flow` (within its part of a lane over its share), of `flow`'s sibling flows too. None, and nobody
+        failed, when those over their shares cannot free enough (their room is in the running batch, or in
+        texts other lanes' requests await too)."""
+        candidates: list[tuple[Lane | Flow, float]] = [
+            (other, self._share(other, lane)) for other in self._holding if other is not lane
+        ]
+        if flow is not None:
+            part = self._flow_share(flow, self._share(lane, lane))
+            candidates += [(sibling, part) for sibling in lane.flows.values() if sibling is not flow and sibling.held]
+        lanes = [holder for holder, _ in candidates if isinstance(holder, Lane)]
+        requests = _requests_by_flow([*lanes, lane] if flow is not None else lanes, flow)
+        given: dict[int, int] = {}  # room each lane and flow would give back
+        victims: list[Reservation] = []
+        freed = 0
+        while freed < short:
+            over = [
+                (holder.held - given.get(id(holder), 0) - share, holder)
+                for holder, share in candidates
+                if any(requests.get(id(f)) for f in _flows(holder))
             ]
-            if flow is not None:
-                share = self._flow_share(flow, self._share(lane, lane))
-                over += [
-                    (sibling.held - share, sibling)
-                    for sibling in lane.flows.values()
-                    if sibling is not flow and _flows_to_take_from(sibling)
-                ]
             excess, victim = max(over, key=lambda pair: pair[0], default=(0.0, lane))
-            if excess <= 0:  # only by rounding, or while the room over the shares is in the running batch
-                raise self._refusal(lane, "queue_share", "the encoder queue is full")
-            short -= self._take_back(victim)
-
-    def _take_back(self, victim: Lane | Flow) -> int:
-        """Fails the newest request of `victim` (a lane: of its flow holding the most) that holds room it
-        can give back, and frees that room. Returns the texts freed."""
-        flow = victim if isinstance(victim, Flow) else max(_flows_to_take_from(victim), key=lambda flow: flow.held)
-        lane = flow.lane
-        request = max(
-            (held for held in lane.reservations if held.flow is flow and _freeable(held)), key=lambda held: held.arrival
-        )
-        freed = _freeable(request)
-        request.refused = self._refusal(lane, "pushed_out", "the encoder queue is full and this lane over its share")
-        self.free(request, request.texts)
-        self._pushed_out(request, request.refused)
-        return freed
+            if excess <= 0:
+                return None
+            taken = max(
+                (f for f in _flows(victim) if requests.get(id(f))),
+                key=lambda f: f.held - given.get(id(f), 0),
+            )
+            request, frees = requests[id(taken)].pop()
+            victims.append(request)
+            freed += frees
+            for holder in {id(taken): taken, id(taken.lane): taken.lane}:
+                given[holder] = given.get(holder, 0) + frees
+        return victims
 
     def _refusal(self, lane: Lane, reason: str, why: str) -> OverloadedError:
         """A 429 for `lane`, whose Retry-After is how long its own backlog takes at its share of the encoder."""
@@ -205,15 +205,36 @@ class QueueRoom:
         )
 
 
-def _freeable(request: Reservation) -> int:
-    """The room failing `request` would free: its texts not queued yet, and its queued texts no other
-    request awaits."""
-    alone = sum(1 for text, caller in request.waiting if text.queued and text.callers == [caller])
-    return request.texts + alone
+def check_quota(lane: Lane) -> None:
+    """OverloadedError while `lane`'s quota, if it has one, is in debt: before any room or work is taken."""
+    quota = lane.quota
+    if quota is not None and (retry_after_s := quota.retry_after_s()):
+        LANE_REFUSALS_TOTAL.labels(lane.label, "quota").inc()
+        raise OverloadedError(
+            f"lane {lane.name!r} is past its quota of {quota.rate:g} tokens per second",
+            retry_after_s=retry_after_s,
+            code="quota_exceeded",
+        )
 
 
-def _flows_to_take_from(victim: Lane | Flow) -> list[Flow]:
-    """The flows of `victim` (a lane, or one flow) with a request whose room can be taken back."""
-    lane, flows = (victim, list(victim.flows.values())) if isinstance(victim, Lane) else (victim.lane, [victim])
-    freeable = {id(held.flow) for held in lane.reservations if _freeable(held)}
-    return [flow for flow in flows if id(flow) in freeable]
+def _flows(holder: Lane | Flow) -> list[Flow]:
+    return list(holder.flows.values()) if isinstance(holder, Lane) else [holder]
+
+
+def _requests_by_flow(lanes: list[Lane], skip: Flow | None) -> dict[int, list[tuple[Reservation, int]]]:
+    """The requests of `lanes` (but `skip`'s) that failing would free room, by flow, oldest first, each with
+    the room it frees: its texts not queued yet, and its queued texts that only it awaits."""
+    found: dict[int, list[tuple[Reservation, int]]] = {}
+    for lane in lanes:
+        for request in lane.reservations:
+            if request.refused is not None or request.flow is skip:
+                continue
+            mine = {id(caller) for _, caller in request.waiting}
+            alone = {
+                id(text)
+                for text, _ in request.waiting
+                if text.queued and all(id(caller) in mine for caller in text.callers)
+            }
+            if frees := request.texts + len(alone):
+                found.setdefault(id(request.flow), []).append((request, frees))
+    return found

@@ -6,8 +6,10 @@ Fair order. Start-time fair queuing over tokens, on two levels. Among lanes: a l
 in virtual time, where the lane's previous text finished (or at the virtual time now, for a lane that
 was idle) and finishes `tokens / weight` later. Within a lane, its flows (one per `user` of the
 unauthenticated callers; one for a key's lane) share it the same way, each with weight 1, on the lane's
-own virtual clock. Texts go in start order; a flow's texts keep their arrival order. A lane that was
-idle goes first, so a text sent beside a flood of 2,000 rides in the next batch formed.
+own virtual clock, except that a flow that was idle starts at the end of the lane's current round (where
+its latest busy flow starts): inventing `user` names never puts a caller ahead of those already waiting.
+Texts go in start order; a flow's texts keep their arrival order. A lane that was idle goes first, so a
+text sent beside a flood of 2,000 is in the very next window, at its front or tied with it.
 
 A batch always takes the front of the fair order. Only texts whose start is within `lead` of the front's
 (`max_batch_tokens`, in virtual time: tokens at weight 1) may join it: the window, at most `group_window`
@@ -16,14 +18,16 @@ never further: a text taken from deep in the window must not cost other lanes th
 
 Weights, the bound (tested): while two lanes i and j both have texts queued, the tokens each is given,
 T_i and T_j, satisfy |T_i / w_i - T_j / w_j| <= 2 * lead + L / w_i + L / w_j, L being the longest text.
-(A backlogged lane's finish is never behind the virtual time, and never more than lead + L / w ahead.)
+(For a backlogged lane, max(finish, virtual time) only grows by what it is given, and is never more than
+lead + L / w ahead of the virtual time.)
 
 Length grouping (`group_window` > 0): the batch is the front text and the window's texts nearest to it
 in length, as many as pay: of every number of them, the one that computes the most real tokens per
 padded token, each call costing `CALL_OVERHEAD_TOKENS` more. With `group_window` 0 a batch is the fair
 order's prefix that fits the budgets. Waiting: the front is in every batch, so a text at the front runs
 in the next batch; only texts within `lead` behind it can overtake it, and each that does is charged,
-which moves its lane's later texts back. With one caller, the oldest text is always the front."""
+which moves its lane's later texts back. With one caller, the oldest text is always the front. Within a
+lane, a busy flow's front text is overtaken by at most one text of each other flow per round."""
 
 import heapq
 import math
@@ -57,6 +61,8 @@ class Scheduler:
     def add(self, text: QueuedText) -> None:
         flow = text.flow
         lane = flow.lane
+        if flow not in lane.busy:  # a flow that was idle starts at the end of its lane's current round
+            flow.finish = max(flow.finish, lane.virtual, *(max(f.finish, lane.virtual) for f in lane.busy))
         flow.queue[text.arrival] = text
         lane.busy[flow] = None
         lane.waiting += 1

@@ -39,7 +39,9 @@ class EmbeddingsRequest(BaseModel):
     model: str | None = None
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(None, ge=1)
-    user: str | None = Field(None, max_length=256, description="the end user: the request's lane, without a named key")
+    user: str | None = Field(
+        None, max_length=256, description="the end user: without a key, its flow in the anonymous lane"
+    )
     truncate: bool = True
     chunk: bool = False
 
@@ -54,7 +56,7 @@ class EmbedRequest(BaseModel):
     normalize: bool | None = None
     truncate: bool = True
     chunk: bool = Field(False, description="embed over-long texts whole (pooled outputs only)")
-    user: str | None = Field(None, max_length=256, description="the caller's lane, as on /v1/embeddings")
+    user: str | None = Field(None, max_length=256, description="the end user, as on /v1/embeddings")
 
 
 class TokenizeRequest(BaseModel):

@@ -10,7 +10,7 @@ from pydantic_settings import SettingsConfigDict
 
 from embedding_service.backend_choice import BackendSetting, load_encoder, resolve_backend
 from embedding_service.encoder import Backend, Encoder
-from embedding_service.lanes import LanePolicy
+from embedding_service.lanes import ANONYMOUS, OTHER, LanePolicy
 from service_common.settings import ServiceSettings, key_digest, read_keys
 
 
@@ -39,7 +39,7 @@ class EmbeddingSettings(ServiceSettings):
         ge=2,
         description="live `user` flows of the anonymous lane; past it idle ones expire, new names share `other`",
     )
-    lane_idle_s: float = Field(60.0, gt=0, description="an idle lane unused this long is dropped first")
+    lane_idle_s: float = Field(60.0, gt=0, description="an idle `user` flow unused this long is dropped first")
     lane_keys: SecretStr = Field(
         SecretStr(""),
         description="keys that give their caller a lane, comma-separated `name:key`; accepted even with auth off",
@@ -55,7 +55,11 @@ class EmbeddingSettings(ServiceSettings):
     )
     encoder_threads: int = Field(0, ge=0, le=256, description="threads one encoder call uses; 0: every core")
     group_window: int = Field(
-        512, ge=0, le=4096, description="queued texts a batch is chosen from, grouped by length; 0: in order"
+        512,
+        ge=0,
+        le=4096,
+        description="most queued texts a batch is chosen from (within max_batch_tokens of virtual time), grouped "
+        "by length; 0: in order",
     )
     xla: bool = Field(True, description="XLA-compile the encoder (jit_compile)")
     xla_cache_dir: str = Field("build/xla-cache", description="persistent XLA compile cache; empty: none")
@@ -110,6 +114,8 @@ class EmbeddingSettings(ServiceSettings):
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         self.lane_policy  # noqa: B018 - validates both lists at start-up
+        if reserved := {ANONYMOUS, OTHER} & {*self.api_key_names, *self.identity_key_names}:
+            raise ValueError(f"a key may not be named {sorted(reserved)[0]!r}: it names the unauthenticated callers")
         if self.max_texts_per_request > self.max_queue_texts:
             raise ValueError("max_texts_per_request must not exceed max_queue_texts: such a request could never run")
         if self.mixed_precision and self.xla and self.encoder_backend == "tensorflow":

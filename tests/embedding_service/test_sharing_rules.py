@@ -45,7 +45,8 @@ QUEUE = 40
 SLICE = 4  # a big request goes to the batcher this many texts at a time, as the embedder feeds it
 WEIGHTS = {"a": 3.0, "b": 1.0}
 KEYS = (*WEIGHTS, None)  # None: unauthenticated, in a `user` flow of the anonymous lane
-USERS = ("u1", "u2", "orchestrator")
+USERS = ("u1", "u2", "u3", "u4", "u5", "orchestrator", "other")  # more than MAX_FLOWS: flows expire and overflow
+MAX_FLOWS = 4
 
 
 def text_ids(length: int, content: int) -> Ids:
@@ -159,8 +160,9 @@ def within_share_and_room_to_take(world: World, lane: Lane, texts: int) -> bool:
 
 def freeable(request: Reservation) -> int:
     """The room a request holds that failing it frees: its texts not handed over yet, and its queued texts
-    that no other request awaits."""
-    alone = [text for text, caller in request.waiting if text.queued and text.callers == [caller]]
+    that no other request awaits (its own identical texts may await one twice)."""
+    mine = {id(caller) for _, caller in request.waiting}
+    alone = {id(t) for t, _ in request.waiting if t.queued and all(id(caller) in mine for caller in t.callers)}
     return request.texts + len(alone)
 
 
@@ -217,7 +219,7 @@ async def play(plan: list[Step], *, group_window: int, exact: bool, cache: bool)
             max_batch_tokens=MAX_BATCH_TOKENS,
             max_wait_s=0.0,
             max_queue_texts=QUEUE,
-            lanes=Lanes(LanePolicy(weights=WEIGHTS, named=frozenset(WEIGHTS))),
+            lanes=Lanes(LanePolicy(weights=WEIGHTS, named=frozenset(WEIGHTS), max_lanes=MAX_FLOWS)),
             cache=EmbeddingCache(1 << 20).for_encoder(b"encoder") if cache else None,
             group_window=group_window,
         )
@@ -263,10 +265,13 @@ async def perform(world: World, step: Step) -> None:
         request = Request(key, user, [text_ids(length, content) for length, content in texts], token_vectors)
         flow = world.batcher.lanes.flow(key, user)
         must_admit = within_share_and_room_to_take(world, flow.lane, len(request.texts))
+        refused_before = sum(r.reservation is not None and r.reservation.refused is not None for r in world.requests)
         try:
             request.reservation = world.batcher.reserve(len(request.texts), key, user)
         except OverloadedError:
             assert not must_admit, "a lane within its share was refused"
+            refused = sum(r.reservation is not None and r.reservation.refused is not None for r in world.requests)
+            assert refused == refused_before, "requests pushed out for a caller who was then refused anyway"
             return
         request.task = asyncio.create_task(embed_all(world, request))
         world.requests.append(request)
@@ -408,5 +413,51 @@ def test_one_push_out_frees_all_of_the_requests_room_at_once() -> None:
                     assert request.task is not None
                     request.task.cancel()
                 await settle()
+
+    asyncio.run(scenario())
+
+
+def test_new_user_names_never_starve_a_waiting_user() -> None:
+    """A `user` with texts queued, and a new `user` name with a batch's worth of texts before every batch:
+    the waiting user's texts still run, one a round, instead of waiting while new names keep coming."""
+
+    async def scenario() -> None:
+        with mock.patch.object(batcher_module, "EncoderThread", HeldEncoder):
+            async with DynamicBatcher(
+                lambda batch, token_vectors=False: [],
+                Buckets.exact(BATCH, LONGEST),
+                max_batch_tokens=MAX_BATCH_TOKENS,
+                max_wait_s=0.0,
+                max_queue_texts=QUEUE,
+                drain_timeout_s=0.1,
+                group_window=16,
+            ) as batcher:
+                world = World(batcher, HeldEncoder(None))
+                encoder = batcher._encoder
+                assert isinstance(encoder, HeldEncoder)
+                world.encoder = encoder
+                waiting = [
+                    Request(None, "waiting", [text_ids(16, 1000 + 4 * n + i) for i in range(4)], False)
+                    for n in range(3)
+                ]
+                for request in waiting:
+                    request.reservation = batcher.reserve(4, None, "waiting")
+                    request.task = asyncio.create_task(embed_all(world, request))
+                await settle()
+                ran = 0
+                for name in range(40):
+                    newcomer = Request(
+                        None, f"new-{name}", [text_ids(16, 4 * name + i + 1) for i in range(BATCH)], False
+                    )
+                    newcomer.reservation = batcher.reserve(BATCH, None, newcomer.user)
+                    newcomer.task = asyncio.create_task(embed_all(world, newcomer))
+                    await settle()
+                    ran += sum(int(ids[0]) >= 1000 for ids in encoder.calls[0][0])
+                    encoder.run_one()
+                    await settle()
+                assert ran == 12, f"the waiting user ran {ran} of its 12 texts in 40 batches"
+                while encoder.calls:
+                    encoder.run_one()
+                    await settle()
 
     asyncio.run(scenario())
