@@ -95,6 +95,7 @@ class DynamicBatcher:
         self._run_batch = run_batch
         self._scheduler = Scheduler(buckets, max_batch_tokens=max_batch_tokens, group_window=group_window)
         self._max_batch_size = buckets.batch_sizes[-1]
+        self._longest = buckets.seq_lengths[-1]
         self._max_wait_s = max_wait_s
         self._room = QueueRoom(max_queue_texts, self._pushed_out)
         self._drain_timeout_s = drain_timeout_s
@@ -184,6 +185,8 @@ class DynamicBatcher:
             raise reservation.refused
         if len(texts) > reservation.texts:
             raise ValueError(f"{len(texts)} texts exceed the {reservation.texts} reserved")
+        if texts and (longest := max(map(len, texts))) > self._longest:  # the embedder cuts texts to fit
+            raise ValueError(f"a text of {longest} tokens is longer than the encoder's {self._longest}")
         loop = asyncio.get_running_loop()
         cached = self.cache if not token_vectors else None
         trace = tracing.current() if tracing.enabled() else None
