@@ -17,8 +17,10 @@ push-out victim and a departed lane left among the holders (share), the in-fligh
 token vectors part (answers)."""
 
 import asyncio
+import contextlib
 import math
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 from unittest import mock
@@ -70,6 +72,29 @@ class HeldEncoder:
 
     def close(self) -> None:
         pass
+
+
+@contextlib.asynccontextmanager
+async def held_batcher(
+    *, group_window: int = 0, exact: bool = True, cache: bool = False
+) -> AsyncIterator[tuple[DynamicBatcher, HeldEncoder]]:
+    """The real batcher, with lanes `a` and `b` by key and the anonymous lane's flows, and an encoder the
+    test runs one batch at a time."""
+    with mock.patch.object(batcher_module, "EncoderThread", HeldEncoder):
+        async with DynamicBatcher(
+            lambda batch, token_vectors=False: [],
+            Buckets.exact(BATCH, LONGEST) if exact else Buckets.default(BATCH, LONGEST),
+            max_batch_tokens=MAX_BATCH_TOKENS,
+            max_wait_s=0.0,
+            max_queue_texts=QUEUE,
+            drain_timeout_s=0.1,  # a batch the test left in the encoder
+            lanes=Lanes(LanePolicy(weights=WEIGHTS, named=frozenset(WEIGHTS), max_lanes=MAX_FLOWS)),
+            cache=EmbeddingCache(1 << 20).for_encoder(b"encoder") if cache else None,
+            group_window=group_window,
+        ) as batcher:
+            encoder = batcher._encoder
+            assert isinstance(encoder, HeldEncoder)
+            yield batcher, encoder
 
 
 def embedding(ids: Ids, token_vectors: bool) -> Embedding:
@@ -211,34 +236,20 @@ def busy_lanes(batcher: DynamicBatcher) -> set[str]:
 
 
 async def play(plan: list[Step], *, group_window: int, exact: bool, cache: bool) -> None:
-    buckets = Buckets.exact(BATCH, LONGEST) if exact else Buckets.default(BATCH, LONGEST)
-    with mock.patch.object(batcher_module, "EncoderThread", HeldEncoder):
-        batcher = DynamicBatcher(
-            lambda batch, token_vectors=False: [],
-            buckets,
-            max_batch_tokens=MAX_BATCH_TOKENS,
-            max_wait_s=0.0,
-            max_queue_texts=QUEUE,
-            lanes=Lanes(LanePolicy(weights=WEIGHTS, named=frozenset(WEIGHTS), max_lanes=MAX_FLOWS)),
-            cache=EmbeddingCache(1 << 20).for_encoder(b"encoder") if cache else None,
-            group_window=group_window,
-        )
-        async with batcher:
-            encoder = batcher._encoder
-            assert isinstance(encoder, HeldEncoder)
-            world = World(batcher, encoder)
-            for step in plan:
-                await perform(world, step)
-                await settle()
-                check_invariants(world)
-                check_weights(world, busy_lanes(batcher))
-            while encoder.calls:  # the rest runs: every request is answered
-                await run_batch(world)
+    async with held_batcher(group_window=group_window, exact=exact, cache=cache) as (batcher, encoder):
+        world = World(batcher, encoder)
+        for step in plan:
+            await perform(world, step)
             await settle()
-            for request in world.requests:
-                if request.task is not None:
-                    assert request.task.done(), "a request never answered"
-                    check_answer(request)
+            check_invariants(world)
+            check_weights(world, busy_lanes(batcher))
+        while encoder.calls:  # the rest runs: every request is answered
+            await run_batch(world)
+        await settle()
+        for request in world.requests:
+            if request.task is not None:
+                assert request.task.done(), "a request never answered"
+                check_answer(request)
 
 
 async def run_batch(world: World) -> None:
@@ -354,27 +365,18 @@ def test_sharing_rules_hold_on_random_workloads(plan: list[Step], group_window: 
 
 def test_a_push_out_is_a_429_pushed_out_never_a_500() -> None:
     async def scenario() -> None:
-        with mock.patch.object(batcher_module, "EncoderThread", HeldEncoder):
-            async with DynamicBatcher(
-                lambda batch, token_vectors=False: [],
-                Buckets.exact(BATCH, LONGEST),
-                max_batch_tokens=MAX_BATCH_TOKENS,
-                max_wait_s=0.0,
-                max_queue_texts=QUEUE,
-                drain_timeout_s=0.1,  # the batch the test never runs
-                lanes=Lanes(LanePolicy(weights=WEIGHTS, named=frozenset(WEIGHTS))),
-            ) as batcher:
-                slow = batcher.reserve(QUEUE, None, "bulk")  # holds the whole queue, not yet tokenized
-                fast = batcher.reserve(2, "a")  # within its share: the bulk request gives its room back
-                try:
-                    await batcher.embed([text_ids(3, 1)], slow)
-                except ServiceError as error:
-                    assert isinstance(error, OverloadedError) and error.code == "pushed_out"
-                else:
-                    raise AssertionError("a pushed-out request was answered")
-                slow.__exit__()
-                fast.__exit__()
-                assert batcher._room.reserved == 0
+        async with held_batcher(group_window=16) as (batcher, _):
+            slow = batcher.reserve(QUEUE, None, "bulk")  # holds the whole queue, not yet tokenized
+            fast = batcher.reserve(2, "a")  # within its share: the bulk request gives its room back
+            try:
+                await batcher.embed([text_ids(3, 1)], slow)
+            except ServiceError as error:
+                assert isinstance(error, OverloadedError) and error.code == "pushed_out"
+            else:
+                raise AssertionError("a pushed-out request was answered")
+            slow.__exit__()
+            fast.__exit__()
+            assert batcher._room.reserved == 0
 
     asyncio.run(scenario())
 
@@ -385,34 +387,25 @@ def test_one_push_out_frees_all_of_the_requests_room_at_once() -> None:
     needs no other."""
 
     async def scenario() -> None:
-        with mock.patch.object(batcher_module, "EncoderThread", HeldEncoder):
-            async with DynamicBatcher(
-                lambda batch, token_vectors=False: [],
-                Buckets.exact(BATCH, LONGEST),
-                max_batch_tokens=MAX_BATCH_TOKENS,
-                max_wait_s=0.0,
-                max_queue_texts=QUEUE,
-                drain_timeout_s=0.1,  # the batch the test never runs
-                lanes=Lanes(LanePolicy(weights=WEIGHTS, named=frozenset(WEIGHTS))),
-            ) as batcher:
-                bulk = [Request(None, "bulk", [text_ids(16, 10 * n + i) for i in range(4)], False) for n in range(10)]
-                world = World(batcher, HeldEncoder(None))
-                for request in bulk:
-                    request.reservation = batcher.reserve(4, None, "bulk")
-                    request.task = asyncio.create_task(embed_all(world, request))
-                    await settle()
-                assert batcher.reserved_texts == QUEUE
-                first, second = batcher.reserve(1, "a"), batcher.reserve(1, "b")  # no await between them
+        async with held_batcher(group_window=16) as (batcher, encoder):
+            bulk = [Request(None, "bulk", [text_ids(16, 10 * n + i) for i in range(4)], False) for n in range(10)]
+            world = World(batcher, encoder)
+            for request in bulk:
+                request.reservation = batcher.reserve(4, None, "bulk")
+                request.task = asyncio.create_task(embed_all(world, request))
                 await settle()
-                failed = [request for request in bulk if request.task is not None and request.task.done()]
-                assert len(failed) == 1 and failed[0] is bulk[-1]
-                assert failed[0].task is not None and isinstance(failed[0].task.exception(), OverloadedError)
-                for request in (first, second):
-                    request.__exit__()
-                for request in bulk[:-1]:
-                    assert request.task is not None
-                    request.task.cancel()
-                await settle()
+            assert batcher.reserved_texts == QUEUE
+            first, second = batcher.reserve(1, "a"), batcher.reserve(1, "b")  # no await between them
+            await settle()
+            failed = [request for request in bulk if request.task is not None and request.task.done()]
+            assert len(failed) == 1 and failed[0] is bulk[-1]
+            assert failed[0].task is not None and isinstance(failed[0].task.exception(), OverloadedError)
+            for request in (first, second):
+                request.__exit__()
+            for request in bulk[:-1]:
+                assert request.task is not None
+                request.task.cancel()
+            await settle()
 
     asyncio.run(scenario())
 
@@ -422,42 +415,27 @@ def test_new_user_names_never_starve_a_waiting_user() -> None:
     the waiting user's texts still run, one a round, instead of waiting while new names keep coming."""
 
     async def scenario() -> None:
-        with mock.patch.object(batcher_module, "EncoderThread", HeldEncoder):
-            async with DynamicBatcher(
-                lambda batch, token_vectors=False: [],
-                Buckets.exact(BATCH, LONGEST),
-                max_batch_tokens=MAX_BATCH_TOKENS,
-                max_wait_s=0.0,
-                max_queue_texts=QUEUE,
-                drain_timeout_s=0.1,
-                group_window=16,
-            ) as batcher:
-                world = World(batcher, HeldEncoder(None))
-                encoder = batcher._encoder
-                assert isinstance(encoder, HeldEncoder)
-                world.encoder = encoder
-                waiting = [
-                    Request(None, "waiting", [text_ids(16, 1000 + 4 * n + i) for i in range(4)], False)
-                    for n in range(3)
-                ]
-                for request in waiting:
-                    request.reservation = batcher.reserve(4, None, "waiting")
-                    request.task = asyncio.create_task(embed_all(world, request))
+        async with held_batcher(group_window=16) as (batcher, encoder):
+            world = World(batcher, encoder)
+            waiting = [
+                Request(None, "waiting", [text_ids(16, 1000 + 4 * n + i) for i in range(4)], False) for n in range(3)
+            ]
+            for request in waiting:
+                request.reservation = batcher.reserve(4, None, "waiting")
+                request.task = asyncio.create_task(embed_all(world, request))
+            await settle()
+            ran = 0
+            for name in range(40):
+                newcomer = Request(None, f"new-{name}", [text_ids(16, 4 * name + i + 1) for i in range(BATCH)], False)
+                newcomer.reservation = batcher.reserve(BATCH, None, newcomer.user)
+                newcomer.task = asyncio.create_task(embed_all(world, newcomer))
                 await settle()
-                ran = 0
-                for name in range(40):
-                    newcomer = Request(
-                        None, f"new-{name}", [text_ids(16, 4 * name + i + 1) for i in range(BATCH)], False
-                    )
-                    newcomer.reservation = batcher.reserve(BATCH, None, newcomer.user)
-                    newcomer.task = asyncio.create_task(embed_all(world, newcomer))
-                    await settle()
-                    ran += sum(int(ids[0]) >= 1000 for ids in encoder.calls[0][0])
-                    encoder.run_one()
-                    await settle()
-                assert ran == 12, f"the waiting user ran {ran} of its 12 texts in 40 batches"
-                while encoder.calls:
-                    encoder.run_one()
-                    await settle()
+                ran += sum(int(ids[0]) >= 1000 for ids in encoder.calls[0][0])
+                encoder.run_one()
+                await settle()
+            assert ran == 12, f"the waiting user ran {ran} of its 12 texts in 40 batches"
+            while encoder.calls:
+                encoder.run_one()
+                await settle()
 
     asyncio.run(scenario())
