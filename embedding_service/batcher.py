@@ -170,7 +170,7 @@ class DynamicBatcher:
     def reserve(self, texts: int, key: str | None = None, user: str | None = None) -> Reservation:
         """Room for a request's texts, held until the reservation is closed (`with`), in the lane of the
         named key `key` (None: the anonymous lane, in the flow `user`)."""
-        return self._room.reserve(self.lanes.flow(key, user), texts, next(self._arrivals))
+        return self._room.reserve(self.lanes.flow(key, user), texts)
 
     async def embed(
         self, texts: Sequence[Ids], reservation: Reservation, *, token_vectors: bool = False

@@ -32,11 +32,10 @@ class Reservation:
     """Room held for one request's texts that are not queued yet, from before they are tokenized until it is
     answered. The room may take it back (`refused`); the request's callers then get that 429."""
 
-    def __init__(self, room: "QueueRoom", flow: Flow, texts: int, arrival: int) -> None:
+    def __init__(self, room: "QueueRoom", flow: Flow, texts: int) -> None:
         self._room = room
         self.flow = flow
         self.lane = flow.lane
-        self.arrival = arrival  # against queued texts, when room is taken back from the newest
         self.texts = 0
         self.refused: OverloadedError | None = None
         self.waiting: list[tuple[QueuedText, Any]] = []  # the texts its request awaits now, with its futures
@@ -83,8 +82,8 @@ class QueueRoom:
         self._holding: set[Lane] = set()
         self._texts_per_s = 0.0
 
-    def reserve(self, flow: Flow, texts: int, arrival: int) -> Reservation:
-        return Reservation(self, flow, texts, arrival)
+    def reserve(self, flow: Flow, texts: int) -> Reservation:
+        return Reservation(self, flow, texts)
 
     def observe(self, texts: int, seconds: float) -> None:
         """One encoder call's rate, for the refusals' Retry-After."""
