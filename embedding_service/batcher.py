@@ -61,7 +61,7 @@ from embedding_service.metrics import (
     TOKENS_TOTAL,
 )
 from embedding_service.queue_types import Lane, QueuedText
-from embedding_service.room import QueueRoom, Reservation, check_quota
+from embedding_service.room import QueueRoom, Reservation
 from embedding_service.scheduler import Scheduler
 from embedding_service.tokenizer import Ids
 from service_common import tracing
@@ -163,13 +163,10 @@ class DynamicBatcher:
             return False
         return self.lanes.enabled or self._room.reserved < self._room.max_queue_texts
 
-    def check_quota(self, key: str | None = None, user: str | None = None) -> None:
-        """OverloadedError (429 `quota_exceeded`) while the caller's lane is past its quota: before any work."""
-        check_quota(self.lanes.flow(key, user).lane)
-
     def reserve(self, texts: int, key: str | None = None, user: str | None = None) -> Reservation:
         """Room for a request's texts, held until the reservation is closed (`with`), in the lane of the
-        named key `key` (None: the anonymous lane, in the flow `user`)."""
+        named key `key` (None: the anonymous lane, in the flow `user`); OverloadedError (429
+        `quota_exceeded`) while that lane is past its quota."""
         return self._room.reserve(self.lanes.flow(key, user), texts)
 
     async def embed(

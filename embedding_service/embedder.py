@@ -117,7 +117,6 @@ class Embedder:
         `max_response_bytes` are refused."""
         count = len(raw) if isinstance(raw, list) and raw and not isinstance(raw[0], int) else 1
         self._check_count(count, field)
-        self._batcher.check_quota(key, user)
         with self._batcher.reserve(count, key, user) as reservation:
             started = time.perf_counter()
             with tracing.span("tokenize", attributes={"embedding.inputs": count}):

@@ -14,7 +14,7 @@ over their shares cannot free enough, nobody is, and the newcomer is refused. Ot
 refused (429 `overloaded`, counted as `queue_share`). So a caller within its share is never refused
 because another filled the queue, as long as the room over the shares is not in the running batch. A
 refusal's `Retry-After` is how long the lane's own backlog takes at its share of the encoder's recent rate.
-A lane's quota is checked before its request reserves any room (`check_quota`)."""
+A lane's quota is checked before its request reserves any room."""
 
 import math
 from collections.abc import Callable
@@ -83,6 +83,9 @@ class QueueRoom:
         self._texts_per_s = 0.0
 
     def reserve(self, flow: Flow, texts: int) -> Reservation:
+        """Room for a request's texts in `flow`, once its lane's quota lets it in (before any room is taken,
+        so a refused request pushes nobody out)."""
+        _check_quota(flow.lane)
         return Reservation(self, flow, texts)
 
     def observe(self, texts: int, seconds: float) -> None:
@@ -204,7 +207,7 @@ class QueueRoom:
         )
 
 
-def check_quota(lane: Lane) -> None:
+def _check_quota(lane: Lane) -> None:
     """OverloadedError while `lane`'s quota, if it has one, is in debt: before any room or work is taken."""
     quota = lane.quota
     if quota is not None and (retry_after_s := quota.retry_after_s()):

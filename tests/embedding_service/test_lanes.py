@@ -165,17 +165,16 @@ async def test_a_lane_past_its_quota_is_refused_by_the_batcher() -> None:
         max_queue_texts=100,
         lanes=Lanes(policy),
     ) as batcher:
-        batcher.check_quota("bulk")
         with batcher.reserve(1, "bulk") as reservation:
             reservation.spend(3000)
         with pytest.raises(OverloadedError) as refused:
-            batcher.check_quota("bulk")  # before any room is reserved: it can push nobody out
+            batcher.reserve(1, "bulk")  # before any room is reserved: it can push nobody out
         assert int(refused.value.headers["Retry-After"]) == 2  # ceil((3000 - 1000) / 1000)
         assert refused.value.code == "quota_exceeded" and batcher.reserved_texts == 0
         with batcher.reserve(1, "web") as reservation:
             reservation.spend(10_000)  # another lane has no quota
-        batcher.check_quota("web")
-        batcher.check_quota(None, "bulk")  # `user` never reaches a configured lane's quota
+        with batcher.reserve(1, "web"), batcher.reserve(1, None, "bulk"):  # `user` never reaches bulk's quota
+            pass
 
 
 def test_a_hundred_thousand_users_create_bounded_state() -> None:
