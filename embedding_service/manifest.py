@@ -4,9 +4,11 @@ service (it reads it at start-up); build-time models.export_encoder writes it.""
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 Pooling = Literal["mean", "cls", "max"]
+# An encoder identity: 16 hex digits of a SHA-256 over what determines the vectors (models.encoder_identity).
+IDENTITY_PATTERN = "^[0-9a-f]{16}$"
 
 MANIFEST_FILE = "manifest.json"
 SAVED_MODEL_DIR = "saved_model"
@@ -19,6 +21,7 @@ class EncoderManifest(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     model_name: str
+    identity: str = Field(pattern=IDENTITY_PATTERN, description="what determines the vectors, as one digest")
     embedding_dim: int
     max_seq_length: int
     pooling: Pooling

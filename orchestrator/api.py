@@ -6,8 +6,8 @@ import numpy as np
 import orjson
 from fastapi import APIRouter, Request, Response
 
-from orchestrator.deps import CoalescerDep, RegistryDep
-from orchestrator.heads import HEAD_NAME, HeadRegistry
+from orchestrator.deps import CoalescerDep, EndpointsDep, RegistryDep
+from orchestrator.heads import HEAD_NAME, HeadRegistry, version_problem
 from orchestrator.pipeline import Classified
 from orchestrator.schemas import ClassifyRequest, ClassifyResponse, HeadList, MultiHeadResponse
 from service_common import tracing
@@ -26,14 +26,15 @@ def _texts(body: ClassifyRequest) -> tuple[list[str], str]:
 
 
 def _heads(body: ClassifyRequest, registry: HeadRegistry) -> tuple[str, ...]:
-    """The heads asked for, checked: a 400 for a malformed selection, a 404 for a head not served, and
-    (for `head`, or no head: the default) a 502 or 503 when that head cannot answer."""
+    """The heads asked for, checked: a 400 for a malformed selection, a 404 for a head not served (whether
+    a served head can answer is the coalescer's to find, as it routes it to its encoder)."""
     if body.head is not None and body.heads is not None:
         raise InvalidRequestError("send `head` (one name) or `heads` (a list), not both", param="heads")
     if body.heads is None:
         name = body.head if body.head is not None else registry.default
         _check_name(name, "head")
-        return (registry.check(name, "head").name,)
+        registry.known(name, "head")
+        return (name,)
     served = len(registry.heads)
     if not body.heads or len(body.heads) > served:
         raise InvalidRequestError(f"heads must name 1 to {served} of the served heads", param="heads")
@@ -42,8 +43,7 @@ def _heads(body: ClassifyRequest, registry: HeadRegistry) -> tuple[str, ...]:
         _check_name(name, param)
         if name in body.heads[:index]:
             raise InvalidRequestError(f"{param}: {name!r} is named twice", param=param, code="duplicate_head")
-        if registry.get(name) is None:
-            registry.check(name, param)  # raises its 404
+        registry.known(name, param)
     return tuple(body.heads)
 
 
@@ -66,7 +66,7 @@ def predictions(classified: Classified) -> list[dict[str, Any]]:
 
 
 def _model(classified: Classified) -> dict[str, str]:
-    return {"name": classified.head, "version": str(classified.version)}
+    return {"name": classified.head, "version": str(classified.version), "encoder": classified.encoder}
 
 
 def response_body(classified: Classified, truncated: list[int], chunked: list[tuple[int, int]]) -> dict[str, Any]:
@@ -86,7 +86,9 @@ async def classify(
     texts, field = _texts(body)
     heads = _heads(body, registry)
     with tracing.span("classify", attributes={"classify.texts": len(texts), "classify.heads": ",".join(heads)}):
-        answer = await unless_disconnected(request, coalescer.classify(texts, deadline, field, heads, chunk=body.chunk))
+        answer = await unless_disconnected(
+            request, coalescer.classify(texts, deadline, field, heads, fan_out=body.heads is not None, chunk=body.chunk)
+        )
     if body.heads is None:
         result = answer.heads[heads[0]]
         if isinstance(result, ServiceError):
@@ -107,23 +109,50 @@ async def classify(
 
 
 @router.get("/v1/heads")
-async def list_heads(registry: RegistryDep) -> HeadList:
-    """Every head TF Serving serves now, from its own status and metadata (refreshed every second)."""
-    return HeadList.model_validate(
+async def list_heads(registry: RegistryDep, endpoints: EndpointsDep) -> HeadList:
+    """Every head TF Serving serves now, from its own status and metadata (refreshed every second), and
+    every encoder the embedding services serve, with the head versions trained on it."""
+    encoders = endpoints.encoders()
+    trained_on: dict[str, list[str]] = {}
+    for head in registry.heads:
+        for v in head.versions:
+            if v.encoder is not None:
+                trained_on.setdefault(v.encoder, []).append(f"{head.name}/{v.version}")
+    heads = []
+    for head in registry.heads:
+        try:
+            registry.route(head.name, "head", encoders)
+            problem = None
+        except ServiceError as exc:
+            problem = exc.message
+        versions = [
+            {
+                "version": v.version,
+                "labels": v.labels,
+                "input_dimension": v.input_dimension,
+                "encoder": v.encoder,
+                "problem": version_problem(v, encoders),
+            }
+            for v in head.versions
+        ]
+        heads.append(
+            {
+                "name": head.name,
+                "default": head.name == registry.default,
+                "ready": problem is None,
+                "problem": problem,
+                "versions": versions,
+            }
+        )
+    served = [
         {
-            "input_dimension": registry.encoder_dimension,
-            "heads": [
-                {
-                    "name": head.name,
-                    "default": head.name == registry.default,
-                    "ready": head.problem is None,
-                    "problem": head.problem,
-                    "versions": [
-                        {"version": v.version, "labels": v.labels, "input_dimension": v.input_dimension}
-                        for v in head.versions
-                    ],
-                }
-                for head in registry.heads
-            ],
+            "identity": e.client.identity,
+            "url": e.client.url,
+            "dimensions": e.client.dimensions,
+            "ready": e.problem is None,
+            "problem": e.problem,
+            "head_versions": trained_on.get(e.client.identity or "", []),
         }
-    )
+        for e in endpoints.endpoints
+    ]
+    return HeadList.model_validate({"heads": heads, "encoders": served})

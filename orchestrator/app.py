@@ -13,11 +13,12 @@ from orchestrator.clients.head import HeadClient
 from orchestrator.clients.head_grpc import HeadGrpcClient
 from orchestrator.clients.head_rest import HeadRestClient
 from orchestrator.coalescer import Coalescer
+from orchestrator.encoders import EmbeddingEndpoints
 from orchestrator.heads import HeadRegistry
-from orchestrator.labels import LabelCatalog
 from orchestrator.pipeline import Pipeline
 from orchestrator.readiness import DownstreamMonitor
 from orchestrator.settings import OrchestratorSettings
+from orchestrator.versions import VersionCatalog
 from service_common.app import cancel, drain_budget_s, service_app, stopping_event
 
 
@@ -29,16 +30,19 @@ async def _drain_when(stopping: asyncio.Event, coalescer: Coalescer, grace_s: fl
 
 def create_app(settings: OrchestratorSettings) -> FastAPI:
     registry = HeadRegistry(Path(settings.head_config_file), settings.default_head)
-    monitor = DownstreamMonitor(registry, settings.ready_interval_s, settings.ready_timeout_s)
+    monitor = DownstreamMonitor(settings.ready_interval_s, settings.ready_timeout_s)
+    clients = [EmbeddingClient(settings, url) for url in settings.embedding_url_list]
+    endpoints = EmbeddingEndpoints(clients)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            embedding = await stack.enter_async_context(EmbeddingClient(settings))
+            for client in clients:
+                await stack.enter_async_context(client)
             head: HeadClient = await stack.enter_async_context(
                 HeadGrpcClient(settings) if settings.head_protocol == "grpc" else HeadRestClient(settings)
             )
-            pipeline = Pipeline(embedding, head, LabelCatalog(head, settings.head_timeout_s), registry)
+            pipeline = Pipeline(endpoints, head, VersionCatalog(head, settings.head_timeout_s), registry)
             app.state.coalescer = coalescer = Coalescer(
                 pipeline,
                 max_batch_texts=settings.max_batch_texts,
@@ -54,4 +58,5 @@ def create_app(settings: OrchestratorSettings) -> FastAPI:
 
     app = service_app("Orchestrator", settings, lifespan, monitor.not_ready_reason, router)
     app.state.heads = registry
+    app.state.endpoints = endpoints
     return app

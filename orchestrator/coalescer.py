@@ -1,4 +1,5 @@
-"""Coalescer: concurrent /classify requests share one embedding call, then one head call per head named.
+"""Coalescer: concurrent /classify requests share one embedding call per encoder, then one head call per
+head named.
 
 Each hop call has a fixed cost (an HTTP or gRPC round trip, JSON and protobuf work, a connection-pool
 walk) that, per request, would cost the two CPU cores the encoder needs; merged, 64 concurrent
@@ -8,6 +9,10 @@ leaves as soon as one of `max_in_flight` call slots is free, taking every reques
 
 Tuning: `max_batch_texts` near the embedding service's batch size; `max_in_flight` enough to keep the
 encoder fed while another batch is at the head (2-4); `max_queue_texts` bounds the wait (overflow: 429).
+
+A request is split by encoder first: the heads it names are routed to the encoder each one's answering
+version was trained on (orchestrator.heads), and its texts queue once per encoder; a fan-out over heads on
+two encoders makes two embedding calls, and its answer joins both parts.
 
 Requests are checked against the embedding service's limits before they queue (orchestrator/limits.py),
 and a merged call never outgrows them. A text the embedding service still refuses fails only its own
@@ -23,12 +28,18 @@ import numpy as np
 from opentelemetry.trace import SpanContext, SpanKind
 
 from orchestrator.clients.embedding import Embedded, EmbeddingRefusedError
-from orchestrator.limits import check_texts
+from orchestrator.limits import EmbeddingLimits, check_texts
 from orchestrator.metrics import COALESCED_REQUESTS, COALESCER_QUEUE_TEXTS
-from orchestrator.pipeline import Answer, Classified, Pipeline
+from orchestrator.pipeline import Answer, Classified, EncoderMovedError, Pipeline
 from service_common import tracing
 from service_common.deadline import Deadline
-from service_common.errors import DeadlineExceededError, OverloadedError, ServiceError, UnavailableError
+from service_common.errors import (
+    DeadlineExceededError,
+    InvalidRequestError,
+    OverloadedError,
+    ServiceError,
+    UnavailableError,
+)
 from service_common.logs import request_id_var
 
 logger = logging.getLogger(__name__)
@@ -45,6 +56,7 @@ class _Job:
     texts: list[str]
     texts_field: str  # `text` or `texts`: how errors name them
     heads: tuple[str, ...]  # the heads it asks, in its order
+    encoder: str  # the encoder those heads take: only requests for one encoder share a call
     chunk: bool  # long texts embedded whole: only requests that agree on it share a call
     size_bytes: int  # the texts' share of an embedding call's body
     deadline: Deadline
@@ -66,18 +78,65 @@ class Coalescer:
         self._closing = False
 
     async def classify(
-        self, texts: list[str], deadline: Deadline, field: str, heads: tuple[str, ...], *, chunk: bool = False
+        self,
+        texts: list[str],
+        deadline: Deadline,
+        field: str,
+        heads: tuple[str, ...],
+        *,
+        fan_out: bool = False,
+        chunk: bool = False,
     ) -> Answer:
         """`field` is how the caller sent the texts (`text` or `texts`), for errors naming one of them;
-        each of `heads` answers for every text; `chunk`: texts over the encoder's max length are classified
+        each of `heads` answers for every text; `fan_out`: the caller named them as `heads`, and a head that
+        cannot answer fails only its own entry; `chunk`: texts over the encoder's max length are classified
         on all of their text."""
         if self._closing:
             raise UnavailableError("the orchestrator is shutting down", code="shutting_down")
-        size_bytes = check_texts(texts, field, self._pipeline.embedding.limits, self._max_queue_texts)
+        routes: dict[str, list[str]] = {}  # encoder -> the heads that take its vectors
+        failed: dict[str, ServiceError] = {}
+        for index, head in enumerate(heads):
+            try:
+                encoder = await self._pipeline.route(head, f"heads[{index}]" if fan_out else "head", deadline)
+            except ServiceError as exc:
+                if not fan_out:
+                    raise
+                failed[head] = exc
+                continue
+            routes.setdefault(encoder, []).append(head)
+        parts = [self._part(texts, deadline, field, tuple(group), encoder, chunk) for encoder, group in routes.items()]
+        answers = await asyncio.gather(*parts, return_exceptions=True)
+        errors = [a for a in answers if isinstance(a, BaseException)]
+        for error in errors:
+            if (
+                not isinstance(error, ServiceError)
+                or isinstance(error, InvalidRequestError)
+                or len(errors) == len(parts)
+            ):
+                raise error  # the caller's texts refused, or nothing to answer with: the request's error
+        results: dict[str, Classified | ServiceError] = dict(failed)
+        truncated: set[int] = set()
+        chunked: dict[int, int] = {}
+        for group, answer in zip(routes.values(), answers, strict=True):
+            if isinstance(answer, ServiceError):
+                results.update(dict.fromkeys(group, answer))
+            elif isinstance(answer, Answer):
+                results.update(answer.heads)
+                truncated.update(answer.truncated)
+                chunked.update(answer.chunked)
+        return Answer({head: results[head] for head in heads}, sorted(truncated), sorted(chunked.items()))
+
+    async def _part(
+        self, texts: list[str], deadline: Deadline, field: str, heads: tuple[str, ...], encoder: str, chunk: bool
+    ) -> Answer:
+        """The heads of one encoder, on one embedding of the texts shared with other requests."""
+        size_bytes = check_texts(texts, field, self._limits(encoder), self._max_queue_texts)
         if self._queued_texts + len(texts) > self._max_queue_texts:
             raise OverloadedError(f"the orchestrator has {self._queued_texts} texts queued; retry shortly")
         future = asyncio.get_running_loop().create_future()
-        job = _Job(texts, field, heads, chunk, size_bytes, deadline, request_id_var.get(), tracing.current(), future)
+        job = _Job(
+            texts, field, heads, encoder, chunk, size_bytes, deadline, request_id_var.get(), tracing.current(), future
+        )
         self._queue.append(job)
         self._queued_texts += len(texts)
         self._dispatch()
@@ -91,19 +150,26 @@ class Coalescer:
         finally:
             job.future.cancel()  # no-op when done; else its batch skips it (or no longer delivers to it)
 
+    def _limits(self, encoder: str) -> EmbeddingLimits | None:
+        try:
+            return self._pipeline.endpoints.serving(encoder).limits
+        except ServiceError:  # no longer served: the call says so
+            return None
+
     def _dispatch(self) -> None:
-        limits = self._pipeline.embedding.limits
-        max_texts = (
-            self._max_batch_texts if limits is None else min(self._max_batch_texts, limits.max_texts_per_request)
-        )
-        max_bytes = None if limits is None else limits.max_call_bytes
         while self._queue and len(self._in_flight) < self._max_in_flight:
+            limits = self._limits(self._queue[0].encoder)
+            max_texts = (
+                self._max_batch_texts if limits is None else min(self._max_batch_texts, limits.max_texts_per_request)
+            )
+            max_bytes = None if limits is None else limits.max_call_bytes
             jobs: list[_Job] = []
             texts = size = 0
             while self._queue and (
                 not jobs
                 or (
                     self._queue[0].chunk == jobs[0].chunk
+                    and self._queue[0].encoder == jobs[0].encoder
                     and texts + len(self._queue[0].texts) <= max_texts
                     and (max_bytes is None or size + self._queue[0].size_bytes <= max_bytes)
                 )
@@ -154,7 +220,7 @@ class Coalescer:
         texts = [text for job in jobs for text in job.texts]
         try:
             with _hop_span("embed_call", jobs, texts=len(texts)):
-                embedded = await self._pipeline.embed(texts, deadline, chunk=jobs[0].chunk)
+                embedded = await self._pipeline.embed(texts, deadline, chunk=jobs[0].chunk, encoder=jobs[0].encoder)
         except EmbeddingRefusedError as refusal:
             await self._refused(jobs, refusal)
             return
@@ -177,7 +243,8 @@ class Coalescer:
             asking = [job for job in jobs if head in job.heads]
             rows = [row for job, span in zip(jobs, spans, strict=True) if head in job.heads for row in span]
             vectors = embedded.vectors if len(rows) == len(embedded.vectors) else embedded.vectors[rows]
-            calls.append(self._head_call(head, vectors, deadline, asking))
+            texts = [text for job in asking for text in job.texts]
+            calls.append(self._head_call(head, vectors, embedded.encoder, texts, deadline, asking))
         results = dict(zip(wanted, await asyncio.gather(*calls, return_exceptions=True), strict=True))
         offsets = dict.fromkeys(wanted, 0)
         for job, span in zip(jobs, spans, strict=True):
@@ -194,9 +261,24 @@ class Coalescer:
                 chunked = [(i - span.start, n) for i, n in embedded.chunked if i in span]
                 job.future.set_result(Answer(answers, truncated, chunked))
 
-    async def _head_call(self, head: str, vectors: np.ndarray, deadline: Deadline, jobs: list[_Job]) -> Classified:
-        with _hop_span("head_call", jobs, texts=len(vectors), head=head):
-            return await self._pipeline.score(head, vectors, deadline)
+    async def _head_call(
+        self, head: str, vectors: np.ndarray, encoder: str, texts: list[str], deadline: Deadline, jobs: list[_Job]
+    ) -> Classified:
+        """The head's answer for the vectors; if its version for their encoder went while they were made
+        (an encoder upgrade: the new version loaded), its rows are embedded again for the encoder it
+        takes now, once."""
+        try:
+            with _hop_span("head_call", jobs, texts=len(vectors), head=head):
+                return await self._pipeline.score(head, vectors, encoder, deadline)
+        except EncoderMovedError as moved:
+            logger.info("head %s moved from encoder %s to %s: embedding again", head, encoder, moved.encoder)
+            with _hop_span("embed_call", jobs, texts=len(texts), encoder=moved.encoder):
+                again = await self._pipeline.embed(texts, deadline, chunk=jobs[0].chunk, encoder=moved.encoder)
+        try:
+            with _hop_span("head_call", jobs, texts=len(vectors), head=head):
+                return await self._pipeline.score(head, again.vectors, again.encoder, deadline)
+        except EncoderMovedError as moved_again:
+            raise moved_again.mismatch() from None
 
     async def _refused(self, jobs: list[_Job], refusal: EmbeddingRefusedError) -> None:
         """Only the request whose text was refused gets the error, in its own terms; the others go again

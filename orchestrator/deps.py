@@ -5,6 +5,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from orchestrator.coalescer import Coalescer
+from orchestrator.encoders import EmbeddingEndpoints
 from orchestrator.heads import HeadRegistry
 
 
@@ -18,5 +19,11 @@ async def get_registry(request: Request) -> HeadRegistry:
     return registry
 
 
+async def get_endpoints(request: Request) -> EmbeddingEndpoints:
+    endpoints: EmbeddingEndpoints = request.app.state.endpoints
+    return endpoints
+
+
 CoalescerDep = Annotated[Coalescer, Depends(get_coalescer)]
 RegistryDep = Annotated[HeadRegistry, Depends(get_registry)]
+EndpointsDep = Annotated[EmbeddingEndpoints, Depends(get_endpoints)]

@@ -1,14 +1,19 @@
-"""The heads: which ones TF Serving serves, and what each one's versions need and give.
+"""The heads: which ones TF Serving serves, what each one's versions are, and which version answers for
+vectors of which encoder.
 
 Names come from TF Serving's own model config file (the one it is started with): none of its APIs lists
-the models it serves. Each head's AVAILABLE versions come from its status, and each version's input
-dimension and label names from that version itself (metadata and its `labels` signature), read once per
-version (versions are immutable). The readiness monitor refreshes it all, so /classify never waits on a
-lookup and `GET /v1/heads` always shows what TF Serving serves now."""
+the models it serves. Each head's AVAILABLE versions come from its status, and each version's facts (input
+size, labels, encoder stamp) from that version itself, read once (orchestrator.versions). The readiness
+monitor refreshes it all, so /classify never waits on a lookup and `GET /v1/heads` always shows what TF
+Serving serves now; a version found gone under a call is looked up again at once (`reread`).
+
+A head is routed to the encoder of its newest version whose encoder is served (`route`), and given vectors
+only through the version stamped with the encoder that made them (`version_for`): never another's."""
 
 import asyncio
 import logging
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,36 +21,22 @@ from google.protobuf import text_format
 
 from orchestrator.clients import tfserving_messages as pb
 from orchestrator.clients.head import HeadClient
-from orchestrator.labels import LabelCatalog
+from orchestrator.versions import HeadVersion, VersionCatalog
 from service_common.deadline import Deadline
-from service_common.errors import BadGatewayError, NotFoundError, ServiceError
+from service_common.errors import BadGatewayError, NotFoundError, ServiceError, UnavailableError
 
 logger = logging.getLogger(__name__)
 
 # What a head name may be: safe in a URL path and a log line (TF Serving takes more, we need no more).
 HEAD_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}", re.ASCII)
-
-
-@dataclass(frozen=True)
-class HeadVersion:
-    version: int
-    input_dimension: int | None
-    labels: list[str]
+STAMP_COMMAND = "python -m models.stamp_head"
 
 
 @dataclass(frozen=True)
 class Head:
     name: str
-    versions: list[HeadVersion]  # AVAILABLE, ascending
-    problem: str | None = None  # why it cannot answer now; None: it can
-
-    def mismatch(self) -> ServiceError | None:
-        """A head that answers, but not for this encoder: its answers would be garbage, so it is refused.
-        Any other problem (unreachable, no version yet) is the call's to find: the registry may be a
-        second old, and the call reports it exactly."""
-        if self.problem is None or not self.versions:
-            return None
-        return BadGatewayError(f"head {self.name!r} {self.problem}", param="head", code="head_mismatch")
+    versions: list[HeadVersion]  # AVAILABLE, ascending (as last read, if it cannot be read now)
+    problem: str | None = None  # why it could not be read; None: it was
 
 
 def configured_heads(config_file: Path) -> list[str]:
@@ -55,15 +46,23 @@ def configured_heads(config_file: Path) -> list[str]:
     return [model.name for model in config.model_config_list.config]
 
 
+def version_problem(version: HeadVersion, encoders: Collection[str]) -> str | None:
+    """Why this version cannot be given vectors: it has no stamp, or its encoder is not served."""
+    if version.encoder is None:
+        return f"has no encoder stamp (exported before stamps): stamp it with `{STAMP_COMMAND}` or train anew"
+    if version.encoder not in encoders:
+        return f"was trained on encoder {version.encoder}, which no embedding service serves"
+    return None
+
+
 class HeadRegistry:
     def __init__(self, config_file: Path, default: str) -> None:
         self.config_file = config_file
         self.default = default
         self._heads: dict[str, Head] = {}
-        self._versions: dict[tuple[str, int], HeadVersion] = {}  # versions are immutable: read once
         self._config_error: str | None = None
         self._loaded = False  # the config file was read at least once: only then is a name unknown
-        self.encoder_dimension: int | None = None  # as of the last refresh
+        self._rereading: dict[str, asyncio.Task[None]] = {}
 
     @property
     def heads(self) -> list[Head]:
@@ -72,38 +71,63 @@ class HeadRegistry:
     def get(self, name: str) -> Head | None:
         return self._heads.get(name)
 
-    def problems(self) -> dict[str, str]:
-        return {head.name: head.problem for head in self._heads.values() if head.problem}
-
-    def not_ready_reason(self) -> str | None:
+    def not_ready_reason(self, encoders: Collection[str]) -> str | None:
         """Ready when the default head can answer; other heads' problems are reported, not fatal."""
         if self._config_error is not None and not self._heads:
             return self._config_error
-        head = self._heads.get(self.default)
-        if head is None:
+        if self._loaded and self.default not in self._heads:
             return f"the default head {self.default!r} is not in {self.config_file}"
-        return None if head.problem is None else f"the default head {self.default!r} {head.problem}"
+        try:
+            self.route(self.default, "head", encoders)
+        except ServiceError as exc:
+            return exc.message
+        return None
 
-    def check(self, name: str, param: str) -> Head:
-        """`name` as the head to call for `param` (`head` or `heads[1]`): a 404 if the config does not list
-        it, a 502 if it takes another embedding size than the encoder's."""
-        head = self._heads.get(name)
-        if head is None and not self._loaded:
-            return Head(name, [])  # not read yet: the call itself will say whether it exists
-        if head is None:
+    def known(self, name: str, param: str) -> None:
+        """A 404 for a head the config does not list (once it has been read)."""
+        if name not in self._heads and self._loaded:
             served = ", ".join(sorted(self._heads)) or "none"
             raise NotFoundError(
                 f"{param}: no head {name!r} is served (served: {served})", param=param, code="head_not_found"
             )
-        error = head.mismatch()
-        if error is not None:
-            raise error
-        return head
 
-    async def refresh(self, client: HeadClient, labels: LabelCatalog, dimensions: int | None, timeout_s: float) -> None:
-        """One look at the config file and at every head in it; a head that fails to answer says why.
-        `dimensions`: the encoder's, None while it is not known (then no head is judged on it)."""
-        self.encoder_dimension = dimensions
+    def route(self, name: str, param: str, encoders: Collection[str]) -> str:
+        """The encoder whose vectors `name` takes (`param`: how the request named it): that of its newest
+        AVAILABLE version whose encoder is served. 404 unknown, 503 unreadable or unloaded, 502 for a head
+        no served encoder can feed."""
+        self.known(name, param)
+        head = self._heads.get(name)
+        if head is None or not head.versions:
+            why = "has not been read yet" if head is None else (head.problem or "has no available version")
+            raise UnavailableError(f"head {name!r} {why}", code="head_unavailable")
+        if not encoders:
+            raise UnavailableError("no embedding service has named its encoder yet", code="embedding_unavailable")
+        fed = [v.encoder for v in head.versions if v.encoder is not None and v.encoder in encoders]
+        if fed:
+            return fed[-1]
+        newest = head.versions[-1]
+        if all(v.encoder is None for v in head.versions):
+            raise BadGatewayError(
+                f"head {name!r} version {newest.version} {version_problem(newest, encoders)}",
+                param=param,
+                code="unstamped_head",
+            )
+        stamped = [v for v in head.versions if v.encoder is not None][-1]
+        raise BadGatewayError(
+            f"head {name!r} version {stamped.version} was trained on encoder {stamped.encoder}; the embedding "
+            f"services serve {', '.join(sorted(encoders))}",
+            param=param,
+            code="encoder_mismatch",
+        )
+
+    def version_for(self, name: str, encoder: str) -> HeadVersion | None:
+        """The newest AVAILABLE version of `name` trained on `encoder`: the only ones its vectors may feed."""
+        head = self._heads.get(name)
+        fed = [v for v in head.versions if v.encoder == encoder] if head else []
+        return fed[-1] if fed else None
+
+    async def refresh(self, client: HeadClient, catalog: VersionCatalog, timeout_s: float) -> None:
+        """One look at the config file and at every head in it; a head that fails to answer says why."""
         try:
             names = configured_heads(self.config_file)
             self._config_error = None
@@ -111,50 +135,47 @@ class HeadRegistry:
             self._config_error = f"cannot read the head config {self.config_file}: {exc}"
             logger.warning("%s; keeping the heads known before", self._config_error)
             names = list(self._heads)
-        looked = await asyncio.gather(*(self._look(client, labels, name, dimensions, timeout_s) for name in names))
+        looked = await asyncio.gather(*(self._look(client, catalog, name, timeout_s) for name in names))
         for head in looked:
-            known = self._heads.get(head.name)
-            if known is None or known.problem != head.problem or known.versions != head.versions:
-                logger.info(
-                    "head %s: versions %s%s",
-                    head.name,
-                    [v.version for v in head.versions],
-                    f"; {head.problem}" if head.problem else "",
-                )
-        gone = set(self._heads) - set(names)
-        for name in gone:
+            self._log_change(head)
+        for name in set(self._heads) - set(names):
             logger.info("head %s is no longer served", name)
         self._heads = {head.name: head for head in looked}
         self._loaded = self._loaded or self._config_error is None  # names are unknown only once these are known
-        self._versions = {key: value for key, value in self._versions.items() if key[0] in self._heads}
+        catalog.forget(set(self._heads))
 
-    async def _look(
-        self, client: HeadClient, labels: LabelCatalog, name: str, dimensions: int | None, timeout_s: float
-    ) -> Head:
+    async def reread(self, client: HeadClient, catalog: VersionCatalog, name: str, deadline: Deadline) -> None:
+        """Looks at one head again now (a call found its version gone); concurrent callers share one look,
+        each waiting at most until its own deadline."""
+        task = self._rereading.get(name)
+        if task is None:
+            task = asyncio.create_task(self._reread(client, catalog, name, deadline.remaining_s()))
+            self._rereading[name] = task
+            task.add_done_callback(lambda _: self._rereading.pop(name, None))
+        async with asyncio.timeout(deadline.remaining_s()):
+            await asyncio.shield(task)
+
+    async def _reread(self, client: HeadClient, catalog: VersionCatalog, name: str, timeout_s: float) -> None:
+        head = await self._look(client, catalog, name, timeout_s)
+        self._log_change(head)
+        if name in self._heads:  # not when a refresh dropped it meanwhile
+            self._heads[name] = head
+
+    def _log_change(self, head: Head) -> None:
+        known = self._heads.get(head.name)
+        if known is None or known.problem != head.problem or known.versions != head.versions:
+            versions = ", ".join(f"{v.version} (encoder {v.encoder or 'unstamped'})" for v in head.versions)
+            logger.info(
+                "head %s: versions %s%s", head.name, versions or "none", f"; {head.problem}" if head.problem else ""
+            )
+
+    async def _look(self, client: HeadClient, catalog: VersionCatalog, name: str, timeout_s: float) -> Head:
         if not HEAD_NAME.fullmatch(name):
             return Head(name, [], "has a name the orchestrator cannot route to (letters, digits, - and _ only)")
         try:
-            versions = [
-                await self._version(client, labels, name, v, timeout_s) for v in await client.versions(name, timeout_s)
-            ]
-        except ServiceError as exc:
-            return Head(name, [], f"cannot be read: {exc.message}")
-        if not versions:
-            return Head(name, [], "has no available version")
-        mismatched = [v for v in versions if dimensions is not None and v.input_dimension not in (None, dimensions)]
-        if mismatched:
-            got = mismatched[-1].input_dimension
-            problem = f"takes {got}-dimensional embeddings, and the encoder gives {dimensions}"
-            return Head(name, versions, problem)
-        return Head(name, versions)
-
-    async def _version(
-        self, client: HeadClient, labels: LabelCatalog, name: str, version: int, timeout_s: float
-    ) -> HeadVersion:
-        known = self._versions.get((name, version))
-        if known is not None:
-            return known
-        dimension = await client.input_dimension(name, version, timeout_s)
-        names = await labels.names(name, version, dimension or 1, Deadline(timeout_s))
-        self._versions[(name, version)] = found = HeadVersion(version, dimension, names)
-        return found
+            deadline = Deadline(timeout_s)
+            versions = [await catalog.get(name, v, deadline) for v in await client.versions(name, timeout_s)]
+        except ServiceError as exc:  # the versions known before stay: a call finds out whether they answer
+            known = self._heads.get(name)
+            return Head(name, known.versions if known else [], f"cannot be read: {exc.message}")
+        return Head(name, versions, None if versions else "has no available version")

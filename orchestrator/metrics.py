@@ -19,3 +19,13 @@ COALESCER_QUEUE_TEXTS = Gauge("orchestrator_queue_texts", "Texts waiting for a h
 COALESCED_REQUESTS = Histogram(
     "orchestrator_requests_per_call", "/classify requests sharing one embedding call", buckets=(1, 2, 4, 8, 16, 32, 64)
 )
+ENCODER_HEAD_VERSIONS = Gauge(
+    "orchestrator_encoder_head_versions",
+    "Served head versions trained on each encoder an embedding service serves: 0 means the encoder can be retired",
+    ["encoder"],
+)
+ENCODER_MISMATCHES_TOTAL = Counter(
+    "orchestrator_encoder_mismatches_total",
+    "Head calls refused because no version of the head takes the vectors' encoder (502 encoder_mismatch)",
+    ["head"],
+)

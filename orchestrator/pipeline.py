@@ -1,19 +1,23 @@
-"""Pipeline: texts -> embeddings (embedding service) -> probabilities (a head) -> label names, in input order.
+"""Pipeline: texts -> embeddings (the embedding service serving the head's encoder) -> probabilities (the
+head version trained on that encoder) -> label names, in input order.
 
-Two steps, so the coalescer that calls them knows which hop a batch is waiting on, and embeds once for
-every head its requests name."""
+Two steps, so the coalescer that calls them knows which hop a batch is waiting on, and embeds once per
+encoder for every head its requests name. A head is never given vectors from an encoder other than the
+one its answering version was trained on: `score` pins the version stamped with the encoder the embedding
+answer names."""
 
 from dataclasses import dataclass
 
 import numpy as np
 
-from orchestrator.clients.embedding import Embedded, EmbeddingClient
-from orchestrator.clients.head import HeadClient, ModelNotFoundError, Scores
+from orchestrator.clients.embedding import Embedded
+from orchestrator.clients.head import HeadClient, ModelNotFoundError
+from orchestrator.encoders import EmbeddingEndpoints
 from orchestrator.heads import HeadRegistry
-from orchestrator.labels import LabelCatalog
 from orchestrator.metrics import CLASSIFIED_TEXTS_TOTAL
+from orchestrator.versions import HeadVersion, VersionCatalog
 from service_common.deadline import Deadline
-from service_common.errors import BadGatewayError, ServiceError
+from service_common.errors import BadGatewayError, ServiceError, UnavailableError
 
 
 @dataclass(frozen=True)
@@ -24,9 +28,10 @@ class Classified:
     probabilities: np.ndarray  # [texts, classes]
     labels: list[str]  # the answering version's class names, in column order
     version: int
+    encoder: str  # the identity of the encoder that embedded the texts (and that the version was trained on)
 
     def rows(self, start: int, stop: int) -> "Classified":
-        return Classified(self.head, self.probabilities[start:stop], self.labels, self.version)
+        return Classified(self.head, self.probabilities[start:stop], self.labels, self.version, self.encoder)
 
 
 @dataclass(frozen=True)
@@ -38,37 +43,76 @@ class Answer:
     chunked: list[tuple[int, int]]  # (text index, windows) of texts embedded whole from several windows
 
 
-class Pipeline:
-    def __init__(self, embedding: EmbeddingClient, head: HeadClient, labels: LabelCatalog, heads: HeadRegistry) -> None:
-        self.embedding = embedding
+class EncoderMovedError(Exception):
+    """The head no longer has a version for the vectors' encoder, and now answers for `encoder`'s (its new
+    version loaded while they were embedded): embed again for that encoder."""
+
+    def __init__(self, head: str, vectors_encoder: str, encoder: str) -> None:
+        super().__init__(head, vectors_encoder, encoder)
         self.head = head
-        self.labels = labels
+        self.vectors_encoder = vectors_encoder
+        self.encoder = encoder
+
+    def mismatch(self) -> BadGatewayError:
+        return BadGatewayError(
+            f"head {self.head!r} answers for encoder {self.encoder}, and the embedding service embedded the "
+            f"texts with encoder {self.vectors_encoder}",
+            code="encoder_mismatch",
+        )
+
+
+class Pipeline:
+    def __init__(
+        self, endpoints: EmbeddingEndpoints, head: HeadClient, catalog: VersionCatalog, heads: HeadRegistry
+    ) -> None:
+        self.endpoints = endpoints
+        self.head = head
+        self.catalog = catalog
         self.heads = heads
 
-    async def embed(self, texts: list[str], deadline: Deadline, *, chunk: bool) -> Embedded:
-        return await self.embedding.embed(texts, deadline, chunk=chunk)
-
-    async def score(self, head: str, vectors: np.ndarray, deadline: Deadline) -> Classified:
-        """The head's probabilities for the vectors, with the answering version's label names."""
-        self.heads.check(head, "head")
-        scores = await self.head.predict(head, vectors, deadline)
+    async def route(self, head: str, param: str, deadline: Deadline) -> str:
+        """The encoder whose vectors `head` takes now. A head not readable at the last look is looked at
+        again first (it may have loaded since)."""
         try:
-            names = await self.labels.names(head, scores.version, vectors.shape[1], deadline)
+            return self.heads.route(head, param, self.endpoints.encoders())
+        except UnavailableError as exc:
+            if exc.code != "head_unavailable":
+                raise
+        await self.heads.reread(self.head, self.catalog, head, deadline)
+        return self.heads.route(head, param, self.endpoints.encoders())
+
+    async def embed(self, texts: list[str], deadline: Deadline, *, chunk: bool, encoder: str) -> Embedded:
+        return await self.endpoints.serving(encoder).embed(texts, deadline, chunk=chunk)
+
+    async def score(self, head: str, vectors: np.ndarray, encoder: str, deadline: Deadline) -> Classified:
+        """The probabilities of the head version trained on `encoder` (the one that made the vectors),
+        with its label names. EncoderMovedError when the head answers for another encoder now."""
+        version = self._version_for(head, encoder)
+        try:
+            probabilities = await self.head.predict(head, version.version, vectors, deadline)
         except ModelNotFoundError:
-            # The version that answered was unloaded before its labels were read (a swap in between):
-            # the newer version answers again, and its labels are read.
-            scores = await self.head.predict(head, vectors, deadline)
-            names = await self.labels.names(head, scores.version, vectors.shape[1], deadline)
-        _check_shape(head, scores, names, len(vectors))
+            # The version was unloaded (a newer one came): look at the head again, and go on with the
+            # version trained on this encoder, if one is still there.
+            await self.heads.reread(self.head, self.catalog, head, deadline)
+            version = self._version_for(head, encoder)
+            probabilities = await self.head.predict(head, version.version, vectors, deadline)
+        _check_shape(head, version.version, probabilities, version.labels, len(vectors))
         CLASSIFIED_TEXTS_TOTAL.labels(head).inc(len(vectors))
-        return Classified(head, scores.probabilities, names, scores.version)
+        return Classified(head, probabilities, version.labels, version.version, encoder)
+
+    def _version_for(self, head: str, encoder: str) -> HeadVersion:
+        version = self.heads.version_for(head, encoder)
+        if version is None:
+            routed = self.heads.route(head, "head", self.endpoints.encoders())  # raises encoder_mismatch
+            raise EncoderMovedError(head, encoder, routed)
+        return version
 
 
-def _check_shape(head: str, scores: Scores, names: list[str], texts: int) -> None:
+def _check_shape(head: str, version: int, probabilities: np.ndarray, names: list[str], texts: int) -> None:
     expected = (texts, len(names))
-    if not names or scores.probabilities.shape != expected:
+    if not names or probabilities.shape != expected:
         raise BadGatewayError(
-            f"head {head!r} version {scores.version} returned probabilities of shape "
-            f"{list(scores.probabilities.shape)} for {texts} texts and {len(names)} labels",
+            f"head {head!r} version {version} returned probabilities of shape "
+            f"{list(probabilities.shape)} for {texts} texts and {len(names)} labels",
             code="head_error",
         )

@@ -1,45 +1,45 @@
 """DownstreamMonitor: checks both hops once a second, so /readyz answers at once and says what is wrong.
 
-Each check also refreshes the head registry: the heads in TF Serving's config, their available versions,
-each new version's input dimension and label names (read before the first request needs them), and
-(over REST) the pinned versions. Ready means: the embedding service is, and the default head can answer;
-another head's problem is reported in /v1/heads and fails only the requests that name it."""
+Each check reads every embedding service's state and encoder identity, then refreshes the head registry:
+the heads in TF Serving's config, their available versions and each new version's facts (input size,
+label names, encoder stamp), read before the first request needs them. Ready means: the default head has
+a version whose encoder an embedding service serves, and that service is ready; another head's problem is
+reported in /v1/heads and fails only the requests that name it."""
 
 import asyncio
 import logging
 
-from orchestrator.clients.embedding import EmbeddingClient
-from orchestrator.heads import HeadRegistry
+from orchestrator.metrics import ENCODER_HEAD_VERSIONS
 from orchestrator.pipeline import Pipeline
-from service_common.errors import ServiceError
 
 logger = logging.getLogger(__name__)
 
 
 class DownstreamMonitor:
-    def __init__(self, heads: HeadRegistry, interval_s: float, timeout_s: float) -> None:
-        self.heads = heads
+    def __init__(self, interval_s: float, timeout_s: float) -> None:
         self.interval_s = interval_s
         self.timeout_s = timeout_s
-        self._last_dimensions: int | None = None  # the encoder's, as last seen: kept while it is down
-        self._dimensions: int | None = None  # read again whenever the embedding service was not ready
         self._reason: str | None = "the downstream services have not been checked yet"
+        self._counted: set[str] = set()  # the encoders ENCODER_HEAD_VERSIONS has a series for
 
     def not_ready_reason(self) -> str | None:
         return self._reason
 
     async def check(self, pipeline: Pipeline) -> None:
-        """The heads are refreshed whatever the embedding service's state, so a request names its real
+        """The heads are refreshed whatever the embedding services' state, so a request names its real
         problem (the embedding service down, say) rather than heads not yet known."""
+        endpoints, registry = pipeline.endpoints, pipeline.heads
+        await endpoints.check(self.timeout_s)
+        await registry.refresh(pipeline.head, pipeline.catalog, self.timeout_s)
+        encoders = endpoints.encoders()
         reason: str | None
-        try:
-            dimensions: int | None = await self._embedding_dimensions(pipeline.embedding)
-            reason = None
-        except ServiceError as exc:
-            dimensions, reason = None, exc.message
-        await self.heads.refresh(pipeline.head, pipeline.labels, dimensions or self._last_dimensions, self.timeout_s)
-        self._last_dimensions = dimensions or self._last_dimensions
-        reason = reason or self.heads.not_ready_reason()
+        if not encoders:
+            reason = endpoints.problems() or "no embedding service has named its encoder yet"
+        else:
+            reason = registry.not_ready_reason(encoders)
+            if reason is None:  # the default head takes an encoder served: is a service serving it ready?
+                reason = endpoints.problem(registry.route(registry.default, "head", encoders))
+        self._count_versions(pipeline, encoders)
         if reason != self._reason:
             if reason is None:
                 logger.info("ready")
@@ -47,15 +47,17 @@ class DownstreamMonitor:
                 logger.warning("not ready: %s", reason)
         self._reason = reason
 
-    async def _embedding_dimensions(self, embedding: EmbeddingClient) -> int:
-        try:
-            await embedding.check_ready(self.timeout_s)
-            if self._dimensions is None:
-                self._dimensions = await embedding.describe(self.timeout_s)
-            return self._dimensions
-        except ServiceError:
-            self._dimensions = None
-            raise
+    def _count_versions(self, pipeline: Pipeline, encoders: set[str]) -> None:
+        counts = dict.fromkeys(encoders, 0)
+        for head in pipeline.heads.heads:
+            for version in head.versions:
+                if version.encoder in counts:
+                    counts[version.encoder] += 1
+        for encoder in self._counted - encoders:
+            ENCODER_HEAD_VERSIONS.remove(encoder)
+        for encoder, count in counts.items():
+            ENCODER_HEAD_VERSIONS.labels(encoder).set(count)
+        self._counted = encoders
 
     async def watch(self, pipeline: Pipeline) -> None:
         while True:

@@ -29,6 +29,7 @@ class Prediction(BaseModel):
 class ModelInfo(BaseModel):
     name: str
     version: str = Field(description="the head version that answered")
+    encoder: str = Field(description="the identity of the encoder that embedded the texts, the version's own")
 
 
 class Chunked(BaseModel):
@@ -54,6 +55,8 @@ class HeadVersionInfo(BaseModel):
     version: int
     labels: list[str]
     input_dimension: int | None
+    encoder: str | None = Field(description="the identity of the encoder it was trained on; null: no stamp")
+    problem: str | None = Field(description="why it cannot be given vectors now; null when it can")
 
 
 class HeadInfo(BaseModel):
@@ -64,9 +67,20 @@ class HeadInfo(BaseModel):
     versions: list[HeadVersionInfo] = Field(description="the versions TF Serving has AVAILABLE, ascending")
 
 
+class EncoderInfo(BaseModel):
+    identity: str | None = Field(description="the encoder it serves; null until it has said")
+    url: str
+    dimensions: int | None
+    ready: bool
+    problem: str | None = Field(description="why it cannot embed now; null when it can")
+    head_versions: list[str] = Field(
+        description="`head/version` of every served head version trained on this encoder; empty: it can be retired"
+    )
+
+
 class HeadList(BaseModel):
     heads: list[HeadInfo]
-    input_dimension: int | None = Field(description="the encoder's embedding size, which every head must take")
+    encoders: list[EncoderInfo] = Field(description="one per embedding service the orchestrator is given")
 
 
 class ClassifyResponse(BaseModel):

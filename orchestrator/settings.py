@@ -12,7 +12,11 @@ class OrchestratorSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="ORCHESTRATOR_", frozen=True, extra="ignore")
 
     port: int = Field(8080, ge=1, le=65535)
-    embedding_url: str = Field("http://127.0.0.1:8081", description="the embedding service's base URL")
+    embedding_urls: str = Field(
+        "http://127.0.0.1:8081",
+        description="the embedding services' base URLs, comma-separated: each head goes to the one serving "
+        "the encoder its version was trained on (several during an encoder upgrade)",
+    )
     embedding_timeout_s: float = Field(10.0, gt=0, description="budget of one embedding call")
     embedding_api_key: SecretStr = Field(
         SecretStr(""), description="bearer key sent to the embedding service (its API key or lane key)"
@@ -41,9 +45,23 @@ class OrchestratorSettings(ServiceSettings):
     _embedding_key: str = PrivateAttr("")
 
     @property
+    def embedding_url_list(self) -> list[str]:
+        return [url.strip().rstrip("/") for url in self.embedding_urls.split(",")]
+
+    @property
     def embedding_key(self) -> str:
         """The bearer key sent to the embedding service (`name:key` sends `key`); empty: none."""
         return self._embedding_key
+
+    @model_validator(mode="after")
+    def _check_embedding_urls(self) -> Self:
+        urls = self.embedding_url_list
+        for url in urls:
+            if not url.startswith(("http://", "https://")) or len(url) <= len("https://"):
+                raise ValueError(f"embedding_urls: {url!r} is not an http:// or https:// base URL")
+        if len(set(urls)) != len(urls):
+            raise ValueError(f"embedding_urls: {self.embedding_urls!r} names a URL twice")
+        return self
 
     @model_validator(mode="after")
     def _read_embedding_key(self) -> Self:

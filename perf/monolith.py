@@ -46,6 +46,7 @@ class Monolith:
         names = head.signatures["labels"](embeddings=tf.zeros([1, manifest.embedding_dim]))["labels"]
         self._labels = [name.decode() for name in names.numpy()[0]]
         self._version = int(head_dir.name)  # TF Serving's layout: <base path>/<version>
+        self._identity = manifest.identity
         # With XLA each sequence length compiles on first use; warm them all so no request waits for a compile.
         for length in buckets.seq_lengths if xla else buckets.seq_lengths[:1]:
             self._scores([np.ones(length, dtype=np.int32)])
@@ -54,7 +55,9 @@ class Monolith:
         tokenized = self._tokenizer(texts)
         probabilities = self._scores([t.ids for t in tokenized])
         truncated = [i for i, t in enumerate(tokenized) if t.truncated]
-        return response_body(Classified(DEFAULT_HEAD, probabilities, self._labels, self._version), truncated, [])
+        return response_body(
+            Classified(DEFAULT_HEAD, probabilities, self._labels, self._version, self._identity), truncated, []
+        )
 
     def _scores(self, ids: list[npt.NDArray[np.int32]]) -> npt.NDArray[np.float32]:
         embeddings = np.stack([e.sentence for e in self._encoder(ids)])

@@ -124,7 +124,7 @@ def _head_grpc_c1(target: str, plan: Plan) -> Measurement:
             row = np.zeros((1, 384), np.float32)
 
             async def call(_: int) -> None:
-                await client.predict(DEFAULT_HEAD, row, Deadline(5.0))
+                await client.predict(DEFAULT_HEAD, 1, row, Deadline(5.0))
 
             return await run_closed_loop([call], requests=plan.run_requests, duration_s=plan.run_s)
 

@@ -155,9 +155,9 @@ def head(
     return tfserving(grpc_port, rest_port, config_path, *flags, config_poll_wait_s=config_poll_wait_s)
 
 
-def orchestrator(port: int, embedding_url: str, head_grpc_port: int, head_rest_port: int, **settings: str) -> Service:
-    """`settings`: ORCHESTRATOR_* overrides by lower-case name; `embedding_api_key` defaults to its lane key
-    (unless `embedding_api_key_file` is given)."""
+def orchestrator(port: int, embedding_urls: str, head_grpc_port: int, head_rest_port: int, **settings: str) -> Service:
+    """`embedding_urls`: comma-separated; `settings`: ORCHESTRATOR_* overrides by lower-case name;
+    `embedding_api_key` defaults to its lane key (unless `embedding_api_key_file` is given)."""
     if "embedding_api_key_file" not in settings:
         settings = {"embedding_api_key": orchestrator_lane_key(), **settings}
     env = _env(
@@ -165,7 +165,7 @@ def orchestrator(port: int, embedding_url: str, head_grpc_port: int, head_rest_p
         {
             "host": LOOPBACK,
             "port": str(port),
-            "embedding_url": embedding_url,
+            "embedding_urls": embedding_urls,
             "head_grpc_target": f"{LOOPBACK}:{head_grpc_port}",
             "head_rest_url": f"http://{LOOPBACK}:{head_rest_port}",
             **settings,

@@ -1,6 +1,10 @@
-"""EmbeddingClient: the embedding service's /v1/embeddings over one pooled keep-alive httpx client, base64."""
+"""EmbeddingClient: one embedding service's /v1/embeddings over one pooled keep-alive httpx client, base64.
+
+Each answer says which encoder made its vectors (ENCODER_HEADER): the client keeps the identity it last
+saw, from the model card or an answer, so a service that changed encoder under it is known as such."""
 
 import base64
+import logging
 import re
 import time
 from dataclasses import dataclass
@@ -28,16 +32,22 @@ from service_common.errors import (
 from service_common.logs import request_id_var
 from service_common.middleware import REQUEST_ID_HEADER
 
+logger = logging.getLogger(__name__)
+
 HOP = "embedding"
 # Below uvicorn's (and most servers') 5 s idle timeout: a pooled connection is dropped before the server
 # closes it, not reused in the instant it does (which fails the call).
 KEEPALIVE_EXPIRY_S = 4.0
 _INPUT_INDEX = re.compile(r"input\[([0-9]{1,9})\]", re.ASCII)
+# The embedding service's header naming the encoder of an answer's vectors (its manifest's identity).
+ENCODER_HEADER = "X-Encoder-Identity"
+_IDENTITY = re.compile(r"[0-9a-f]{16}", re.ASCII)
 
 
 @dataclass(frozen=True)
 class Embedded:
     vectors: np.ndarray  # [texts, dimensions] float32
+    encoder: str  # the identity of the encoder that made them, as the answer says
     truncated: list[int]  # indices of texts cut to the encoder's max sequence length
     chunked: list[tuple[int, int]]  # (index, windows) of texts embedded whole from several windows
 
@@ -62,10 +72,12 @@ class EmbeddingRefusedError(InvalidRequestError):
 
 
 class EmbeddingClient:
-    def __init__(self, settings: OrchestratorSettings) -> None:
-        self.url = settings.embedding_url.rstrip("/")
+    def __init__(self, settings: OrchestratorSettings, url: str) -> None:
+        self.url = url.rstrip("/")
         self._settings = settings
         self.limits: EmbeddingLimits | None = None  # learned from its /v1/models by `describe`
+        self.identity: str | None = None  # its encoder's, as last seen (None: not seen yet)
+        self.dimensions: int | None = None
         key = settings.embedding_key
         self._client = httpx.AsyncClient(
             base_url=self.url,
@@ -99,6 +111,7 @@ class EmbeddingClient:
         )
         if response.status_code != 200:
             raise _as_error(response)
+        encoder = self._learn(response.headers.get(ENCODER_HEADER, ""))
         try:
             answer = orjson.loads(response.content)
             items = sorted(answer["data"], key=lambda item: item["index"])
@@ -106,7 +119,7 @@ class EmbeddingClient:
                 raise ValueError(f"{len(items)} embeddings for {len(texts)} texts")
             vectors = np.stack([np.frombuffer(base64.b64decode(item["embedding"]), dtype="<f4") for item in items])
             chunked = [(int(c["index"]), int(c["windows"])) for c in answer.get("chunked", [])]
-            return Embedded(vectors, [int(i) for i in answer.get("truncated", [])], chunked)
+            return Embedded(vectors, encoder, [int(i) for i in answer.get("truncated", [])], chunked)
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             HOP_ERRORS_TOTAL.labels(HOP, "malformed").inc()
             raise BadGatewayError(
@@ -119,21 +132,40 @@ class EmbeddingClient:
         if response.status_code != 200:
             raise _as_error(response)
 
-    async def describe(self, timeout_s: float) -> int:
-        """The served encoder's embedding size; its request limits are kept in `limits`. Raises
-        UnavailableError until it is loaded and warm."""
+    async def describe(self, timeout_s: float) -> None:
+        """Reads the served encoder's identity, embedding size and request limits from its model card.
+        Raises UnavailableError until it is loaded and warm."""
         response = await self._call("GET", "/v1/models", timeout_s)
         if response.status_code != 200:
             raise _as_error(response)
         try:
             card = orjson.loads(response.content)["data"][0]
-            self.limits = EmbeddingLimits.from_model_card(card)
-            return int(card["dimensions"])
+            limits = EmbeddingLimits.from_model_card(card)
+            dimensions = int(card["dimensions"])
+            identity = str(card["identity"])
         except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, ValueError) as exc:
             HOP_ERRORS_TOTAL.labels(HOP, "malformed").inc()
             raise BadGatewayError(
                 f"the embedding service's model list is malformed: {exc!r}", code="embedding_error"
             ) from None
+        self._learn(identity)
+        self.limits, self.dimensions = limits, dimensions
+
+    def _learn(self, identity: str) -> str:
+        """The identity an answer carries, kept as this service's; BadGatewayError if it carries none."""
+        if not _IDENTITY.fullmatch(identity):
+            HOP_ERRORS_TOTAL.labels(HOP, "malformed").inc()
+            raise BadGatewayError(
+                f"the embedding service at {self.url} names no encoder identity ({ENCODER_HEADER}: {identity[:32]!r})",
+                code="embedding_error",
+            )
+        if identity != self.identity:
+            if self.identity is not None:
+                logger.warning(
+                    "the embedding service at %s now serves encoder %s, not %s", self.url, identity, self.identity
+                )
+            self.identity = identity
+        return identity
 
     async def _call(self, method: str, path: str, timeout_s: float, **kwargs: Any) -> httpx.Response:
         headers = {**kwargs.pop("headers", {}), REQUEST_ID_HEADER: request_id_var.get()}

@@ -17,7 +17,10 @@ from service_common.errors import (
 
 HOP = "head"
 PROBABILITIES_SIGNATURE = "serving_default"
+# Constant signatures of a head version, each answering one row of strings per input row under an output
+# of its own name: its label names, and the identity of the encoder it was trained on (its stamp).
 LABELS_SIGNATURE = "labels"
+ENCODER_SIGNATURE = "encoder"
 EMBEDDINGS_INPUT = "embeddings"
 # TF Serving's batching refuses with UNAVAILABLE and this message when its queue is full: overload, not an
 # outage, so it is neither retried nor reported as the head being down.
@@ -36,9 +39,11 @@ def unreached(kind: str, detail: str) -> bool:
 
 
 @dataclass(frozen=True)
-class Scores:
-    probabilities: np.ndarray  # [texts, classes] float32
-    version: int  # the model version that answered
+class Signatures:
+    """What a version's metadata says about it."""
+
+    input_dimension: int | None  # the embedding size `serving_default` takes (None: not fixed)
+    names: frozenset[str]  # its signatures' names
 
 
 class ModelNotFoundError(UnavailableError):
@@ -66,16 +71,21 @@ class HeadClient(Protocol):
 
     async def __aexit__(self, *exc: object) -> None: ...
 
-    async def predict(self, model: str, embeddings: np.ndarray, deadline: Deadline) -> Scores: ...
+    async def predict(self, model: str, version: int, embeddings: np.ndarray, deadline: Deadline) -> np.ndarray:
+        """`serving_default` of exactly `version`: probabilities [texts, classes]; ModelNotFoundError once
+        that version is unloaded."""
+        ...
 
-    async def label_names(self, model: str, version: int, dimensions: int, deadline: Deadline) -> list[str]:
-        """The `labels` signature of exactly `version`; ModelNotFoundError once it is unloaded."""
+    async def constants(
+        self, model: str, version: int, signature: str, dimensions: int, deadline: Deadline
+    ) -> list[str]:
+        """The first row of a constant string signature (`labels`, `encoder`) of exactly `version`."""
         ...
 
     async def versions(self, model: str, timeout_s: float) -> list[int]:
         """The versions in state AVAILABLE, ascending; empty if none (or no such model)."""
         ...
 
-    async def input_dimension(self, model: str, version: int, timeout_s: float) -> int | None:
-        """The embedding size `version`'s `serving_default` signature takes (None: not fixed)."""
+    async def signatures(self, model: str, version: int, timeout_s: float) -> Signatures:
+        """`version`'s metadata: its signatures and the embedding size it takes."""
         ...

@@ -11,11 +11,10 @@ from orchestrator.clients import tfserving_messages as pb
 from orchestrator.clients.head import (
     EMBEDDINGS_INPUT,
     HOP,
-    LABELS_SIGNATURE,
     MALFORMED,
     PROBABILITIES_SIGNATURE,
     ModelNotFoundError,
-    Scores,
+    Signatures,
     head_error,
     unreached,
 )
@@ -88,26 +87,27 @@ class HeadGrpcClient:
     async def __aexit__(self, *exc: object) -> None:
         await self._channel.close()
 
-    async def predict(self, model: str, embeddings: np.ndarray, deadline: Deadline) -> Scores:
-        request = self._request(model, PROBABILITIES_SIGNATURE, embeddings)
+    async def predict(self, model: str, version: int, embeddings: np.ndarray, deadline: Deadline) -> np.ndarray:
+        request = self._request(model, version, PROBABILITIES_SIGNATURE, embeddings)
         started = time.perf_counter()
         try:
             response = await self._call(self._predict, request, deadline)
         finally:
             STAGE_SECONDS.labels("head_call").observe(time.perf_counter() - started)
         try:
-            return Scores(float_array(response.outputs["probabilities"]), response.model_spec.version.value)
+            return float_array(response.outputs["probabilities"])
         except (KeyError, ValueError) as exc:
             raise head_error(MALFORMED, repr(exc), where=self.target, timeout_s=0) from None
 
-    async def label_names(self, model: str, version: int, dimensions: int, deadline: Deadline) -> list[str]:
-        request = self._request(model, LABELS_SIGNATURE, np.zeros((1, dimensions), np.float32))
-        request.model_spec.version.value = version
+    async def constants(
+        self, model: str, version: int, signature: str, dimensions: int, deadline: Deadline
+    ) -> list[str]:
+        request = self._request(model, version, signature, np.zeros((1, dimensions), np.float32))
         response = await self._call(self._predict, request, deadline)
         try:
-            labels = response.outputs["labels"]
-            width = labels.tensor_shape.dim[-1].size
-            return [name.decode() for name in labels.string_val[:width]]
+            row = response.outputs[signature]
+            width = row.tensor_shape.dim[-1].size
+            return [value.decode() for value in row.string_val[:width]]
         except (KeyError, IndexError, ValueError) as exc:
             raise head_error(MALFORMED, repr(exc), where=self.target, timeout_s=0) from None
 
@@ -120,7 +120,7 @@ class HeadGrpcClient:
             return []
         return sorted(s.version for s in response.model_version_status if s.state == pb.AVAILABLE)
 
-    async def input_dimension(self, model: str, version: int, timeout_s: float) -> int | None:
+    async def signatures(self, model: str, version: int, timeout_s: float) -> Signatures:
         request = pb.GetModelMetadataRequest(metadata_field=["signature_def"])
         request.model_spec.name = model
         request.model_spec.version.value = version
@@ -130,11 +130,12 @@ class HeadGrpcClient:
             dims = signatures[PROBABILITIES_SIGNATURE].inputs[EMBEDDINGS_INPUT].tensor_shape.dim
         except (KeyError, ValueError, DecodeError) as exc:
             raise head_error(MALFORMED, repr(exc), where=self.target, timeout_s=0) from None
-        return dims[-1].size if dims and dims[-1].size > 0 else None
+        return Signatures(dims[-1].size if dims and dims[-1].size > 0 else None, frozenset(signatures))
 
-    def _request(self, model: str, signature: str, embeddings: np.ndarray) -> Any:
+    def _request(self, model: str, version: int, signature: str, embeddings: np.ndarray) -> Any:
         request = pb.PredictRequest()
         request.model_spec.name = model
+        request.model_spec.version.value = version
         request.model_spec.signature_name = signature
         request.inputs[EMBEDDINGS_INPUT].CopyFrom(tensor(embeddings))
         return request

@@ -1,8 +1,7 @@
 """HeadRestClient: TF Serving's REST API, for deployments that only open port 8501.
 
-REST predict answers carry no model version, so each call is pinned to the newest AVAILABLE version
-(`/versions/{v}:predict`), which `versions` keeps current per model; a pinned version unloaded under a
-call is looked up again once.
+Every call names its version (`/versions/{v}:predict`), as the pipeline pins each one (REST predict
+answers would not say which version answered).
 
 Failures are mapped exactly as over gRPC: an HTTP status back to the gRPC status TF Serving derived it from,
 a dropped or refused connection to UNAVAILABLE (what gRPC reports for one), and then `head_error()` and
@@ -20,11 +19,10 @@ from orchestrator.clients.embedding import KEEPALIVE_EXPIRY_S
 from orchestrator.clients.head import (
     EMBEDDINGS_INPUT,
     HOP,
-    LABELS_SIGNATURE,
     MALFORMED,
     PROBABILITIES_SIGNATURE,
     ModelNotFoundError,
-    Scores,
+    Signatures,
     head_error,
     unreached,
 )
@@ -95,7 +93,6 @@ class HeadRestClient:
         self._client = httpx.AsyncClient(
             base_url=self.url, timeout=settings.head_timeout_s, limits=httpx.Limits(keepalive_expiry=KEEPALIVE_EXPIRY_S)
         )
-        self._pinned: dict[str, int] = {}  # each model's newest AVAILABLE version, as last seen
 
     async def __aenter__(self) -> Self:
         return self
@@ -103,35 +100,24 @@ class HeadRestClient:
     async def __aexit__(self, *exc: object) -> None:
         await self._client.aclose()
 
-    async def predict(self, model: str, embeddings: np.ndarray, deadline: Deadline) -> Scores:
+    async def predict(self, model: str, version: int, embeddings: np.ndarray, deadline: Deadline) -> np.ndarray:
         started = time.perf_counter()
         try:
-            try:
-                return await self._predict_pinned(model, embeddings, deadline)
-            except ModelNotFoundError:  # the pinned version was unloaded under us: look it up again, once
-                self._pinned.pop(model, None)
-                return await self._predict_pinned(model, embeddings, deadline)
+            outputs = await self._predict(model, PROBABILITIES_SIGNATURE, version, embeddings, deadline)
         finally:
             STAGE_SECONDS.labels("head_call").observe(time.perf_counter() - started)
-
-    async def _predict_pinned(self, model: str, embeddings: np.ndarray, deadline: Deadline) -> Scores:
-        version = self._pinned.get(model)
-        if version is None:
-            available = await self.versions(model, deadline.budget_s(self._settings.head_timeout_s))
-            version = available[-1] if available else None
-        if version is None:
-            raise head_error("NOT_FOUND", f"no version of {model} is available", where=self.url, timeout_s=0)
-        outputs = await self._predict(model, PROBABILITIES_SIGNATURE, version, embeddings, deadline)
         try:
-            return Scores(np.asarray(outputs, dtype=np.float32).reshape(len(embeddings), -1), version)
+            return np.asarray(outputs, dtype=np.float32).reshape(len(embeddings), -1)
         except (TypeError, ValueError) as exc:
             raise head_error(MALFORMED, repr(exc), where=self.url, timeout_s=0) from None
 
-    async def label_names(self, model: str, version: int, dimensions: int, deadline: Deadline) -> list[str]:
+    async def constants(
+        self, model: str, version: int, signature: str, dimensions: int, deadline: Deadline
+    ) -> list[str]:
         zeros = np.zeros((1, dimensions), np.float32)
-        outputs = await self._predict(model, LABELS_SIGNATURE, version, zeros, deadline)
+        outputs = await self._predict(model, signature, version, zeros, deadline)
         try:
-            return [str(name) for name in outputs[0]]
+            return [str(value) for value in outputs[0]]
         except (IndexError, KeyError, TypeError) as exc:
             raise head_error(MALFORMED, repr(exc), where=self.url, timeout_s=0) from None
 
@@ -139,27 +125,22 @@ class HeadRestClient:
         try:
             status = await self._call("GET", _path(model), Deadline(timeout_s))
         except ModelNotFoundError:
-            self._pinned.pop(model, None)
             return []
         try:
             available = sorted(int(s["version"]) for s in status["model_version_status"] if s["state"] == "AVAILABLE")
         except (KeyError, TypeError, ValueError) as exc:
             raise head_error(MALFORMED, repr(exc), where=self.url, timeout_s=timeout_s) from None
-        if available:
-            self._pinned[model] = available[-1]
-        else:
-            self._pinned.pop(model, None)
         return available
 
-    async def input_dimension(self, model: str, version: int, timeout_s: float) -> int | None:
+    async def signatures(self, model: str, version: int, timeout_s: float) -> Signatures:
         answer = await self._call("GET", f"{_path(model)}/versions/{version}/metadata", Deadline(timeout_s))
         try:
             signatures = answer["metadata"]["signature_def"]["signature_def"]
             dims = signatures[PROBABILITIES_SIGNATURE]["inputs"][EMBEDDINGS_INPUT]["tensor_shape"]["dim"]
             size = int(dims[-1]["size"]) if dims else -1
+            return Signatures(size if size > 0 else None, frozenset(signatures))
         except (KeyError, IndexError, TypeError, ValueError) as exc:
             raise head_error(MALFORMED, repr(exc), where=self.url, timeout_s=0) from None
-        return size if size > 0 else None
 
     async def _predict(
         self, model: str, signature: str, version: int, embeddings: np.ndarray, deadline: Deadline

@@ -10,9 +10,10 @@ import pytest
 from orchestrator.clients.embedding import Embedded, EmbeddingRefusedError
 from orchestrator.coalescer import Coalescer
 from orchestrator.limits import CALL_OVERHEAD_BYTES, EmbeddingLimits
-from orchestrator.pipeline import Classified
+from orchestrator.pipeline import Classified, EncoderMovedError
 from service_common.deadline import Deadline
 from service_common.errors import (
+    BadGatewayError,
     DeadlineExceededError,
     InvalidRequestError,
     OverloadedError,
@@ -25,7 +26,8 @@ from service_common.errors import (
 class Hops:
     """Embeds a text as [len(text)], scores it as [len, -len]; records every call's texts. Refuses the text
     "refused" as the embedding service would (naming it `input[i]`), and a call holding "no merging"
-    with another text as a whole."""
+    with another text as a whole. Every head takes encoder "e1" unless `encoders` routes it elsewhere;
+    a head in `moves` answers for another encoder than the one it was routed to by the time it is scored."""
 
     def __init__(self, delay_s: float = 0.0, limits: EmbeddingLimits | None = None) -> None:
         self.delay_s = delay_s
@@ -33,13 +35,28 @@ class Hops:
         self.release = asyncio.Event()
         self.release.set()
         self.fail_with: Exception | None = None
-        self.embedding = self  # the pipeline's embedding client, for its limits
+        self.endpoints = self  # the pipeline's embedding services, for their limits
         self.limits = limits
         self.scored: list[tuple[str, list[float]]] = []  # every head call: the head and its texts' lengths
         self.failing_heads: set[str] = set()
+        self.encoders: dict[str, str] = {}  # head -> the encoder it is routed to (default "e1")
+        self.embedded_for: list[str] = []  # every embedding call's encoder
+        self.moves: dict[str, list[str]] = {}  # head -> the encoders it answers for, one per score call
+        self.failing_encoders: set[str] = set()
 
-    async def embed(self, texts: list[str], deadline: Deadline, *, chunk: bool) -> Embedded:
+    def serving(self, encoder: str) -> "Hops":
+        return self
+
+    async def route(self, head: str, param: str, deadline: Deadline) -> str:
+        if head == "unroutable":
+            raise BadGatewayError(f"{param}: head {head!r} takes no served encoder", code="encoder_mismatch")
+        return self.encoders.get(head, "e1")
+
+    async def embed(self, texts: list[str], deadline: Deadline, *, chunk: bool, encoder: str) -> Embedded:
         self.calls.append(list(texts))
+        self.embedded_for.append(encoder)
+        if encoder in self.failing_encoders:
+            raise OverloadedError(f"the embedding service for {encoder} is overloaded")
         await self.release.wait()
         await asyncio.sleep(self.delay_s)
         if self.fail_with is not None:
@@ -52,14 +69,17 @@ class Hops:
                 raise EmbeddingRefusedError(f"{param} is refused", status_code=400, param=param, code="refused")
         lengths = np.array([[len(t)] for t in texts], np.float32)
         long = [i for i, t in enumerate(texts) if t.startswith("long")]
-        return Embedded(lengths, [] if chunk else long, [(i, 2) for i in long] if chunk else [])
+        return Embedded(lengths, encoder, [] if chunk else long, [(i, 2) for i in long] if chunk else [])
 
-    async def score(self, head: str, vectors: np.ndarray, deadline: Deadline) -> Classified:
+    async def score(self, head: str, vectors: np.ndarray, encoder: str, deadline: Deadline) -> Classified:
         self.scored.append((head, vectors[:, 0].tolist()))
         if head in self.failing_heads:
             raise UnavailableError(f"the head {head} is unavailable", code="head_unavailable")
+        takes = self.moves[head].pop(0) if self.moves.get(head) else encoder
+        if takes != encoder:
+            raise EncoderMovedError(head, encoder, takes)
         probabilities = np.concatenate([vectors, -vectors], axis=1)
-        return Classified(head, probabilities, ["len", "neg"], 7)
+        return Classified(head, probabilities, ["len", "neg"], 7, encoder)
 
 
 @dataclass(frozen=True)
@@ -314,3 +334,67 @@ async def test_a_failing_head_fails_only_its_own_part_of_each_answer() -> None:
     assert isinstance(answer.heads["sentiment"], Classified)
     failed = answer.heads["topic"]
     assert isinstance(failed, UnavailableError) and failed.code == "head_unavailable"
+
+
+async def test_a_fan_out_over_two_encoders_embeds_once_per_encoder_and_feeds_each_head_its_own() -> None:
+    hops = Hops()
+    hops.encoders = {"sentiment": "e1", "topic": "e2", "intent": "e1"}
+    answer = await coalescer(hops).classify(["ab", "c"], Deadline(5), "texts", ("sentiment", "topic", "intent"))
+    assert sorted(hops.embedded_for) == ["e1", "e2"]  # one call per encoder, not one per head
+    assert {h: r.encoder for h, r in answer.heads.items() if isinstance(r, Classified)} == {
+        "sentiment": "e1",
+        "topic": "e2",
+        "intent": "e1",
+    }
+    assert list(answer.heads) == ["sentiment", "topic", "intent"]  # the order asked
+
+
+async def test_requests_for_different_encoders_never_share_an_embedding_call() -> None:
+    hops = Hops()
+    hops.encoders = {"topic": "e2"}
+    hops.release.clear()
+    merged = coalescer(hops)
+    blocker = asyncio.create_task(classify(merged, ["x"], Deadline(5), "text"))
+    await asyncio.sleep(0.01)
+    sent = [
+        asyncio.create_task(merged.classify([t], Deadline(5), "text", (h,))) for t, h in (("a", "h"), ("b", "topic"))
+    ]
+    await asyncio.sleep(0.01)
+    hops.release.set()
+    await asyncio.gather(blocker, *sent)
+    assert list(zip(hops.calls[1:], hops.embedded_for[1:], strict=True)) == [(["a"], "e1"), (["b"], "e2")]
+
+
+async def test_one_encoders_failure_fails_only_its_heads_in_a_fan_out_and_the_request_when_alone() -> None:
+    hops = Hops()
+    hops.encoders = {"topic": "e2"}
+    hops.failing_encoders = {"e2"}
+    answer = await coalescer(hops).classify(["ab"], Deadline(5), "text", ("sentiment", "topic"), fan_out=True)
+    assert isinstance(answer.heads["sentiment"], Classified)
+    assert isinstance(answer.heads["topic"], OverloadedError)
+    with pytest.raises(OverloadedError):  # nothing to answer with: the request's own error (a 429 stays one)
+        await coalescer(hops).classify(["ab"], Deadline(5), "text", ("topic",))
+
+
+async def test_a_head_no_encoder_can_feed_fails_its_entry_in_a_fan_out_and_the_request_when_named_alone() -> None:
+    hops = Hops()
+    answer = await coalescer(hops).classify(["ab"], Deadline(5), "text", ("sentiment", "unroutable"), fan_out=True)
+    assert isinstance(answer.heads["sentiment"], Classified)
+    refused = answer.heads["unroutable"]
+    assert isinstance(refused, BadGatewayError) and refused.code == "encoder_mismatch"
+    with pytest.raises(BadGatewayError):
+        await coalescer(hops).classify(["ab"], Deadline(5), "text", ("unroutable",))
+    assert hops.embedded_for == ["e1"]  # the refused head cost no embedding call
+
+
+async def test_a_head_that_moved_encoder_while_its_texts_were_embedded_gets_them_embedded_again_once() -> None:
+    hops = Hops()
+    hops.moves = {"h": ["e2"]}  # its new version (trained on e2) loaded under the call
+    result = await classify(coalescer(hops), ["ab", "c"], Deadline(5), "texts")
+    assert hops.embedded_for == ["e1", "e2"] and hops.calls == [["ab", "c"], ["ab", "c"]]
+    assert result.probabilities[:, 0].tolist() == [2, 1]
+    hops = Hops()
+    hops.moves = {"h": ["e2", "e3"]}  # it moved again: never fed the vectors of another encoder
+    with pytest.raises(BadGatewayError) as moved:
+        await classify(coalescer(hops), ["ab"], Deadline(5), "text")
+    assert moved.value.code == "encoder_mismatch" and "e3" in moved.value.message and "e2" in moved.value.message

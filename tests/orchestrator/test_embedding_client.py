@@ -1,5 +1,6 @@
 """What the orchestrator sends the embedding service: its key (its identity there, hence its lane), never a
-`user` anyone could send, and a body within the overhead its limits allow for."""
+`user` anyone could send, and a body within the overhead its limits allow for; and what it takes back: the
+identity of the encoder that made the vectors, without which an answer is not used."""
 
 import base64
 import json
@@ -7,31 +8,44 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pytest
 
-from orchestrator.clients.embedding import EmbeddingClient
+from orchestrator.clients.embedding import ENCODER_HEADER, Embedded, EmbeddingClient
 from orchestrator.limits import CALL_OVERHEAD_BYTES
 from orchestrator.settings import OrchestratorSettings
 from service_common.deadline import Deadline
+from service_common.errors import BadGatewayError
 
 TEXTS = ["first", "second"]
 
 
-async def sent(settings: OrchestratorSettings, *, chunk: bool) -> httpx.Request:
-    """The /v1/embeddings request the client makes for TEXTS, through its own headers."""
+IDENTITY = "0123456789abcdef"
+
+
+async def exchange(
+    settings: OrchestratorSettings, *, chunk: bool = False, identity: str | None = IDENTITY
+) -> tuple[httpx.Request, Embedded]:
+    """The /v1/embeddings request the client makes for TEXTS, through its own headers, and what it makes
+    of an answer naming `identity` as its encoder (None: naming none)."""
     requests: list[httpx.Request] = []
 
     def answer(request: httpx.Request) -> httpx.Response:
         requests.append(request)
         vector = base64.b64encode(np.zeros(4, dtype="<f4").tobytes()).decode()
-        return httpx.Response(200, json={"data": [{"index": i, "embedding": vector} for i in range(len(TEXTS))]})
+        body = {"data": [{"index": i, "embedding": vector} for i in range(len(TEXTS))]}
+        return httpx.Response(200, json=body, headers={ENCODER_HEADER: identity} if identity else None)
 
-    async with EmbeddingClient(settings) as client:
+    async with EmbeddingClient(settings, "http://127.0.0.1:1") as client:
         headers = client._client.headers  # as the client set them up: the key is on every call
         await client._client.aclose()
         client._client = httpx.AsyncClient(base_url=client.url, headers=headers, transport=httpx.MockTransport(answer))
-        await client.embed(TEXTS, Deadline(5.0), chunk=chunk)
+        embedded = await client.embed(TEXTS, Deadline(5.0), chunk=chunk)
     (request,) = requests
-    return request
+    return request, embedded
+
+
+async def sent(settings: OrchestratorSettings, *, chunk: bool) -> httpx.Request:
+    return (await exchange(settings, chunk=chunk))[0]
 
 
 async def test_the_orchestrator_sends_its_lane_key_and_no_user(tmp_path: Path) -> None:
@@ -49,3 +63,20 @@ async def test_the_orchestrator_sends_its_lane_key_and_no_user(tmp_path: Path) -
 async def test_without_a_key_the_orchestrator_sends_no_authorization() -> None:
     request = await sent(OrchestratorSettings(), chunk=False)
     assert "authorization" not in request.headers and "user" not in json.loads(request.content)
+
+
+async def test_an_answer_names_its_encoder_and_one_naming_none_is_not_used() -> None:
+    _, embedded = await exchange(OrchestratorSettings())
+    assert embedded.encoder == IDENTITY
+    for identity in (None, "not-an-identity"):
+        with pytest.raises(BadGatewayError) as refused:
+            await exchange(OrchestratorSettings(), identity=identity)
+        assert refused.value.code == "embedding_error" and ENCODER_HEADER in refused.value.message
+
+
+def test_embedding_urls_are_a_comma_separated_list_of_distinct_http_urls() -> None:
+    settings = OrchestratorSettings(embedding_urls="http://a:8081, http://b:8081/")
+    assert settings.embedding_url_list == ["http://a:8081", "http://b:8081"]
+    for bad in ("a:8081", "http://a:8081,", "http://a:8081,http://a:8081/"):
+        with pytest.raises(ValueError, match="embedding_urls"):
+            OrchestratorSettings(embedding_urls=bad)

@@ -10,7 +10,7 @@ import httpx
 import orjson
 import pytest
 
-from orchestrator.clients.head import QUEUE_FULL, ModelNotFoundError
+from orchestrator.clients.head import LABELS_SIGNATURE, QUEUE_FULL, ModelNotFoundError
 from orchestrator.clients.head_grpc import HeadGrpcClient
 from orchestrator.clients.head_rest import HeadRestClient, status_kind
 from orchestrator.settings import OrchestratorSettings
@@ -70,7 +70,7 @@ async def _rest_error(answer: Callable[[httpx.Request], httpx.Response]) -> tupl
         await client._client.aclose()
         client._client = httpx.AsyncClient(base_url=client.url, transport=httpx.MockTransport(handler))
         with pytest.raises(ServiceError) as caught:
-            await client.label_names("sentiment", 1, 4, Deadline(5.0))
+            await client.constants("sentiment", 1, LABELS_SIGNATURE, 4, Deadline(5.0))
     return caught.value, attempts
 
 
@@ -86,7 +86,7 @@ async def _grpc_error(fail: Callable[[], Awaitable[object]]) -> tuple[ServiceErr
     async with HeadGrpcClient(SETTINGS) as client:
         client._predict = call
         with pytest.raises(ServiceError) as caught:
-            await client.label_names("sentiment", 1, 4, Deadline(5.0))
+            await client.constants("sentiment", 1, LABELS_SIGNATURE, 4, Deadline(5.0))
     return caught.value, attempts
 
 
@@ -159,4 +159,4 @@ async def test_an_answer_after_an_unreached_attempt_is_used() -> None:
         await client._client.aclose()
         transport = httpx.MockTransport(lambda _: next(answers))
         client._client = httpx.AsyncClient(base_url=client.url, transport=transport)
-        assert await client.label_names("sentiment", 1, 4, Deadline(5.0)) == ["a"]
+        assert await client.constants("sentiment", 1, LABELS_SIGNATURE, 4, Deadline(5.0)) == ["a"]

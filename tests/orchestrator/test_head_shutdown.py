@@ -63,7 +63,7 @@ async def test_calls_during_a_graceful_stop_are_answered_or_503_naming_the_head(
             async def loop() -> None:
                 while not done():
                     try:
-                        await client.predict(HEAD, np.zeros((1, 384), np.float32), Deadline(5.0))
+                        await client.predict(HEAD, 1, np.zeros((1, 384), np.float32), Deadline(5.0))
                         outcomes["200"] += 1
                     except ServiceError as error:
                         outcomes[f"{error.status_code} {error.code}"] += 1

@@ -1,14 +1,17 @@
-"""The head registry's rules, in-process over a stand-in for TF Serving's status and metadata calls."""
+"""The head registry's rules, in-process over a stand-in for TF Serving's status, metadata and constant
+signatures: which heads are served, each version's facts read once, and which version a head's texts go to
+for which encoder."""
 
 import asyncio
 from pathlib import Path
 
 import pytest
 
+from orchestrator.clients.head import ENCODER_SIGNATURE, LABELS_SIGNATURE, PROBABILITIES_SIGNATURE, Signatures
 from orchestrator.heads import HeadRegistry, configured_heads
-from orchestrator.labels import LabelCatalog
+from orchestrator.versions import VersionCatalog
 from service_common.deadline import Deadline
-from service_common.errors import BadGatewayError, NotFoundError
+from service_common.errors import BadGatewayError, NotFoundError, UnavailableError
 from stack import services
 
 CONFIG = """
@@ -28,96 +31,158 @@ def write_config(path: Path, *names: str) -> None:
 
 
 class Serving:
-    """Each model's available versions and their input dimensions; counts metadata and label reads."""
+    """Each model's available versions and the encoder each was trained on (None: no stamp); counts
+    metadata reads and status calls."""
 
-    def __init__(self, models: dict[str, dict[int, int]]) -> None:
+    def __init__(self, models: dict[str, dict[int, str | None]]) -> None:
         self.models = models
         self.reads: list[tuple[str, int]] = []
+        self.looks = 0
+        self.down = False
 
     async def versions(self, model: str, timeout_s: float) -> list[int]:
+        self.looks += 1
+        await asyncio.sleep(0)
+        if self.down:
+            raise UnavailableError("the head at x is unavailable", code="head_unavailable")
         return sorted(self.models.get(model, {}))
 
-    async def input_dimension(self, model: str, version: int, timeout_s: float) -> int | None:
+    async def signatures(self, model: str, version: int, timeout_s: float) -> Signatures:
         self.reads.append((model, version))
-        return self.models[model][version]
+        names = {PROBABILITIES_SIGNATURE, LABELS_SIGNATURE}
+        return Signatures(384, frozenset(names | ({ENCODER_SIGNATURE} if self.models[model][version] else set())))
 
-    async def label_names(self, model: str, version: int, dimensions: int, deadline: Deadline) -> list[str]:
+    async def constants(
+        self, model: str, version: int, signature: str, dimensions: int, deadline: Deadline
+    ) -> list[str]:
+        if signature == ENCODER_SIGNATURE:
+            return [str(self.models[model][version])]
         return [f"{model}-a", f"{model}-b"]
 
 
-async def refreshed(tmp_path: Path, serving: Serving, *names: str, dimensions: int = 384) -> HeadRegistry:
+async def refreshed(tmp_path: Path, serving: Serving, *names: str) -> HeadRegistry:
     write_config(tmp_path / "models.config", *names)
     registry = HeadRegistry(tmp_path / "models.config", "sentiment")
-    await registry.refresh(serving, LabelCatalog(serving, 1.0), dimensions, 1.0)  # type: ignore[arg-type]
+    await refresh(registry, serving)
     return registry
+
+
+async def refresh(registry: HeadRegistry, serving: Serving) -> None:
+    await registry.refresh(serving, VersionCatalog(serving, 1.0), 1.0)  # type: ignore[arg-type]
 
 
 def test_the_names_come_from_tf_servings_own_config_file() -> None:
     assert configured_heads(services.MODELS_CONFIG) == ["sentiment", "topic"]
 
 
-async def test_heads_versions_labels_and_dimensions_are_read_once_per_version(tmp_path: Path) -> None:
-    serving = Serving({"sentiment": {1: 384}, "topic": {1: 384, 2: 384}})
-    registry = await refreshed(tmp_path, serving, "sentiment", "topic")
-    topic = registry.check("topic", "head")
-    assert [(v.version, v.input_dimension, v.labels) for v in topic.versions] == [
-        (1, 384, ["topic-a", "topic-b"]),
-        (2, 384, ["topic-a", "topic-b"]),
+async def test_each_versions_labels_and_encoder_are_read_once(tmp_path: Path) -> None:
+    serving = Serving({"sentiment": {1: "e1"}, "topic": {1: None, 2: "e1"}})
+    catalog = VersionCatalog(serving, 1.0)  # type: ignore[arg-type]
+    write_config(tmp_path / "models.config", "sentiment", "topic")
+    registry = HeadRegistry(tmp_path / "models.config", "sentiment")
+    await registry.refresh(serving, catalog, 1.0)  # type: ignore[arg-type]
+    topic = registry.get("topic")
+    assert topic is not None
+    assert [(v.version, v.input_dimension, v.labels, v.encoder) for v in topic.versions] == [
+        (1, 384, ["topic-a", "topic-b"], None),
+        (2, 384, ["topic-a", "topic-b"], "e1"),
     ]
-    await registry.refresh(serving, LabelCatalog(serving, 1.0), 384, 1.0)  # type: ignore[arg-type]
+    await registry.refresh(serving, catalog, 1.0)  # type: ignore[arg-type]
     assert sorted(serving.reads) == [("sentiment", 1), ("topic", 1), ("topic", 2)]
-    assert registry.not_ready_reason() is None and registry.problems() == {}
+    assert registry.not_ready_reason({"e1"}) is None
 
 
-async def test_a_head_for_another_embedding_size_is_refused_and_the_others_serve(tmp_path: Path) -> None:
-    registry = await refreshed(tmp_path, Serving({"sentiment": {1: 384}, "wide": {1: 768}}), "sentiment", "wide")
-    assert registry.not_ready_reason() is None  # the default head is fine
-    assert "768-dimensional" in registry.problems()["wide"]
+async def test_a_head_takes_the_encoder_of_its_newest_version_whose_encoder_is_served(tmp_path: Path) -> None:
+    registry = await refreshed(tmp_path, Serving({"sentiment": {1: "e1", 2: "e2"}}), "sentiment")
+    assert registry.route("sentiment", "head", {"e1"}) == "e1"  # e2 not served yet: version 1 answers
+    assert registry.route("sentiment", "head", {"e1", "e2"}) == "e2"  # e2 served: the new version answers
+    old, new = registry.version_for("sentiment", "e1"), registry.version_for("sentiment", "e2")
+    assert (old and old.version, new and new.version) == (1, 2)
+    assert registry.version_for("sentiment", "e3") is None  # never a version of another encoder
+
+
+async def test_a_head_no_served_encoder_can_feed_is_refused_naming_both_encoders(tmp_path: Path) -> None:
+    registry = await refreshed(tmp_path, Serving({"sentiment": {1: "e1"}, "old": {3: "e0"}}), "sentiment", "old")
     with pytest.raises(BadGatewayError) as refused:
-        registry.check("wide", "heads[1]")
-    assert "'wide'" in refused.value.message and refused.value.status_code == 502
-    registry.check("sentiment", "head")
+        registry.route("old", "heads[1]", {"e1"})
+    assert refused.value.code == "encoder_mismatch" and refused.value.param == "heads[1]"
+    assert "e0" in refused.value.message and "e1" in refused.value.message and "version 3" in refused.value.message
+    assert registry.not_ready_reason({"e1"}) is None  # only the default head decides readiness
+    assert "encoder e1" in (registry.not_ready_reason({"e9"}) or "")  # the default head's encoder gone
+
+
+async def test_a_version_without_a_stamp_is_refused_with_the_command_that_stamps_it(tmp_path: Path) -> None:
+    registry = await refreshed(tmp_path, Serving({"sentiment": {1: None}}), "sentiment")
+    with pytest.raises(BadGatewayError) as refused:
+        registry.route("sentiment", "head", {"e1"})
+    assert refused.value.code == "unstamped_head" and "models.stamp_head" in refused.value.message
+    assert registry.version_for("sentiment", "e1") is None
+    assert "no encoder stamp" in (registry.not_ready_reason({"e1"}) or "")
 
 
 async def test_unknown_and_versionless_heads(tmp_path: Path) -> None:
-    registry = await refreshed(tmp_path, Serving({"sentiment": {1: 384}}), "sentiment", "pending")
+    registry = await refreshed(tmp_path, Serving({"sentiment": {1: "e1"}}), "sentiment", "pending")
     with pytest.raises(NotFoundError) as unknown:
-        registry.check("nope", "heads[0]")
+        registry.route("nope", "heads[0]", {"e1"})
     assert unknown.value.param == "heads[0]" and "pending, sentiment" in unknown.value.message
-    assert registry.check("pending", "head").versions == []  # the call itself will report it exactly
-    assert "has no available version" in registry.problems()["pending"]
+    with pytest.raises(UnavailableError) as pending:
+        registry.route("pending", "head", {"e1"})
+    assert pending.value.code == "head_unavailable" and "no available version" in pending.value.message
 
 
 async def test_before_the_config_is_read_no_name_is_unknown(tmp_path: Path) -> None:
     registry = HeadRegistry(tmp_path / "missing.config", "sentiment")
-    assert registry.check("anything", "head").name == "anything"
-    assert "cannot read" not in (registry.not_ready_reason() or "")
+    registry.known("anything", "head")
+    with pytest.raises(UnavailableError):
+        registry.route("anything", "head", {"e1"})
+    assert "cannot read" not in (registry.not_ready_reason({"e1"}) or "")
 
 
 async def test_the_default_heads_problem_is_what_makes_it_not_ready(tmp_path: Path) -> None:
-    registry = await refreshed(tmp_path, Serving({"topic": {1: 384}}), "sentiment", "topic")
-    assert "'sentiment' has no available version" in (registry.not_ready_reason() or "")
-    missing = await refreshed(tmp_path, Serving({"topic": {1: 384}}), "topic")
-    assert "not in" in (missing.not_ready_reason() or "")
+    registry = await refreshed(tmp_path, Serving({"topic": {1: "e1"}}), "sentiment", "topic")
+    assert "'sentiment' has no available version" in (registry.not_ready_reason({"e1"}) or "")
+    missing = await refreshed(tmp_path, Serving({"topic": {1: "e1"}}), "topic")
+    assert "not in" in (missing.not_ready_reason({"e1"}) or "")
+
+
+async def test_a_head_that_cannot_be_read_keeps_the_versions_known_before(tmp_path: Path) -> None:
+    serving = Serving({"sentiment": {1: "e1"}})
+    registry = await refreshed(tmp_path, serving, "sentiment")
+    serving.down = True
+    await refresh(registry, serving)
+    head = registry.get("sentiment")
+    assert head is not None and "cannot be read" in (head.problem or "")
+    assert registry.route("sentiment", "head", {"e1"}) == "e1"  # the call finds out whether version 1 answers
+
+
+async def test_concurrent_rereads_of_a_head_share_one_look(tmp_path: Path) -> None:
+    serving = Serving({"sentiment": {1: "e1"}})
+    registry = await refreshed(tmp_path, serving, "sentiment")
+    serving.models["sentiment"] = {2: "e2"}
+    catalog = VersionCatalog(serving, 1.0)  # type: ignore[arg-type]
+    looks = serving.looks
+    await asyncio.gather(*(registry.reread(serving, catalog, "sentiment", Deadline(1)) for _ in range(5)))  # type: ignore[arg-type]
+    assert serving.looks == looks + 1
+    assert registry.route("sentiment", "head", {"e1", "e2"}) == "e2"
 
 
 async def test_heads_added_to_or_removed_from_the_config_follow_it(tmp_path: Path) -> None:
-    serving = Serving({"sentiment": {1: 384}, "topic": {1: 384}})
+    serving = Serving({"sentiment": {1: "e1"}, "topic": {1: "e1"}})
     registry = await refreshed(tmp_path, serving, "sentiment")
     assert [h.name for h in registry.heads] == ["sentiment"]
     write_config(tmp_path / "models.config", "sentiment", "topic")
-    await registry.refresh(serving, LabelCatalog(serving, 1.0), 384, 1.0)  # type: ignore[arg-type]
+    await refresh(registry, serving)
     assert [h.name for h in registry.heads] == ["sentiment", "topic"]
     write_config(tmp_path / "models.config", "topic")
-    await registry.refresh(serving, LabelCatalog(serving, 1.0), 384, 1.0)  # type: ignore[arg-type]
+    await refresh(registry, serving)
     assert [h.name for h in registry.heads] == ["topic"]
     (tmp_path / "models.config").write_text("model_config_list { config { name: ")  # broken: kept as it was
-    await registry.refresh(serving, LabelCatalog(serving, 1.0), 384, 1.0)  # type: ignore[arg-type]
+    await refresh(registry, serving)
     assert [h.name for h in registry.heads] == ["topic"]
 
 
 async def test_no_name_is_unknown_while_the_first_look_is_under_way(tmp_path: Path) -> None:
-    serving = Serving({"sentiment": {1: 384}})
+    serving = Serving({"sentiment": {1: "e1"}})
     release = asyncio.Event()
     looked = serving.versions
 
@@ -128,10 +193,10 @@ async def test_no_name_is_unknown_while_the_first_look_is_under_way(tmp_path: Pa
     serving.versions = slow_versions  # type: ignore[method-assign]
     write_config(tmp_path / "models.config", "sentiment")
     registry = HeadRegistry(tmp_path / "models.config", "sentiment")
-    refreshing = asyncio.create_task(registry.refresh(serving, LabelCatalog(serving, 1.0), 384, 1.0))  # type: ignore[arg-type]
+    refreshing = asyncio.create_task(refresh(registry, serving))
     await asyncio.sleep(0.01)
-    assert registry.check("sentiment", "head").name == "sentiment"  # not a 404 mid-refresh
+    registry.known("sentiment", "head")  # not a 404 mid-refresh
     release.set()
     await refreshing
     with pytest.raises(NotFoundError):
-        registry.check("nope", "head")
+        registry.known("nope", "head")

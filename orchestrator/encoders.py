@@ -1,0 +1,65 @@
+"""EmbeddingEndpoints: the embedding services the orchestrator may call, each known by its encoder's identity.
+
+Several services may run side by side, each serving one encoder (an upgrade runs the old and the new one
+together). A head is routed to the service serving the encoder its version was trained on; each one's
+identity is read from its model card by the readiness checks and confirmed by every answer."""
+
+import asyncio
+from dataclasses import dataclass
+
+from orchestrator.clients.embedding import EmbeddingClient
+from service_common.errors import ServiceError, UnavailableError
+
+
+@dataclass
+class Endpoint:
+    client: EmbeddingClient
+    problem: str | None = "not checked yet"  # why it cannot answer now; None: it can
+
+
+class EmbeddingEndpoints:
+    def __init__(self, clients: list[EmbeddingClient]) -> None:
+        self.endpoints = [Endpoint(client) for client in clients]
+
+    def encoders(self) -> set[str]:
+        """The identities of the encoders served, as last seen (kept while a service is down: a blip
+        does not unroute every head)."""
+        return {e.client.identity for e in self.endpoints if e.client.identity is not None}
+
+    def serving(self, encoder: str) -> EmbeddingClient:
+        """A service serving `encoder`: a ready one when there is one. UnavailableError if none is known."""
+        serving = [e for e in self.endpoints if e.client.identity == encoder]
+        if not serving:
+            served = ", ".join(sorted(self.encoders())) or "none"
+            raise UnavailableError(
+                f"no embedding service serves encoder {encoder} (served: {served})", code="embedding_unavailable"
+            )
+        return next((e.client for e in serving if e.problem is None), serving[0].client)
+
+    def problem(self, encoder: str) -> str | None:
+        """Why no service can embed for `encoder` now; None when one can."""
+        serving = [e for e in self.endpoints if e.client.identity == encoder]
+        if not serving:
+            return f"no embedding service serves encoder {encoder}"
+        if all(e.problem is not None for e in serving):
+            return "; ".join(f"the embedding service at {e.client.url}: {e.problem}" for e in serving)
+        return None
+
+    def problems(self) -> str | None:
+        """Why no service can embed now; None when one can."""
+        if any(e.problem is None for e in self.endpoints):
+            return None
+        return "; ".join(f"the embedding service at {e.client.url}: {e.problem}" for e in self.endpoints)
+
+    async def check(self, timeout_s: float) -> None:
+        """Each service's readiness, identity, size and limits, all at once."""
+        await asyncio.gather(*(self._check(endpoint, timeout_s) for endpoint in self.endpoints))
+
+    @staticmethod
+    async def _check(endpoint: Endpoint, timeout_s: float) -> None:
+        try:
+            await endpoint.client.check_ready(timeout_s)
+            await endpoint.client.describe(timeout_s)
+            endpoint.problem = None
+        except ServiceError as exc:
+            endpoint.problem = exc.message
