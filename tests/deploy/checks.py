@@ -43,6 +43,13 @@ VENV_BIN = Path(sys.executable).parent
 TFSERVING_CONFIG = ROOT / "head_service" / "tfserving"
 TFSERVING_FILES = ("models.config", "batching.config", "monitoring.config")
 OVERLAYS = ("gpu", "cpu")
+# What the checks render: each overlay alone, and with each component added to it (`cpu+second-encoder`).
+COMPONENTS = ("second-encoder",)
+RENDERINGS = (*OVERLAYS, *(f"{overlay}+{component}" for overlay in OVERLAYS for component in COMPONENTS))
+# The service a Deployment runs, by its pods' app.kubernetes.io/component label. Only the embedding service
+# may run as several Deployments (one per encoder, during an encoder upgrade).
+SERVICES = {"encoder": "embedding", "classifier": "head", "api": "orchestrator"}
+SEVERAL = {"embedding"}
 # The oldest Kubernetes these manifests promise to work on, and the newest schema set shipped offline.
 KUBERNETES_VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
 GPU = "nvidia.com/gpu"
@@ -72,6 +79,27 @@ def kustomize_build(directory: Path) -> list[Obj]:
     if result.returncode != 0:
         raise RuntimeError(f"kustomize build {directory} failed:\n{result.stderr}")
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def add_components(overlay: Path, components: Iterable[str]) -> None:
+    """Lists k8s/components/<name> in an overlay's kustomization.yaml, as a user adds a component."""
+    file = overlay / "kustomization.yaml"
+    kustomization = yaml.safe_load(file.read_text())
+    kustomization.setdefault("components", []).extend(f"../../components/{c}" for c in components)
+    file.write_text(yaml.safe_dump(kustomization, sort_keys=False))
+
+
+def render(rendering: str, root: Path = ROOT) -> list[Obj]:
+    """One of RENDERINGS from `root`: an overlay as it is, or with components added to a copy of k8s/ (and of
+    the TF Serving config that the base generates a ConfigMap from)."""
+    overlay, *components = rendering.split("+")
+    if not components:
+        return kustomize_build(root / "k8s" / "overlays" / overlay)
+    with tempfile.TemporaryDirectory() as tmp:
+        for tree in (Path("k8s"), TFSERVING_CONFIG.relative_to(ROOT)):
+            shutil.copytree(root / tree, Path(tmp) / tree)
+        add_components(Path(tmp) / "k8s" / "overlays" / overlay, components)
+        return kustomize_build(Path(tmp) / "k8s" / "overlays" / overlay)
 
 
 # ---- schemas ----------------------------------------------------------------------------------
@@ -109,23 +137,56 @@ def matches(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
 
 
+def pod_labels(workload: Obj) -> dict[str, str]:
+    labels: dict[str, str] = workload["spec"]["template"]["metadata"].get("labels", {})
+    return labels
+
+
+def selected(selector: Mapping[str, str], workloads: Mapping[str, Obj]) -> list[str]:
+    """The names of the workloads whose pods `selector` matches."""
+    return sorted(name for name, w in workloads.items() if matches(selector, pod_labels(w)))
+
+
+def service_of(workload: Obj) -> str | None:
+    """The service a Deployment runs (a key of expected_ports()), or None."""
+    return SERVICES.get(pod_labels(workload).get("app.kubernetes.io/component", ""))
+
+
+def running(objects: list[Obj], service: str) -> dict[str, Obj]:
+    """The Deployments running `service`, by name."""
+    return {name: d for name, d in by_kind(objects, "Deployment").items() if service_of(d) == service}
+
+
 def selector_errors(objects: list[Obj]) -> list[str]:
-    """Every Service, PDB and NetworkPolicy selects pods that exist; every Deployment selects its own pods."""
-    workloads = [o for o in objects if o.get("kind") in POD_KINDS]
-    pod_labels = [w["spec"]["template"]["metadata"].get("labels", {}) for w in workloads]
+    """Every Deployment selects its own pods and no other's, and so does its topology spread; every Service
+    and PDB selects the pods of the Deployment of its name and no other's; every NetworkPolicy selects pods
+    that exist."""
+    workloads = {o["metadata"]["name"]: o for o in objects if o.get("kind") in POD_KINDS}
     errors = []
-    for w in workloads:
-        if not matches(w["spec"]["selector"].get("matchLabels", {}), w["spec"]["template"]["metadata"]["labels"]):
-            errors.append(f"Deployment {w['metadata']['name']}: selector does not match its pod labels")
-    for name, svc in by_kind(objects, "Service").items():
-        if not any(matches(svc["spec"].get("selector", {}), labels) for labels in pod_labels):
-            errors.append(f"Service {name}: selector matches no pod")
-    for name, pdb in by_kind(objects, "PodDisruptionBudget").items():
-        if not any(matches(pdb["spec"]["selector"].get("matchLabels", {}), labels) for labels in pod_labels):
-            errors.append(f"PodDisruptionBudget {name}: selector matches no pod")
+    for name, w in workloads.items():
+        selector = w["spec"]["selector"].get("matchLabels", {})
+        if not matches(selector, pod_labels(w)):
+            errors.append(f"Deployment {name}: selector does not match its pod labels")
+        others = [n for n in selected(selector, workloads) if n != name]
+        if others:
+            errors.append(f"Deployment {name}: selector also matches the pods of {others}")
+        for constraint in w["spec"]["template"]["spec"].get("topologySpreadConstraints", []):
+            spread = selected(constraint.get("labelSelector", {}).get("matchLabels", {}), workloads)
+            if spread != [name]:
+                errors.append(f"Deployment {name}: topology spread counts the pods of {spread}, expected [{name!r}]")
+    for kind, path in (("Service", ("selector",)), ("PodDisruptionBudget", ("selector", "matchLabels"))):
+        for name, obj in by_kind(objects, kind).items():
+            selector = obj["spec"]
+            for key in path:
+                selector = selector.get(key, {})
+            pods = selected(selector, workloads)
+            if not pods:
+                errors.append(f"{kind} {name}: selector matches no pod")
+            elif pods != [name]:
+                errors.append(f"{kind} {name}: selects the pods of {pods}, expected [{name!r}]")
     for name, policy in by_kind(objects, "NetworkPolicy").items():
         selector = policy["spec"]["podSelector"].get("matchLabels", {})
-        if selector and not any(matches(selector, labels) for labels in pod_labels):
+        if selector and not selected(selector, workloads):
             errors.append(f"NetworkPolicy {name}: podSelector matches no pod")
     return errors
 
@@ -180,7 +241,7 @@ def gpu_errors(objects: list[Obj], *, expect_gpu: bool) -> list[str]:
 
 
 def expected_ports() -> dict[str, dict[str, int]]:
-    """Container ports by Deployment, from the services' own defaults (the orchestrator's view of the head)."""
+    """Container ports by service, from the services' own defaults (the orchestrator's view of the head)."""
     orchestrator = OrchestratorSettings.model_fields
     grpc_target = str(orchestrator["head_grpc_target"].default)
     rest_port = urlsplit(str(orchestrator["head_rest_url"].default)).port
@@ -262,16 +323,25 @@ def port_number(port: int | str, declared: Mapping[str, int]) -> int | None:
 
 
 def port_and_probe_errors(objects: list[Obj], source: Path = TFSERVING_CONFIG) -> list[str]:
-    """Container ports are the services' defaults; every probe hits a real endpoint on a declared port (the
-    head's: a model models.config lists); Services forward to declared ports."""
+    """Each Deployment runs one of the services (only the embedding service in several), on that service's
+    default ports; every probe hits a real endpoint on a declared port (the head's: a model models.config
+    lists); Services forward to declared ports."""
     errors = []
     paths = health_paths(source)
+    expected = expected_ports()
     deployments = by_kind(objects, "Deployment")
-    for name, ports in expected_ports().items():
-        if name not in deployments:
-            errors.append(f"Deployment {name} is missing")
+    for each in expected:
+        count = len(running(objects, each))
+        wanted = "one or more" if each in SEVERAL else "one"
+        if count == 0 or (count > 1 and each not in SEVERAL):
+            errors.append(f"{count} Deployments run the {each} service, expected {wanted}")
+    for name, deployment in deployments.items():
+        service = service_of(deployment)
+        if service is None:
+            errors.append(f"Deployment {name}: app.kubernetes.io/component names none of {sorted(SERVICES)}")
             continue
-        main = containers(deployments[name])[0]
+        ports = expected[service]
+        main = containers(deployment)[0]
         declared = {p.get("name", ""): p["containerPort"] for p in main.get("ports", [])}
         if declared != ports:
             errors.append(f"Deployment {name}: container ports {declared} != the service's defaults {ports}")
@@ -283,7 +353,7 @@ def port_and_probe_errors(objects: list[Obj], source: Path = TFSERVING_CONFIG) -
             action = probe.get("httpGet") or probe.get("tcpSocket") or {}
             if port_number(action.get("port", ""), declared) not in ports.values():
                 errors.append(f"Deployment {name}: {probe_name} port {action.get('port')} is not a container port")
-            if "httpGet" in probe and probe["httpGet"].get("path") not in paths[name]:
+            if "httpGet" in probe and probe["httpGet"].get("path") not in paths[service]:
                 errors.append(
                     f"Deployment {name}: {probe_name} path {probe['httpGet'].get('path')} is no health endpoint"
                 )
@@ -357,11 +427,52 @@ def lane_key_errors(where: str, embedding_env: Mapping[str, str], orchestrator_e
 
 
 def k8s_lane_key_errors(objects: list[Obj]) -> list[str]:
-    deployments = by_kind(objects, "Deployment")
+    """lane_key_errors for each embedding Deployment: every encoder gives the orchestrator its lane."""
+    errors = []
     with tempfile.TemporaryDirectory() as tmp:
-        embedding = deployment_env(objects, deployments["embedding"], Path(tmp) / "embedding")
-        orchestrator = deployment_env(objects, deployments["orchestrator"], Path(tmp) / "orchestrator")
-        return lane_key_errors("k8s", embedding, orchestrator)
+        orchestrator_deployment = by_kind(objects, "Deployment")["orchestrator"]
+        orchestrator = deployment_env(objects, orchestrator_deployment, Path(tmp) / "orchestrator")
+        for name, deployment in running(objects, "embedding").items():
+            embedding = deployment_env(objects, deployment, Path(tmp) / name)
+            errors += lane_key_errors(f"k8s {name}", embedding, orchestrator)
+    return errors
+
+
+def embedding_url_errors(objects: list[Obj]) -> list[str]:
+    """Each URL of the orchestrator's ORCHESTRATOR_EMBEDDING_URLS is a port of a Service of its namespace in
+    front of an embedding Deployment, and every embedding Deployment is behind one of them."""
+    orchestrator = by_kind(objects, "Deployment")["orchestrator"]
+    env = {e["name"]: e.get("value", "") for e in containers(orchestrator)[0].get("env", [])}
+    urls = env.get("ORCHESTRATOR_EMBEDDING_URLS", str(OrchestratorSettings.model_fields["embedding_urls"].default))
+    try:
+        parsed = OrchestratorSettings.model_validate({"embedding_urls": urls}).embedding_url_list
+    except ValueError as e:
+        return [f"orchestrator: invalid settings: {e}"]
+    namespace = orchestrator["metadata"].get("namespace", "default")
+    services = {n: s for n, s in by_kind(objects, "Service").items() if s["metadata"].get("namespace") == namespace}
+    encoders = running(objects, "embedding")
+    errors: list[str] = []
+    reached: set[str] = set()
+    for url in parsed:
+        parts = urlsplit(url)
+        name, _, domain = (parts.hostname or "").partition(".")
+        service = services.get(name) if domain in {"", namespace, f"{namespace}.svc"} else None
+        if service is None:
+            errors.append(f"orchestrator: {url} names no Service in namespace {namespace}")
+            continue
+        port = parts.port or {"http": 80, "https": 443}[parts.scheme]
+        if port not in [p["port"] for p in service["spec"]["ports"]]:
+            errors.append(f"orchestrator: {url}: Service {name} has no port {port}")
+        behind = selected(service["spec"].get("selector", {}), encoders)
+        if not behind:
+            errors.append(f"orchestrator: {url}: Service {name} is in front of no embedding Deployment")
+        reached.update(behind)
+    errors += [
+        f"Deployment {n}: ORCHESTRATOR_EMBEDDING_URLS names no Service in front of it"
+        for n in sorted(encoders)
+        if n not in reached
+    ]
+    return errors
 
 
 def env_errors(where: str, env: Mapping[str, str], classes: Mapping[str, type[ServiceSettings]]) -> list[str]:
@@ -404,8 +515,8 @@ def security_errors(objects: list[Obj]) -> list[str]:
 
 
 def network_policy_errors(objects: list[Obj]) -> list[str]:
-    """Ingress is denied by default; the head admits only the orchestrator; the embedding service only the
-    orchestrator and pods labelled as its consumers."""
+    """Ingress is denied by default; the policies selecting the head's pods admit only the orchestrator; those
+    selecting each embedding Deployment's pods, only the orchestrator and pods labelled as its consumers."""
     policies = by_kind(objects, "NetworkPolicy").values()
     errors = []
     if not any(
@@ -417,16 +528,20 @@ def network_policy_errors(objects: list[Obj]) -> list[str]:
         "head": [{"app.kubernetes.io/name": "orchestrator"}],
         "embedding": [{"app.kubernetes.io/name": "orchestrator"}, {EMBEDDING_CONSUMER_LABEL: "true"}],
     }
-    for target, expected_sources in allowed.items():
+    for name, deployment in by_kind(objects, "Deployment").items():
+        expected_sources = allowed.get(service_of(deployment) or "")
+        if expected_sources is None:
+            continue
+        labels = pod_labels(deployment)
         sources = [
             peer.get("podSelector", {}).get("matchLabels", {})
             for p in policies
-            if p["spec"]["podSelector"].get("matchLabels", {}).get("app.kubernetes.io/name") == target
+            if all(labels.get(k) == v for k, v in p["spec"]["podSelector"].get("matchLabels", {}).items())
             for rule in p["spec"].get("ingress", [])
             for peer in rule.get("from", [{}])
         ]
         if sorted(map(str, sources)) != sorted(map(str, expected_sources)):
-            errors.append(f"{target}: ingress allowed from {sources}, expected exactly {expected_sources}")
+            errors.append(f"{name}: ingress allowed from {sources}, expected exactly {expected_sources}")
     return errors
 
 
@@ -536,6 +651,7 @@ def structural_errors(objects: list[Obj], *, expect_gpu: bool) -> list[str]:
         *network_policy_errors(objects),
         *tfserving_config_errors(objects),
         *k8s_lane_key_errors(objects),
+        *embedding_url_errors(objects),
     ]
 
 

@@ -1,10 +1,10 @@
-"""Each overlay rendered once per session with the pinned kustomize."""
+"""Each rendering (an overlay, alone or with components) built once per session with the pinned kustomize."""
 
 import pytest
 
-from tests.deploy.checks import OVERLAYS, ROOT, Obj, kustomize_build
+from tests.deploy.checks import RENDERINGS, Obj, render
 
 
 @pytest.fixture(scope="session")
 def rendered() -> dict[str, list[Obj]]:
-    return {overlay: kustomize_build(ROOT / "k8s" / "overlays" / overlay) for overlay in OVERLAYS}
+    return {rendering: render(rendering) for rendering in RENDERINGS}

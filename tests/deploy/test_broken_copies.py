@@ -17,12 +17,12 @@ def break_file(path: Path, old: str, new: str) -> None:
     path.write_text(text.replace(old, new))
 
 
-def broken_render(tmp_path: Path, file: str, old: str, new: str, overlay: str = "cpu") -> list[Obj]:
-    """k8s/ and the TF Serving config copied (same relative layout), one file broken, the overlay rendered."""
+def broken_render(tmp_path: Path, file: str, old: str, new: str, rendering: str = "cpu") -> list[Obj]:
+    """k8s/ and the TF Serving config copied (same relative layout), one file broken, the rendering built."""
     shutil.copytree(ROOT / "k8s", tmp_path / "k8s")
     shutil.copytree(checks.TFSERVING_CONFIG, tmp_path / "head_service" / "tfserving")
     break_file(tmp_path / file, old, new)
-    return checks.kustomize_build(tmp_path / "k8s" / "overlays" / overlay)
+    return checks.render(rendering, tmp_path)
 
 
 def test_a_service_selecting_no_pod(tmp_path: Path) -> None:
@@ -71,14 +71,14 @@ def test_a_missing_probe(tmp_path: Path) -> None:
 def test_a_probe_on_a_path_the_service_does_not_serve(tmp_path: Path) -> None:
     old = "          readinessProbe:\n            httpGet: {path: /readyz, port: http}\n"
     old += "            periodSeconds: 5\n            timeoutSeconds: 2\n"
-    objects = broken_render(tmp_path, "k8s/base/embedding.yaml", old, old.replace("/readyz", "/ready"))
+    objects = broken_render(tmp_path, "k8s/base/embedding/embedding.yaml", old, old.replace("/readyz", "/ready"))
     assert checks.port_and_probe_errors(objects) == [
         "Deployment embedding: readinessProbe path /ready is no health endpoint"
     ]
 
 
 def test_a_container_port_other_than_the_services_default(tmp_path: Path) -> None:
-    objects = broken_render(tmp_path, "k8s/base/embedding.yaml", "containerPort: 8081", "containerPort: 8082")
+    objects = broken_render(tmp_path, "k8s/base/embedding/embedding.yaml", "containerPort: 8081", "containerPort: 8082")
     assert "Deployment embedding: container ports {'http': 8082} != the service's defaults {'http': 8081}" in (
         checks.port_and_probe_errors(objects)
     )
@@ -93,7 +93,7 @@ def test_a_container_port_other_than_the_services_default(tmp_path: Path) -> Non
             "apiVersion: extensions/v1beta1\nkind: Deployment",
         ),
         ("k8s/base/head.yaml", "apiVersion: autoscaling/v2\n", "apiVersion: autoscaling/v2beta2\n"),
-        ("k8s/base/embedding.yaml", "apiVersion: policy/v1\n", "apiVersion: policy/v1beta1\n"),
+        ("k8s/base/embedding/embedding.yaml", "apiVersion: policy/v1\n", "apiVersion: policy/v1beta1\n"),
     ],
     ids=["extensions-v1beta1-deployment", "autoscaling-v2beta2-hpa", "policy-v1beta1-pdb"],
 )
@@ -239,21 +239,92 @@ def test_the_head_opened_to_every_pod(tmp_path: Path) -> None:
     ]
 
 
+UPGRADE = "cpu+second-encoder"
+NEXT = "k8s/components/second-encoder"
+
+
+def test_a_second_encoder_not_relabelled(tmp_path: Path) -> None:
+    """nameSuffix alone: the two Deployments, Services and PDBs all on the same pods."""
+    old = "transformers:\n  - relabel.yaml\n"
+    errors = checks.selector_errors(
+        broken_render(tmp_path, f"{NEXT}/embedding-next/kustomization.yaml", old, "", UPGRADE)
+    )
+    assert "Deployment embedding: selector also matches the pods of ['embedding-next']" in errors
+    both = "['embedding', 'embedding-next']"
+    assert f"Service embedding-next: selects the pods of {both}, expected ['embedding-next']" in errors
+
+
+def test_a_second_encoders_service_on_the_first_encoders_pods(tmp_path: Path) -> None:
+    old = "  - {kind: Service, path: spec/selector, create: true}\n"
+    objects = broken_render(tmp_path, f"{NEXT}/embedding-next/relabel.yaml", old, "", UPGRADE)
+    assert checks.selector_errors(objects) == [
+        "Service embedding-next: selects the pods of ['embedding'], expected ['embedding-next']"
+    ]
+
+
+def test_a_second_encoder_spread_over_the_first_encoders_pods(tmp_path: Path) -> None:
+    old = "  - {kind: Deployment, path: spec/template/spec/topologySpreadConstraints/labelSelector/matchLabels}\n"
+    objects = broken_render(tmp_path, f"{NEXT}/embedding-next/relabel.yaml", old, "", UPGRADE)
+    assert checks.selector_errors(objects) == [
+        "Deployment embedding-next: topology spread counts the pods of ['embedding'], expected ['embedding-next']"
+    ]
+
+
+def test_a_second_encoder_under_the_first_encoders_network_policy(tmp_path: Path) -> None:
+    """Its pods get default-deny only (the orchestrator cannot reach them); the first's get the rules twice."""
+    old = "  - {kind: NetworkPolicy, path: spec/podSelector/matchLabels, create: true}\n"
+    objects = broken_render(tmp_path, f"{NEXT}/embedding-next/relabel.yaml", old, "", UPGRADE)
+    errors = checks.network_policy_errors(objects)
+    assert [e.split(":")[0] for e in errors] == ["embedding", "embedding-next"]
+    assert errors[1].startswith("embedding-next: ingress allowed from [], expected exactly ")
+
+
+def test_an_orchestrator_not_calling_the_second_encoder(tmp_path: Path) -> None:
+    objects = broken_render(
+        tmp_path,
+        f"{NEXT}/orchestrator-embedding-urls.yaml",
+        "http://embedding-next:8081",
+        "http://embedding-nxt:8081",
+        UPGRADE,
+    )
+    assert checks.embedding_url_errors(objects) == [
+        "orchestrator: http://embedding-nxt:8081 names no Service in namespace split-embedding",
+        "Deployment embedding-next: ORCHESTRATOR_EMBEDDING_URLS names no Service in front of it",
+    ]
+
+
+def test_an_orchestrator_calling_a_port_its_embedding_service_does_not_serve(tmp_path: Path) -> None:
+    old = '{name: ORCHESTRATOR_EMBEDDING_URLS, value: "http://embedding:8081"}'
+    objects = broken_render(tmp_path, "k8s/base/orchestrator.yaml", old, old.replace("8081", "8080"))
+    assert checks.embedding_url_errors(objects) == [
+        "orchestrator: http://embedding:8080: Service embedding has no port 8080"
+    ]
+
+
+def test_a_deployment_running_none_of_the_services(tmp_path: Path) -> None:
+    old = "        app.kubernetes.io/component: classifier\n"
+    objects = broken_render(tmp_path, "k8s/base/head.yaml", old, old.replace("classifier", "classifer"))
+    assert checks.port_and_probe_errors(objects) == [
+        "0 Deployments run the head service, expected one",
+        "Deployment head: app.kubernetes.io/component names none of ['api', 'classifier', 'encoder']",
+    ]
+
+
 def test_a_writable_root_filesystem_in_an_init_container(tmp_path: Path) -> None:
     old = "limits: {cpu: 500m, memory: 128Mi}\n          securityContext:\n            runAsNonRoot: true\n"
     old += "            runAsUser: 10001\n            runAsGroup: 10001\n            readOnlyRootFilesystem: true\n"
     objects = broken_render(
-        tmp_path, "k8s/base/embedding.yaml", old, old.replace("Filesystem: true", "Filesystem: false")
+        tmp_path, "k8s/base/embedding/embedding.yaml", old, old.replace("Filesystem: true", "Filesystem: false")
     )
     assert checks.security_errors(objects) == ["Deployment embedding/models: readOnlyRootFilesystem is not True"]
 
 
 def test_a_misspelt_setting(tmp_path: Path) -> None:
     objects = broken_render(
-        tmp_path, "k8s/base/orchestrator.yaml", "name: ORCHESTRATOR_EMBEDDING_URL", "name: ORCHESTRATOR_EMBEDING_URL"
+        tmp_path, "k8s/base/orchestrator.yaml", "name: ORCHESTRATOR_EMBEDDING_URLS", "name: ORCHESTRATOR_EMBEDING_URLS"
     )
     assert checks.settings_errors(objects) == [
-        "Deployment orchestrator: unknown ORCHESTRATOR_* settings ['embeding_url']"
+        "Deployment orchestrator: unknown ORCHESTRATOR_* settings ['embeding_urls']"
     ]
 
 
@@ -267,7 +338,9 @@ def test_an_invalid_setting_value(tmp_path: Path) -> None:
 def test_an_orchestrator_without_its_lane_key(tmp_path: Path) -> None:
     old = "            - {name: ORCHESTRATOR_EMBEDDING_API_KEY_FILE, value: /run/secrets/lane-key/lane-keys}\n"
     objects = broken_render(tmp_path, "k8s/base/orchestrator.yaml", old, "")
-    assert checks.k8s_lane_key_errors(objects) == ["k8s: the orchestrator sends no key to the embedding service"]
+    assert checks.k8s_lane_key_errors(objects) == [
+        "k8s embedding: the orchestrator sends no key to the embedding service"
+    ]
 
 
 def test_compose_giving_the_orchestrator_a_key_of_a_lane_without_weight(tmp_path: Path) -> None:
