@@ -7,11 +7,13 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request, Response
 
-from embedding_service.deps import EmbedderDep
+from embedding_service.deps import EmbedderDep, RuntimeDep
 from embedding_service.embedder import Embedded, LongTexts
 from embedding_service.encoder import Embedding, FloatArray
 from embedding_service.pooling import Pooling, l2_normalize, pool
 from embedding_service.schemas import (
+    IDENTITY_HEADER,
+    PRECISION_HEADER,
     EmbeddingsRequest,
     EmbeddingsResponse,
     EmbedRequest,
@@ -19,6 +21,7 @@ from embedding_service.schemas import (
     ModelCard,
     ModelList,
     RequestLimits,
+    Runtime,
     TokenizeRequest,
     TokenizeResponse,
 )
@@ -34,14 +37,20 @@ router = APIRouter()
 _INLINE_FLOATS = 64 * 1024
 
 
-async def _json(body: dict[str, Any], embedded: Embedded, floats: int) -> Response:
+async def _json(body: dict[str, Any], embedded: Embedded, floats: int, identity: str, runtime: Runtime) -> Response:
     """Serialises numpy arrays directly (float32, shortest round-trip form): building Python float
-    lists and validating them with pydantic would cost more than the encoder call for short texts."""
+    lists and validating them with pydantic would cost more than the encoder call for short texts. The
+    headers say whose vectors these are: the encoder's identity and the precision it ran at."""
     if floats <= _INLINE_FLOATS:
         content = orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
     else:
         content = await asyncio.to_thread(orjson.dumps, body, option=orjson.OPT_SERIALIZE_NUMPY)
-    return Response(content, media_type="application/json", headers={"Server-Timing": embedded.server_timing()})
+    headers = {
+        "Server-Timing": embedded.server_timing(),
+        IDENTITY_HEADER: identity,
+        PRECISION_HEADER: runtime.precision,
+    }
+    return Response(content, media_type="application/json", headers=headers)
 
 
 def _usage(embedded: Embedded) -> dict[str, int]:
@@ -65,7 +74,7 @@ def _key(request: Request) -> str | None:
 
 @router.post("/v1/embeddings", response_model=EmbeddingsResponse)
 async def create_embeddings(
-    body: EmbeddingsRequest, embedder: EmbedderDep, deadline: DeadlineDep, request: Request
+    body: EmbeddingsRequest, embedder: EmbedderDep, runtime: RuntimeDep, deadline: DeadlineDep, request: Request
 ) -> Response:
     embedder.check_model(body.model)
     dimensions = embedder.manifest.embedding_dim
@@ -98,11 +107,14 @@ async def create_embeddings(
         "truncated": embedded.truncated,
         "chunked": _chunked(embedded),
     }
-    return await _json(answer, embedded, 0 if body.encoding_format == "base64" else len(vectors) * dimensions)
+    floats = 0 if body.encoding_format == "base64" else len(vectors) * dimensions
+    return await _json(answer, embedded, floats, embedder.manifest.identity, runtime)
 
 
 @router.post("/embed", response_model=EmbedResponse)
-async def embed(body: EmbedRequest, embedder: EmbedderDep, deadline: DeadlineDep, request: Request) -> Response:
+async def embed(
+    body: EmbedRequest, embedder: EmbedderDep, runtime: RuntimeDep, deadline: DeadlineDep, request: Request
+) -> Response:
     manifest = embedder.manifest
     pooling = body.pooling or manifest.pooling
     normalize = body.normalize if body.normalize is not None else (manifest.normalize and pooling != "none")
@@ -143,7 +155,7 @@ async def embed(body: EmbedRequest, embedder: EmbedderDep, deadline: DeadlineDep
         "chunked": _chunked(embedded),
         "usage": _usage(embedded),
     }
-    return await _json(answer, embedded, floats)
+    return await _json(answer, embedded, floats, manifest.identity, runtime)
 
 
 def _pooled(group: list[Embedding], pooling: Pooling, normalize: bool) -> FloatArray:
@@ -179,7 +191,7 @@ async def tokenize(body: TokenizeRequest, embedder: EmbedderDep, request: Reques
 
 
 @router.get("/v1/models")
-async def list_models(embedder: EmbedderDep, request: Request) -> ModelList:
+async def list_models(embedder: EmbedderDep, runtime: RuntimeDep, request: Request) -> ModelList:
     manifest = embedder.manifest
     settings: EmbeddingSettings = request.app.state.settings
     limits = RequestLimits(
@@ -191,10 +203,11 @@ async def list_models(embedder: EmbedderDep, request: Request) -> ModelList:
         data=[
             ModelCard(
                 id=manifest.model_name,
+                identity=manifest.identity,
                 dimensions=manifest.embedding_dim,
                 max_seq_length=manifest.max_seq_length,
                 limits=limits,
-                runtime=request.app.state.model.runtime,
+                runtime=runtime,
             )
         ]
     )

@@ -17,13 +17,14 @@ from starlette.middleware import Middleware
 from embedding_service.admission import AdmissionMiddleware
 from embedding_service.api import router
 from embedding_service.batcher import DynamicBatcher
-from embedding_service.cache import EmbeddingCache, encoder_fingerprint
+from embedding_service.cache import EmbeddingCache
 from embedding_service.embedder import Embedder
 from embedding_service.encoder import Encoder
 from embedding_service.encoder_thread import gated
 from embedding_service.lanes import Lanes
 from embedding_service.manifest import TOKENIZER_DIR, EncoderManifest
-from embedding_service.schemas import Runtime
+from embedding_service.metrics import ENCODER_INFO
+from embedding_service.schemas import IDENTITY_HEADER, PRECISION_HEADER, Runtime
 from embedding_service.settings import EmbeddingSettings, configured_encoder
 from embedding_service.tokenizer import Tokenizer
 from service_common.app import cancel, drain_budget_s, service_app, stopping_event
@@ -66,9 +67,9 @@ class ModelSlot:
         started = time.perf_counter()
         try:
             encoder: Encoder = await asyncio.to_thread(configured_encoder, settings)
-            tokenizer = await asyncio.to_thread(
-                Tokenizer, settings.model_dir / TOKENIZER_DIR, self.manifest.max_seq_length
-            )
+            # The manifest read with the weights: what the model card, headers, metric and cache say is theirs.
+            self.manifest = manifest = encoder.manifest
+            tokenizer = await asyncio.to_thread(Tokenizer, settings.model_dir / TOKENIZER_DIR, manifest.max_seq_length)
             if settings.chunk_overlap_tokens * 2 > tokenizer.max_content:
                 raise ValueError(
                     f"chunk_overlap_tokens {settings.chunk_overlap_tokens} is over half of a window "
@@ -79,8 +80,8 @@ class ModelSlot:
             gate = settings.test_encoder_gate
             cache = None
             if settings.cache_bytes:
-                fingerprint = await asyncio.to_thread(encoder_fingerprint, settings.model_dir)
-                cache = EmbeddingCache(settings.cache_bytes).for_encoder(fingerprint)
+                store = EmbeddingCache(settings.cache_bytes)
+                cache = store.for_encoder(manifest.identity, encoder.precision)
             batcher = DynamicBatcher(  # built before the long warm-up, so a bad budget fails at once
                 gated(encoder, Path(gate)) if gate else encoder,
                 encoder.buckets,
@@ -107,19 +108,32 @@ class ModelSlot:
         self.runtime = Runtime(
             backend=encoder.backend,
             device=encoder.device,
+            precision=encoder.precision,
             encoder_threads=encoder.threads,
             tokenizer_threads=settings.tokenizer_threads,
             group_window=settings.group_window,
             ready_s=round(time.perf_counter() - started, 2),
         )
-        self.embedder = Embedder(self.manifest, tokenizer, batcher, settings, pool)
+        self.embedder = Embedder(manifest, tokenizer, batcher, settings, pool)
         runtime = self.runtime
+        ENCODER_INFO.info(
+            {
+                "model": manifest.model_name,
+                "identity": manifest.identity,
+                "precision": runtime.precision,
+                "backend": runtime.backend,
+                "device": runtime.device,
+            }
+        )
         logger.info(
-            "ready in %.1fs: %s, backend %s on %s, %d encoder threads, %d tokenizer threads, group window %d",
+            "ready in %.1fs: %s (identity %s), backend %s on %s in %s, %d encoder threads, %d tokenizer threads, "
+            "group window %d",
             runtime.ready_s,
-            self.manifest.model_name,
+            manifest.model_name,
+            manifest.identity,
             runtime.backend,
             runtime.device,
+            runtime.precision,
             runtime.encoder_threads,
             runtime.tokenizer_threads,
             runtime.group_window,
@@ -139,6 +153,14 @@ def create_app(settings: EmbeddingSettings) -> FastAPI:
             await cancel(draining)
 
     admission = Middleware(AdmissionMiddleware, has_room=slot.has_room, closing=slot.closing)
-    app = service_app("Embedding service", settings, lifespan, slot.not_ready_reason, router, admission=admission)
+    app = service_app(
+        "Embedding service",
+        settings,
+        lifespan,
+        slot.not_ready_reason,
+        router,
+        admission=admission,
+        expose_headers=(IDENTITY_HEADER, PRECISION_HEADER),
+    )
     app.state.model = slot
     return app

@@ -13,6 +13,10 @@ from embedding_service.manifest import EncoderManifest
 FloatArray = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.int32]
 Backend = Literal["tensorflow", "openvino"]
+# What the encoder's arithmetic runs at: it changes the vectors (within a tolerance), so the cache keys on it
+# and every answer says it. bf16: OpenVINO's bf16 hint, or TensorFlow's oneDNN auto mixed precision on CPU;
+# fp16: TensorFlow's auto mixed precision on a GPU.
+Precision = Literal["fp32", "bf16", "fp16"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,7 @@ class Encoder(Protocol):
     buckets: Buckets  # the shapes it pads batches to
     backend: Backend
     device: str
+    precision: Precision  # what it really runs at, which may be less than what was asked for
     threads: int  # threads one encoder call uses
 
     def __call__(self, batch: list[IntArray], *, token_vectors: bool = False) -> list[Embedding]:

@@ -1,6 +1,7 @@
 """The encoder manifest: what an exported encoder directory holds. A run-time contract of the embedding
 service (it reads it at start-up); build-time models.export_encoder writes it."""
 
+import json
 from pathlib import Path
 from typing import Literal
 
@@ -39,4 +40,14 @@ class EncoderManifest(BaseModel):
             raise FileNotFoundError(
                 f"{path} not found: {export_dir} is not an exported encoder (run `python -m models.export_encoder`)"
             )
-        return cls.model_validate_json(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        try:
+            fields = json.loads(text)
+        except json.JSONDecodeError:
+            fields = None  # model_validate_json says what is wrong with it
+        if isinstance(fields, dict) and "identity" not in fields:
+            raise ValueError(
+                f"{path} has no encoder identity: {export_dir} was exported before identities existed; "
+                f"re-export it with `python -m models.export_encoder --output {export_dir}`"
+            )
+        return cls.model_validate_json(text)

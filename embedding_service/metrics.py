@@ -1,8 +1,12 @@
 """The embedding service's Prometheus metrics; stage names match perf/'s latency breakdown."""
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram, Info
 
 from service_common.metrics import LATENCY_BUCKETS
+
+# embedding_encoder_info{model, identity, precision, backend, device} 1, once the model is ready: which
+# encoder answers, to join its other series on (or alert when replicas disagree).
+ENCODER_INFO = Info("embedding_encoder", "The encoder this service runs, set when it is ready")
 
 STAGE_SECONDS = Histogram(
     "embedding_stage_duration_seconds",

@@ -11,11 +11,14 @@ import openvino as ov
 from openvino.frontend import FrontEndManager
 
 from embedding_service.buckets import Buckets
-from embedding_service.encoder import Backend, Embedding, IntArray, embeddings, padded
+from embedding_service.encoder import Backend, Embedding, IntArray, Precision, embeddings, padded
 from embedding_service.host import cores
 from embedding_service.manifest import SAVED_MODEL_DIR, EncoderManifest
 
 logger = logging.getLogger(__name__)
+
+# OpenVINO's element type names (ov.Type.get_type_name) of the precisions it may run at, and ours.
+_OV_TYPES: dict[Precision, str] = {"fp32": "f32", "bf16": "bf16"}
 
 
 class OpenVINOEncoder:
@@ -27,10 +30,11 @@ class OpenVINOEncoder:
         self.buckets = buckets
         front_end = FrontEndManager().load_by_framework("tf")
         model = front_end.convert(front_end.load(str(export_dir / SAVED_MODEL_DIR)))
+        asked: Precision = "bf16" if bf16 else "fp32"
         config: dict[str, Any] = {
             "PERFORMANCE_HINT": "LATENCY",  # one stream: the batcher runs one call at a time
             # OpenVINO's CPU default on bf16-capable CPUs is bf16: fp32 holds the fidelity contract.
-            "INFERENCE_PRECISION_HINT": "bf16" if bf16 else "f32",
+            "INFERENCE_PRECISION_HINT": _OV_TYPES[asked],
             "INFERENCE_NUM_THREADS": threads or cores(),
         }
         core = ov.Core()
@@ -42,11 +46,15 @@ class OpenVINOEncoder:
         self._token_output = everything.output("token_embeddings")
         self._sentence_output = everything.output("sentence_embedding")
         self.threads = int(everything.get_property("INFERENCE_NUM_THREADS"))
+        # What the compiled model really runs at: a CPU without bf16 ignores the hint and runs f32.
+        self.precision: Precision = _precision(everything.get_property("INFERENCE_PRECISION_HINT"))
+        if self.precision != asked:
+            logger.warning("%s was asked for, but this CPU runs the encoder in %s", asked, self.precision)
         logger.info(
             "encoder %s loaded: backend openvino %s on CPU (precision=%s, threads=%d)",
             self.manifest.model_name,
             ov.get_version(),
-            config["INFERENCE_PRECISION_HINT"],
+            self.precision,
             self.threads,
         )
 
@@ -66,3 +74,11 @@ class OpenVINOEncoder:
         """One call of each request kind: OpenVINO compiled the graphs for every shape when it loaded them."""
         self([np.ones(16, dtype=np.int32)])
         self([np.ones(16, dtype=np.int32)], token_vectors=True)
+
+
+def _precision(element_type: ov.Type) -> Precision:
+    name = element_type.get_type_name()
+    for precision, ov_name in _OV_TYPES.items():
+        if ov_name == name:
+            return precision
+    raise ValueError(f"OpenVINO runs the encoder in {name}, which this service does not report")

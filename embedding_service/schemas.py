@@ -4,6 +4,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, WithJsonSchema
 
+from embedding_service.encoder import Precision
+from embedding_service.manifest import IDENTITY_PATTERN
+
+# On every embedding answer (/v1/embeddings, /embed): which encoder computed the vectors (the manifest's
+# identity) and at what precision, so that a caller (the orchestrator) can tell whose vectors it holds.
+IDENTITY_HEADER = "X-Encoder-Identity"
+PRECISION_HEADER = "X-Encoder-Precision"
+
 
 def _one_or_many(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
@@ -132,6 +140,7 @@ class Runtime(BaseModel):
     device: str
     encoder_threads: int  # one encoder call's threads
     tokenizer_threads: int  # the pool tokenizing big requests off the event loop
+    precision: Precision  # what the encoder really runs at
     group_window: int  # queued texts a batch is chosen from by length; 0: in order
     ready_s: float  # from the start of loading to ready
 
@@ -141,6 +150,7 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int = 0
     owned_by: str = "local"
+    identity: str = Field(pattern=IDENTITY_PATTERN, description="the encoder's (its manifest's): what the vectors are")
     dimensions: int
     max_seq_length: int
     limits: RequestLimits

@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from embedding_service.buckets import Buckets
-from embedding_service.encoder import Backend, Embedding, IntArray, embeddings, padded
+from embedding_service.encoder import Backend, Embedding, IntArray, Precision, embeddings, padded
 from embedding_service.host import cores
 from embedding_service.manifest import SAVED_MODEL_DIR, EncoderManifest
 
@@ -32,9 +32,17 @@ class TFEncoder:
         self.threads = tf.config.threading.get_intra_op_parallelism_threads() or cores()
         gpus = tf.config.list_physical_devices("GPU")
         self.device = "GPU" if gpus else "CPU"
+        self.precision: Precision = "fp32"
         if mixed_precision:
+            if xla:
+                # A graph rewrite that does not reach into XLA-compiled functions: pooled batches would run fp32.
+                raise ValueError("mixed precision needs xla=False")
             option = "auto_mixed_precision" if gpus else "auto_mixed_precision_onednn_bfloat16"
             tf.config.optimizer.set_experimental_options({option: True})
+            if not gpus:
+                self.precision = "bf16"
+            elif any(_fast_fp16(gpu) for gpu in gpus):  # else TensorFlow skips the rewrite: fp32 it stays
+                self.precision = "fp16"
         model: Any = tf.saved_model.load(str(export_dir / SAVED_MODEL_DIR))
         signature = model.signatures["serving_default"]
         self._model = model  # keeps the variables the signature reads alive
@@ -51,11 +59,11 @@ class TFEncoder:
             lambda ids, mask: signature(input_ids=ids, attention_mask=mask), input_signature=INPUT_SIGNATURE
         )
         logger.info(
-            "encoder %s loaded: backend tensorflow on %s (xla=%s, mixed_precision=%s, threads=%d)",
+            "encoder %s loaded: backend tensorflow on %s (xla=%s, precision=%s, threads=%d)",
             self.manifest.model_name,
             self.device,
             xla,
-            mixed_precision,
+            self.precision,
             self.threads,
         )
 
@@ -78,3 +86,9 @@ class TFEncoder:
         for rows, length in shapes:
             self([np.ones(length, dtype=np.int32)] * rows)
         logger.info("warmed up %d shapes in %.1fs", len(shapes), time.perf_counter() - started)
+
+
+def _fast_fp16(gpu: Any) -> bool:
+    """TensorFlow's auto mixed precision rewrites the graph only for GPUs of compute capability 7.0 or more."""
+    details: dict[str, Any] = tf.config.experimental.get_device_details(gpu)
+    return tuple(details.get("compute_capability", (0, 0))) >= (7, 0)

@@ -3,7 +3,7 @@ error handlers, the ops routes, the shutdown signal; and ending a lifespan's bac
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 
 from fastapi import APIRouter, FastAPI
@@ -26,15 +26,17 @@ def service_app(
     router: APIRouter,
     *,
     admission: Middleware | None = None,
+    expose_headers: Sequence[str] = (),
 ) -> FastAPI:
-    """`admission`: a service's own refusal at the door (the embedding service's full queue or draining)."""
+    """`admission`: a service's own refusal at the door (the embedding service's full queue or draining);
+    `expose_headers`: its own answer headers a browser page may read when CORS is on."""
     # FastAPI's own OpenTelemetry spans (a server span and one per dependency, serializer...) would double
     # ours and cost the hot path: service_common.tracing makes the spans, and only those.
     off: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
     app = FastAPI(title=title, version="0.1.0", lifespan=lifespan, telemetry={**off, "auto_configure": False})
     app.state.settings = settings
     app.state.stopping = asyncio.Event()
-    for layer in reversed(middleware(settings, admission)):
+    for layer in reversed(middleware(settings, admission, expose_headers)):
         app.add_middleware(layer.cls, *layer.args, **layer.kwargs)
     install_error_handlers(app)
     add_ops_routes(app, not_ready_reason)
@@ -42,12 +44,14 @@ def service_app(
     return app
 
 
-def middleware(settings: ServiceSettings, admission: Middleware | None = None) -> list[Middleware]:
+def middleware(
+    settings: ServiceSettings, admission: Middleware | None = None, expose_headers: Sequence[str] = ()
+) -> list[Middleware]:
     """Every service's middleware, outermost first: the one place their order is decided."""
     layers = [
         # CORS: every answer below (401, 413, 429, 503, even a 500) carries its headers, so a page can read
         # it; preflights are answered here, without a key.
-        cors_middleware(settings),
+        cors_middleware(settings, expose_headers),
         # Request id, log line, trace and latency: every request gets them, refusals included.
         Middleware(RequestContextMiddleware),
         # Who calls, before anything is read or queued: a stranger learns nothing of the load.

@@ -7,6 +7,7 @@ anonymous (OpenAI's clients always send some `Bearer sk-...`); with auth on, it 
 
 import hashlib
 import hmac
+from collections.abc import Sequence
 
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
@@ -32,8 +33,9 @@ def auth_middleware(settings: ServiceSettings) -> Middleware | None:
     )
 
 
-def cors_middleware(settings: ServiceSettings) -> Middleware | None:
-    """CORS for the configured origins; None (no CORS header at all) without any."""
+def cors_middleware(settings: ServiceSettings, expose_headers: Sequence[str] = ()) -> Middleware | None:
+    """CORS for the configured origins; None (no CORS header at all) without any. `expose_headers`: a
+    service's own answer headers that a page may read, besides every service's."""
     origins = settings.cors_origin_list
     if not origins:
         return None
@@ -49,7 +51,7 @@ def cors_middleware(settings: ServiceSettings) -> Middleware | None:
             "traceparent",
             "tracestate",
         ],
-        expose_headers=["X-Request-ID", "Retry-After", "Server-Timing", "traceresponse"],
+        expose_headers=["X-Request-ID", "Retry-After", "Server-Timing", "traceresponse", *expose_headers],
     )
 
 

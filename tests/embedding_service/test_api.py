@@ -1,14 +1,23 @@
 """Every endpoint and error of the embedding service, against the real model in a real server."""
 
 import socket
+from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 
+from embedding_service.app import create_app
+from embedding_service.manifest import EncoderManifest
+from embedding_service.schemas import IDENTITY_HEADER, PRECISION_HEADER
+from embedding_service.settings import EmbeddingSettings
 from tests.servers import Server
 
 pytestmark = pytest.mark.slow
+
+INFO = "embedding_encoder_info"
 
 BAD_REQUESTS = [
     # (body, status, param)
@@ -126,6 +135,55 @@ def test_ops_endpoints_headers_and_request_id(embedding_server: Server) -> None:
         "http_request_duration_seconds_bucket",
     ):
         assert name in metrics
+
+
+def test_every_embedding_answer_names_its_encoder_and_precision(embedding_server: Server, encoder_dir: Path) -> None:
+    identity = EncoderManifest.read(encoder_dir).identity
+    text = "whose vector is this?"
+    with httpx.Client(base_url=embedding_server.url, timeout=30) as client:
+        answers = {
+            "float": client.post("/v1/embeddings", json={"input": text}),
+            "base64": client.post("/v1/embeddings", json={"input": text, "encoding_format": "base64"}),
+            "embed": client.post("/embed", json={"inputs": text}),
+            "embed, another pooling": client.post("/embed", json={"inputs": text, "pooling": "cls"}),
+            "embed, token vectors": client.post("/embed", json={"inputs": text, "pooling": "none"}),
+        }
+    for kind, answer in answers.items():
+        assert answer.status_code == 200, (kind, answer.text)
+        assert answer.headers[IDENTITY_HEADER] == identity, kind
+        assert answer.headers[PRECISION_HEADER] == "fp32", kind  # the default: EMBEDDING_MIXED_PRECISION off
+
+
+def test_the_model_card_the_info_metric_and_the_log_name_the_same_encoder(
+    embedding_server: Server, encoder_dir: Path
+) -> None:
+    identity = EncoderManifest.read(encoder_dir).identity
+    card = httpx.get(f"{embedding_server.url}/v1/models").json()["data"][0]
+    runtime = card["runtime"]
+    assert (card["identity"], runtime["precision"]) == (identity, "fp32")
+    exposition = httpx.get(f"{embedding_server.url}/metrics").text
+    # An Info metric, which Prometheus' text format carries as a gauge of value 1 named with `_info`.
+    [sample] = [s for f in text_string_to_metric_families(exposition) for s in f.samples if s.name == INFO]
+    assert sample.value == 1.0
+    assert sample.labels == {
+        "model": card["id"],
+        "identity": identity,
+        "precision": runtime["precision"],
+        "backend": runtime["backend"],
+        "device": runtime["device"],
+    }
+    ready = next(line for line in embedding_server.log.read_text("utf-8").splitlines() if "ready in " in line)
+    assert f"(identity {identity})" in ready and f" in {runtime['precision']}," in ready
+
+
+def test_a_browser_page_may_read_the_encoder_headers(encoder_dir: Path) -> None:
+    """In-process (CORS needs no model): with origins configured, the encoder headers are exposed."""
+    origin = "https://app.example.com"
+    app = create_app(EmbeddingSettings(model_dir=encoder_dir, cors_origins=origin))
+    answer = TestClient(app).get("/healthz", headers={"Origin": origin})  # no lifespan: the model never loads
+    assert answer.headers["access-control-allow-origin"] == origin
+    exposed = {name.strip().lower() for name in answer.headers["access-control-expose-headers"].split(",")}
+    assert {IDENTITY_HEADER.lower(), PRECISION_HEADER.lower(), "x-request-id"} <= exposed
 
 
 def test_garbage_on_the_socket_does_not_hurt_the_server(embedding_server: Server) -> None:

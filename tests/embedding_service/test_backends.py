@@ -9,12 +9,14 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import openvino as ov
 import pytest
 
 from embedding_service.backend_choice import load_encoder
 from embedding_service.buckets import Buckets
 from embedding_service.encoder import Encoder
 from embedding_service.manifest import TOKENIZER_DIR
+from embedding_service.ov_encoder import OpenVINOEncoder
 from embedding_service.settings import EmbeddingSettings
 from embedding_service.tokenizer import Tokenizer
 from tests.conftest import running_embedding
@@ -55,6 +57,15 @@ def test_switching_backends_changes_no_vector_beyond_1e_5(
         assert a.length == b.length
         np.testing.assert_allclose(a.sentence, b.sentence, atol=1e-5)
         np.testing.assert_allclose(a.token_vectors(), b.token_vectors(), atol=1e-5)
+
+
+def test_each_backend_reports_the_precision_it_runs_at(encoders: dict[str, Encoder], encoder_dir: Path) -> None:
+    """fp32 unless asked; OpenVINO asked for bf16 reports what the compiled model runs: bf16 where the CPU has
+    it, fp32 (the hint ignored) where it does not."""
+    assert {name: e.precision for name, e in encoders.items()} == {"tensorflow": "fp32", "openvino": "fp32"}
+    has_bf16 = "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    bf16 = OpenVINOEncoder(encoder_dir, Buckets.exact(4, 256), bf16=True)
+    assert bf16.precision == ("bf16" if has_bf16 else "fp32")
 
 
 @pytest.mark.parametrize("backend", ["tensorflow", "openvino"])
@@ -112,6 +123,7 @@ def test_the_served_backends_agree_and_say_which_they_are(embedding_server: Serv
             tokens = client.post("/embed", json={"inputs": REFERENCE["texts"][:3], "pooling": "none"}).json()
         answers[runtime["backend"]] = ([row["embedding"] for row in vectors], tokens["embeddings"])
         assert runtime["encoder_threads"] >= 1 and runtime["ready_s"] > 0
+        assert runtime["precision"] == "fp32"  # EMBEDDING_MIXED_PRECISION's default, on either backend
         assert f"backend {runtime['backend']} on" in server.log.read_text("utf-8")  # the start-up log says it
     assert answers.keys() == {"openvino", "tensorflow"}
     (ov_vectors, ov_tokens), (tf_vectors, tf_tokens) = answers["openvino"], answers["tensorflow"]

@@ -1,18 +1,19 @@
 """The exact embedding cache and in-flight sharing, against the real service: a repeat is bit-identical and
 comes from the cache, concurrent identical requests cost one encoder slot, the byte bound holds under a
-flood of distinct texts, and another export of the encoder can never answer from this one's entries."""
+flood of distinct texts, and another encoder (identity) or precision can never answer from this one's entries."""
 
 import asyncio
 import base64
-import shutil
-from pathlib import Path
+from typing import get_args
 
 import httpx
 import numpy as np
 import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
-from embedding_service.cache import EmbeddingCache, encoder_fingerprint
-from embedding_service.manifest import SAVED_MODEL_DIR
+from embedding_service.cache import EmbeddingCache
+from embedding_service.encoder import Precision
 from tests.conftest import CONSTRAINED_CACHE_BYTES, GatedServer
 from tests.servers import Server
 
@@ -77,20 +78,27 @@ def test_the_byte_bound_holds_under_a_flood_of_distinct_texts(constrained_server
     assert constrained_server.metric("embedding_cache_evictions_total") > evictions_before
 
 
-def test_another_export_never_answers_from_this_ones_entries(encoder_dir: Path, tmp_path: Path) -> None:
-    """Other weights make another fingerprint, hence other keys: the same token ids miss."""
-    other = tmp_path / "encoder"
-    shutil.copytree(encoder_dir, other)
-    weights = next((other / SAVED_MODEL_DIR / "variables").glob("variables.data-*"))
-    with weights.open("r+b") as file:
-        file.seek(4096)
-        byte = file.read(1)
-        file.seek(4096)
-        file.write(bytes([byte[0] ^ 0x01]))
-    old, new = encoder_fingerprint(encoder_dir), encoder_fingerprint(other)
-    assert old != new and encoder_fingerprint(encoder_dir) == old
-    ids = np.asarray([101, 7592, 102], dtype=np.int32).tobytes()
-    store = EmbeddingCache(1 << 20)  # one store: a key without the encoder's identity would be found
-    store.for_encoder(old).put(ids, np.ones(384, dtype=np.float32), 3)
-    assert store.for_encoder(new).get(ids) is None
-    assert store.for_encoder(old).get(ids) is not None
+# Two identities and every precision: pairs that share an identity, a precision, or neither.
+ENCODERS = st.tuples(st.sampled_from(["c049cf5514832722", "0123456789abcdef"]), st.sampled_from(get_args(Precision)))
+TOKEN_IDS = st.lists(st.integers(0, 30_521), min_size=1, max_size=8).map(
+    lambda ids: np.asarray(ids, np.int32).tobytes()
+)
+
+
+@given(ENCODERS, ENCODERS, TOKEN_IDS)
+def test_two_identities_or_precisions_never_share_entries(
+    first: tuple[str, Precision], second: tuple[str, Precision], ids: bytes
+) -> None:
+    """In one store, the same token ids under another identity or another precision (whose vectors differ
+    within a tolerance) miss, and each encoder gets its own vector back."""
+    assume(first != second)
+    store = EmbeddingCache(1 << 20)  # one store: a key without the identity or the precision would be found
+    mine, theirs = store.for_encoder(*first), store.for_encoder(*second)
+    mine.put(ids, np.ones(384, dtype=np.float32), 3)
+    assert theirs.get(ids) is None
+    theirs.put(ids, np.zeros(384, dtype=np.float32), 3)
+    assert len(store) == 2
+    for cache, value in ((mine, 1.0), (theirs, 0.0)):
+        entry = cache.get(ids)
+        assert entry is not None and (entry[0] == value).all()
+    assert store.for_encoder(*first).get(ids) is not None  # the same identity and precision: the same entries

@@ -20,6 +20,7 @@ from service_common.errors import OverloadedError
 from tests.embedding_service.test_batcher import CountingEncoder, embed, ids
 
 BATCH = 8
+IDENTITY = "0123456789abcdef"  # an encoder identity, as a manifest holds one
 
 
 def make(
@@ -218,7 +219,7 @@ def test_a_lane_weight_that_is_not_a_positive_number_stops_the_service(weights: 
 async def test_concurrent_identical_texts_cost_one_encoder_slot() -> None:
     encoder = CountingEncoder()
     encoder.release.clear()
-    async with make(encoder, cache=EmbeddingCache(1 << 20).for_encoder(b"encoder")) as batcher:
+    async with make(encoder, cache=EmbeddingCache(1 << 20).for_encoder(IDENTITY, "fp32")) as batcher:
         first = asyncio.create_task(lane_embed(batcher, "a", [ids(1)]))
         await settle()
         same = [asyncio.create_task(lane_embed(batcher, lane, [ids(5), ids(5)])) for lane in ("a", "b", "c")]
@@ -234,7 +235,7 @@ async def test_concurrent_identical_texts_cost_one_encoder_slot() -> None:
 async def test_a_caller_leaving_does_not_cancel_the_text_for_another() -> None:
     encoder = CountingEncoder()
     encoder.release.clear()
-    async with make(encoder, cache=EmbeddingCache(1 << 20).for_encoder(b"encoder")) as batcher:
+    async with make(encoder, cache=EmbeddingCache(1 << 20).for_encoder(IDENTITY, "fp32")) as batcher:
         first = asyncio.create_task(lane_embed(batcher, "a", [ids(1)]))
         await settle()
         leaving = asyncio.create_task(lane_embed(batcher, "a", [ids(5)]))
@@ -249,7 +250,7 @@ async def test_a_caller_leaving_does_not_cancel_the_text_for_another() -> None:
 
 
 async def test_the_batcher_fills_the_cache_and_a_hit_is_bit_identical() -> None:
-    cache = EmbeddingCache(1 << 20).for_encoder(b"encoder-a")
+    cache = EmbeddingCache(1 << 20).for_encoder(IDENTITY, "fp32")
     async with make(CountingEncoder(), cache=cache) as batcher:
         [computed] = await embed(batcher, [ids(3)])
     entry = cache.get(ids(3).tobytes())
@@ -260,7 +261,7 @@ async def test_the_batcher_fills_the_cache_and_a_hit_is_bit_identical() -> None:
 def test_the_byte_bound_holds_and_the_oldest_entries_go_first() -> None:
     vector = np.ones(384, dtype=np.float32)
     store = EmbeddingCache(200_000)
-    bounded = store.for_encoder(b"encoder")
+    bounded = store.for_encoder(IDENTITY, "fp32")
     for i in range(10_000):
         bounded.put(ids(i, length=20).tobytes(), vector + i, 20)
         assert store.bytes <= 200_000
@@ -275,7 +276,7 @@ def test_the_cache_counts_exactly_the_bytes_it_holds(puts: list[tuple[int, int]]
     """Whatever is put, again or with a vector of another size under the same key, its byte count is that of
     the entries it holds, within its bound."""
     store = EmbeddingCache(6_000)
-    cache = store.for_encoder(b"encoder")
+    cache = store.for_encoder(IDENTITY, "fp32")
     for key, size in puts:
         cache.put(ids(key).tobytes(), np.ones(size, np.float32), 4)
         held = sum(len(k) + vector.nbytes + _ENTRY_OVERHEAD_BYTES for k, (vector, _) in store._entries.items())

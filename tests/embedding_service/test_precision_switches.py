@@ -25,6 +25,7 @@ from embedding_service.tokenizer import Tokenizer
 model_dir, texts = Path(sys.argv[1]), json.loads(sys.argv[2])
 encoder = TFEncoder(model_dir, Buckets.default(4, 256), xla=False, mixed_precision=True)
 tokenized = Tokenizer(model_dir / "tokenizer", 256)(texts)
+print(encoder.precision)
 print(json.dumps([e.sentence.tolist() for e in encoder([t.ids for t in tokenized])]))
 """
 
@@ -41,9 +42,20 @@ def test_mixed_precision_changes_the_arithmetic_but_not_the_meaning(
         check=True,
         env={"TF_CPP_MIN_LOG_LEVEL": "2", "PATH": "/usr/bin:/bin"},
     )
-    mixed = np.asarray(json.loads(result.stdout.strip().splitlines()[-1]))
+    *_, precision, vectors = result.stdout.strip().splitlines()
+    assert precision == "bf16"  # on a CPU: TensorFlow's oneDNN bf16 auto mixed precision
+    mixed = np.asarray(json.loads(vectors))
     response = httpx.post(f"{embedding_server.url}/v1/embeddings", json={"input": TEXTS}).json()
     full = np.asarray([d["embedding"] for d in response["data"]])
     cosine = (mixed * full).sum(1) / (np.linalg.norm(mixed, axis=1) * np.linalg.norm(full, axis=1))
     assert cosine.min() > 0.999
     assert np.abs(mixed - full).max() > 1e-4, "mixed precision had no effect: the switch did nothing"
+
+
+def test_mixed_precision_with_xla_is_refused_by_the_encoder_itself(encoder_dir: Path) -> None:
+    """Its rewrite does not reach XLA-compiled functions: pooled batches would run fp32 while it said bf16."""
+    from embedding_service.buckets import Buckets
+    from embedding_service.tf_encoder import TFEncoder
+
+    with pytest.raises(ValueError, match="mixed precision needs xla=False"):
+        TFEncoder(encoder_dir, Buckets.default(4, 256), xla=True, mixed_precision=True)

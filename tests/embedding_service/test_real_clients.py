@@ -20,6 +20,8 @@ from llama_index.embeddings.openai_like import OpenAILikeEmbedding
 from openai import NotFoundError, OpenAI
 from tokenizers import Tokenizer
 
+from embedding_service.manifest import EncoderManifest
+from embedding_service.schemas import IDENTITY_HEADER, PRECISION_HEADER
 from tests.servers import Server
 
 pytestmark = pytest.mark.slow
@@ -122,6 +124,15 @@ def test_float_and_base64_give_the_same_vectors(server: Server, client: OpenAI, 
     assert len(as_float.data[0].embedding) == 384
     assert as_float.model == default.model == SERVED
     assert as_float.usage.prompt_tokens == as_float.usage.total_tokens > len(TEXTS) * 2
+
+
+def test_the_openai_client_reads_the_encoder_headers(server: Server, client: OpenAI, encoder_dir: Path) -> None:
+    """What a caller of the SDK sees of the vectors' identity: the raw response's headers, beside its vectors."""
+    identity = EncoderManifest.read(encoder_dir).identity
+    for encoding in ("float", "base64"):
+        raw = client.embeddings.with_raw_response.create(model=SHORT, input=TEXTS, encoding_format=encoding)
+        assert (raw.headers[IDENTITY_HEADER], raw.headers[PRECISION_HEADER]) == (identity, "fp32"), encoding
+        assert len(raw.parse().data) == len(TEXTS)
 
 
 def test_every_served_name_and_the_alias_give_the_same_vectors(server: Server, client: OpenAI) -> None:

@@ -41,6 +41,7 @@ from embedding_service.tokenizer import Ids
 from service_common.errors import OverloadedError, ServiceError
 
 BATCH = 4
+IDENTITY = "0123456789abcdef"  # an encoder identity, as a manifest holds one
 LONGEST = 256
 MAX_BATCH_TOKENS = 2 * LONGEST
 QUEUE = 40
@@ -89,7 +90,7 @@ async def held_batcher(
             max_queue_texts=QUEUE,
             drain_timeout_s=0.1,  # a batch the test left in the encoder
             lanes=Lanes(LanePolicy(weights=WEIGHTS, named=frozenset(WEIGHTS), max_lanes=MAX_FLOWS)),
-            cache=EmbeddingCache(1 << 20).for_encoder(b"encoder") if cache else None,
+            cache=EmbeddingCache(1 << 20).for_encoder(IDENTITY, "fp32") if cache else None,
             group_window=group_window,
         ) as batcher:
             encoder = batcher._encoder
