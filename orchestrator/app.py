@@ -32,7 +32,7 @@ def create_app(settings: OrchestratorSettings) -> FastAPI:
     registry = HeadRegistry(Path(settings.head_config_file), settings.default_head)
     monitor = DownstreamMonitor(settings.ready_interval_s, settings.ready_timeout_s)
     clients = [EmbeddingClient(settings, url) for url in settings.embedding_url_list]
-    endpoints = EmbeddingEndpoints(clients)
+    endpoints = EmbeddingEndpoints(clients, settings.ready_timeout_s)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -29,7 +29,7 @@ from opentelemetry.trace import SpanContext, SpanKind
 
 from orchestrator.clients.embedding import Embedded, EmbeddingRefusedError
 from orchestrator.limits import EmbeddingLimits, check_texts
-from orchestrator.metrics import COALESCED_REQUESTS, COALESCER_QUEUE_TEXTS
+from orchestrator.metrics import COALESCED_REQUESTS, COALESCER_QUEUE_TEXTS, ENCODER_REFUSALS_TOTAL
 from orchestrator.pipeline import Answer, Classified, EncoderMovedError, Pipeline
 from service_common import tracing
 from service_common.deadline import Deadline
@@ -99,6 +99,7 @@ class Coalescer:
             try:
                 encoder = await self._pipeline.route(head, f"heads[{index}]" if fan_out else "head", deadline)
             except ServiceError as exc:
+                _count_refusal(head, exc)
                 if not fan_out:
                     raise
                 failed[head] = exc
@@ -246,6 +247,9 @@ class Coalescer:
             texts = [text for job in asking for text in job.texts]
             calls.append(self._head_call(head, vectors, embedded.encoder, texts, deadline, asking))
         results = dict(zip(wanted, await asyncio.gather(*calls, return_exceptions=True), strict=True))
+        for head, result in results.items():
+            if isinstance(result, ServiceError):
+                _count_refusal(head, result)
         offsets = dict.fromkeys(wanted, 0)
         for job, span in zip(jobs, spans, strict=True):
             answers: dict[str, Classified | ServiceError] = {}
@@ -313,6 +317,11 @@ def _hop_span(name: str, jobs: list[_Job], **attributes: str | int) -> AbstractC
         links=[job.trace for job in jobs[1:]],
         attributes={"coalesced.requests": len(jobs), **{f"hop.{key}": value for key, value in attributes.items()}},
     )
+
+
+def _count_refusal(head: str, error: ServiceError) -> None:
+    if error.code in ("encoder_mismatch", "unstamped_head"):
+        ENCODER_REFUSALS_TOTAL.labels(head, error.code).inc()
 
 
 def _as_service_error(error: BaseException) -> ServiceError:

@@ -8,6 +8,7 @@ import asyncio
 from dataclasses import dataclass
 
 from orchestrator.clients.embedding import EmbeddingClient
+from service_common.deadline import Deadline
 from service_common.errors import ServiceError, UnavailableError
 
 
@@ -18,8 +19,10 @@ class Endpoint:
 
 
 class EmbeddingEndpoints:
-    def __init__(self, clients: list[EmbeddingClient]) -> None:
+    def __init__(self, clients: list[EmbeddingClient], check_timeout_s: float) -> None:
         self.endpoints = [Endpoint(client) for client in clients]
+        self._checking: asyncio.Task[None] | None = None
+        self._check_timeout_s = check_timeout_s
 
     def encoders(self) -> set[str]:
         """The identities of the encoders served, as last seen (kept while a service is down: a blip
@@ -42,14 +45,30 @@ class EmbeddingEndpoints:
         if not serving:
             return f"no embedding service serves encoder {encoder}"
         if all(e.problem is not None for e in serving):
-            return "; ".join(f"the embedding service at {e.client.url}: {e.problem}" for e in serving)
+            return "; ".join(f"{e.client.url}: {e.problem}" for e in serving)
         return None
 
     def problems(self) -> str | None:
         """Why no service can embed now; None when one can."""
         if any(e.problem is None for e in self.endpoints):
             return None
-        return "; ".join(f"the embedding service at {e.client.url}: {e.problem}" for e in self.endpoints)
+        return "; ".join(f"{e.client.url}: {e.problem}" for e in self.endpoints)
+
+    async def learn(self, deadline: Deadline) -> set[str]:
+        """The encoders served, asking the services now if none is known yet (none has answered since
+        start-up): concurrent callers share one check, each waiting at most until its own deadline."""
+        if not self.encoders():
+            if self._checking is None:
+                self._checking = asyncio.create_task(self.check(deadline.budget_s(self._check_timeout_s)))
+                self._checking.add_done_callback(self._checked)
+            async with asyncio.timeout(deadline.remaining_s()):
+                await asyncio.shield(self._checking)
+        return self.encoders()
+
+    def _checked(self, task: asyncio.Task[None]) -> None:
+        self._checking = None
+        if not task.cancelled():
+            task.exception()  # seen: the endpoints keep the problem
 
     async def check(self, timeout_s: float) -> None:
         """Each service's readiness, identity, size and limits, all at once."""

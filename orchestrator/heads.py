@@ -77,6 +77,9 @@ class HeadRegistry:
             return self._config_error
         if self._loaded and self.default not in self._heads:
             return f"the default head {self.default!r} is not in {self.config_file}"
+        head = self._heads.get(self.default)
+        if head is not None and head.problem is not None:  # even with versions known before: it is down
+            return f"the default head {self.default!r} {head.problem}"
         try:
             self.route(self.default, "head", encoders)
         except ServiceError as exc:

@@ -24,8 +24,9 @@ ENCODER_HEAD_VERSIONS = Gauge(
     "Served head versions trained on each encoder an embedding service serves: 0 means the encoder can be retired",
     ["encoder"],
 )
-ENCODER_MISMATCHES_TOTAL = Counter(
-    "orchestrator_encoder_mismatches_total",
-    "Head calls refused because no version of the head takes the vectors' encoder (502 encoder_mismatch)",
-    ["head"],
+ENCODER_REFUSALS_TOTAL = Counter(
+    "orchestrator_encoder_refusals_total",
+    "Heads refused a request's texts for their encoder: encoder_mismatch (no version of the head was trained "
+    "on a served encoder, or on the one that embedded them) or unstamped_head (its versions carry no stamp)",
+    ["head", "code"],
 )

@@ -71,10 +71,17 @@ class Pipeline:
         self.heads = heads
 
     async def route(self, head: str, param: str, deadline: Deadline) -> str:
-        """The encoder whose vectors `head` takes now. A head not readable at the last look is looked at
-        again first (it may have loaded since)."""
+        """The encoder whose vectors `head` takes now. While no embedding service has named its encoder,
+        they are asked first; a head not readable at the last look is looked at again (it may have
+        loaded since)."""
+        encoders = await self.endpoints.learn(deadline)
+        if not encoders:
+            raise UnavailableError(
+                f"no embedding service can be asked for its encoder: {self.endpoints.problems()}",
+                code="embedding_unavailable",
+            )
         try:
-            return self.heads.route(head, param, self.endpoints.encoders())
+            return self.heads.route(head, param, encoders)
         except UnavailableError as exc:
             if exc.code != "head_unavailable":
                 raise

@@ -13,6 +13,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from embedding_service.manifest import EncoderManifest
 from tests.conftest import HeadServer, Pipeline, running_orchestrator
 from tests.servers import Server
 
@@ -34,7 +35,7 @@ def served_version(pipeline: Pipeline) -> str:
     return max(s["version"] for s in status if s["state"] == "AVAILABLE")
 
 
-def test_one_text(pipeline: Pipeline) -> None:
+def test_one_text(pipeline: Pipeline, encoder_dir: Path) -> None:
     response = classify(pipeline.orchestrator.url, {"text": POSITIVE[0]})
     assert response.status_code == 200, response.text
     body = response.json()
@@ -43,7 +44,8 @@ def test_one_text(pipeline: Pipeline) -> None:
     assert set(prediction["scores"]) == {"positive", "negative"}
     assert prediction["score"] == max(prediction["scores"].values())
     assert sum(prediction["scores"].values()) == pytest.approx(1.0, abs=1e-5)
-    assert body["model"] == {"name": "sentiment", "version": served_version(pipeline)}
+    identity = EncoderManifest.read(encoder_dir).identity  # the encoder that embedded it, the head's own
+    assert body["model"] == {"name": "sentiment", "version": served_version(pipeline), "encoder": identity}
     assert body["truncated"] == []
 
 

@@ -1,6 +1,6 @@
 """Many heads on one embedding, end to end with the real services: chosen per request, fanned out from
 one embedding, listed from TF Serving's own status, swapped, added and removed while serving, and a head
-for another embedding size refused while the others serve."""
+trained on an encoder no embedding service serves refused while the others serve."""
 
 import shutil
 import threading
@@ -15,9 +15,10 @@ import httpx
 import numpy as np
 import pytest
 
+from embedding_service.manifest import EncoderManifest
 from models.head_graph import export_head, train_head
 from stack import services
-from tests.conftest import HeadServer, copy_heads, running_head, running_orchestrator
+from tests.conftest import DEFAULT_ENCODER, HeadServer, copy_heads, running_head, running_orchestrator
 from tests.servers import Server
 
 pytestmark = pytest.mark.slow
@@ -118,16 +119,32 @@ def test_hostile_head_selections_name_the_field(
     assert response.json()["error"]["param"] == param
 
 
-def test_heads_are_listed_with_their_versions_labels_and_dimension(heads: Heads) -> None:
+def test_heads_are_listed_with_their_versions_labels_and_encoder(heads: Heads, embedding_server: Server) -> None:
     answer = httpx.get(f"{heads.orchestrator.url}/v1/heads").json()
-    assert answer["input_dimension"] == 384
+    identity = EncoderManifest.read(DEFAULT_ENCODER).identity
     found = {head["name"]: head for head in answer["heads"]}
     assert set(found) == set(services.HEADS)
     assert found["sentiment"]["default"] and not found["topic"]["default"]
     assert found["topic"]["versions"] == [
-        {"version": 1, "labels": ["business", "health", "sports", "technology", "travel"], "input_dimension": 384}
+        {
+            "version": 1,
+            "labels": ["business", "health", "sports", "technology", "travel"],
+            "input_dimension": 384,
+            "encoder": identity,
+            "problem": None,
+        }
     ]
     assert all(head["ready"] and head["problem"] is None for head in found.values())
+    assert answer["encoders"] == [
+        {
+            "identity": identity,
+            "url": embedding_server.url,
+            "dimensions": 384,
+            "ready": True,
+            "problem": None,
+            "head_versions": ["sentiment/1", "topic/1"],
+        }
+    ]
 
 
 def test_a_new_topic_version_under_looping_clients_loses_nothing(heads: Heads) -> None:
@@ -185,24 +202,31 @@ def test_a_head_added_to_the_config_appears_and_answers_and_a_removed_one_goes(h
     assert labels(classify(heads.orchestrator, {"text": BAD})) == ["negative"]
 
 
-def test_a_head_for_another_embedding_size_is_refused_and_the_others_serve(heads: Heads, tmp_path: Path) -> None:
+def test_a_head_trained_on_an_encoder_no_service_serves_is_refused_and_the_others_serve(
+    heads: Heads, tmp_path: Path
+) -> None:
+    """Same dimensions as the served encoder, another stamp: refused (never fed), whatever its size."""
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(40, 768)).astype(np.float32)
+    x = rng.normal(size=(40, 384)).astype(np.float32)
     model = train_head(x, (x[:, 0] > 0).astype(np.int64), 2, hidden=0, epochs=1, seed=0)
-    wide = heads.head.heads_root / "wide"
-    export_head(model, ["no", "yes"], wide / "1", "wide", {})
+    elsewhere = "00000000000000e1"
+    base = heads.head.heads_root / "elsewhere"
+    export_head(model, ["no", "yes"], base / "1", "elsewhere", {}, encoder=elsewhere)
     config = heads.head.config_path
     served = services.read_heads(config)
-    services.write_heads(config, {**served, "wide": wide})
+    services.write_heads(config, {**served, "elsewhere": base})
     try:
-        wait_until(lambda: listed(heads.orchestrator).get("wide", {}).get("versions"))
-        entry = listed(heads.orchestrator)["wide"]
-        assert not entry["ready"] and "768" in entry["problem"]
-        refused = classify(heads.orchestrator, {"text": GOOD, "head": "wide"})
-        assert refused.status_code == 502 and "wide" in refused.json()["error"]["message"]
-        mixed = classify(heads.orchestrator, {"text": GOOD, "heads": ["sentiment", "wide"]}).json()["heads"]
+        wait_until(lambda: listed(heads.orchestrator).get("elsewhere", {}).get("versions"))
+        entry = listed(heads.orchestrator)["elsewhere"]
+        assert not entry["ready"] and elsewhere in entry["problem"]
+        assert entry["versions"][0]["encoder"] == elsewhere and entry["versions"][0]["problem"]
+        refused = classify(heads.orchestrator, {"text": GOOD, "head": "elsewhere"})
+        error = refused.json()["error"]
+        assert refused.status_code == 502 and error["code"] == "encoder_mismatch" and elsewhere in error["message"]
+        mixed = classify(heads.orchestrator, {"text": GOOD, "heads": ["sentiment", "elsewhere"]}).json()["heads"]
         assert mixed["sentiment"]["predictions"][0]["label"] == "positive"
-        assert mixed["wide"]["error"]["code"] == "head_mismatch"
+        assert mixed["elsewhere"]["error"]["code"] == "encoder_mismatch"
+        assert mixed["elsewhere"]["error"]["param"] == "heads[1]"
         ready = httpx.get(f"{heads.orchestrator.url}/readyz")
         assert ready.status_code == 200
     finally:

@@ -50,7 +50,7 @@ def test_a_batch_gets_the_heads_predictions_in_input_order(
         response = httpx.post(f"{server.url}/classify", json={"texts": TEXTS}, timeout=60)
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["model"] == {"name": "sentiment", "version": "1"}
+    assert body["model"] == {"name": "sentiment", "version": "1", "encoder": EncoderManifest.read(encoder_dir).identity}
     assert body["truncated"] == []
     predictions = body["predictions"]
     assert len(predictions) == len(TEXTS)
