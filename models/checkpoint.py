@@ -5,9 +5,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy.typing as npt
+
 from embedding_service.manifest import Pooling
 
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
+# Weights a sentence encoder does not use: BERT's pooler head and a buffer PyTorch stores.
+UNUSED_WEIGHTS = ("pooler.", "embeddings.position_ids")
 _ST_POOLING_KEYS: dict[str, Pooling] = {
     "pooling_mode_mean_tokens": "mean",
     "pooling_mode_cls_token": "cls",
@@ -58,6 +62,13 @@ class Checkpoint:
             normalize=_normalize(path),
             max_seq_length=_max_seq_length(path, config),
         )
+
+    def tensors(self) -> dict[str, npt.NDArray[Any]]:
+        """The weights the encoder uses, named without the `bert.` prefix (UNUSED_WEIGHTS left out)."""
+        from safetensors.numpy import load_file
+
+        state = {name.removeprefix("bert."): value for name, value in load_file(str(self.weights)).items()}
+        return {name: value for name, value in state.items() if not name.startswith(UNUSED_WEIGHTS)}
 
 
 def _read_json(path: Path) -> Any:

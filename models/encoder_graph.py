@@ -3,15 +3,11 @@
 from typing import Any
 
 import tensorflow as tf
-from safetensors.numpy import load_file
 from transformers import BertConfig, TFBertModel
 from transformers.modeling_tf_pytorch_utils import load_pytorch_state_dict_in_tf2_model
 
 from embedding_service.manifest import Pooling
 from models.checkpoint import Checkpoint, CheckpointError
-
-# Weights a sentence encoder does not use: BERT's pooler head and a buffer PyTorch stores.
-_UNUSED_WEIGHTS = ("pooler.", "embeddings.position_ids")
 
 INPUT_SIGNATURE = (
     tf.TensorSpec([None, None], tf.int32, name="input_ids"),
@@ -23,8 +19,7 @@ def load_bert(checkpoint: Checkpoint) -> TFBertModel:
     """TFBertModel with the checkpoint's weights, loaded from safetensors without torch."""
     model = TFBertModel(BertConfig.from_dict(checkpoint.config), add_pooling_layer=False)
     model(model.dummy_inputs, training=False)
-    state = {k.removeprefix("bert."): v for k, v in load_file(str(checkpoint.weights)).items()}
-    state = {k: v for k, v in state.items() if not k.startswith(_UNUSED_WEIGHTS)}
+    state = checkpoint.tensors()
     try:
         load_pytorch_state_dict_in_tf2_model(model, state, allow_missing_keys=False)
     except (AttributeError, RuntimeError, ValueError) as exc:

@@ -34,6 +34,7 @@ def export(checkpoint_dir: Path, output: Path, model_name: str) -> None:
     never sees a half-written encoder."""
     from embedding_service.manifest import SAVED_MODEL_DIR, TOKENIZER_DIR, EncoderManifest
     from models.checkpoint import Checkpoint, CheckpointError
+    from models.encoder_identity import encoder_identity, tokenizer_description
 
     try:
         checkpoint = Checkpoint.read(checkpoint_dir)
@@ -60,8 +61,13 @@ def export(checkpoint_dir: Path, output: Path, model_name: str) -> None:
         with step(4, 4, "saving tokenizer and manifest"):
             tokenizer = AutoTokenizer.from_pretrained(str(checkpoint.path), use_fast=True)
             tokenizer.save_pretrained(str(staging / TOKENIZER_DIR))
+            # The identity describes the checkpoint's tokenizer; the service runs the exported copy.
+            if tokenizer_description(staging / TOKENIZER_DIR) != tokenizer_description(checkpoint.path):
+                sys.exit(f"\nerror: the tokenizer saved from {checkpoint.path} does not load as the same tokenizer")
+            identity = encoder_identity(checkpoint)
             EncoderManifest(
                 model_name=model_name,
+                identity=identity,
                 embedding_dim=int(checkpoint.config["hidden_size"]),
                 max_seq_length=checkpoint.max_seq_length,
                 pooling=checkpoint.pooling,
@@ -69,7 +75,7 @@ def export(checkpoint_dir: Path, output: Path, model_name: str) -> None:
                 vocab_size=int(checkpoint.config["vocab_size"]),
                 source=str(checkpoint.path),
             ).write(staging)
-    print(f"exported {model_name} to {output}")
+    print(f"exported {model_name} to {output}, encoder identity {identity}")
 
 
 def main(argv: list[str] | None = None) -> None:

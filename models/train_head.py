@@ -3,7 +3,9 @@
 A head is averaged (mean-pooled) sentence embedding -> optional small hidden layer -> softmax. `--head NAME`
 names it: the data set models/data/NAME/{train,test}.tsv, the base path build/heads/NAME and the model name
 in the warm-up record (each overridable but the last). The version directory carries its label names (a
-`labels` signature), a warm-up record for TF Serving and its held-out scores (assets.extra/metrics.json)."""
+`labels` signature), the identity of the encoder it was trained on (an `encoder` signature: its stamp, from
+the encoder's manifest), a warm-up record for TF Serving and its held-out scores (assets.extra/metrics.json).
+`--all` retrains every shipped head from its own data into its next version, e.g. after a new encoder."""
 
 import argparse
 import json
@@ -60,24 +62,45 @@ def read_examples(path: Path) -> Examples:
     return Examples(labels, texts)
 
 
+class Embedder:
+    """An exported encoder loaded once, in-process: texts -> sentence embeddings, exactly as the embedding
+    service computes them, and the encoder's identity (the stamp of a head trained on them)."""
+
+    def __init__(self, encoder_dir: Path) -> None:
+        from embedding_service.buckets import Buckets
+        from embedding_service.manifest import TOKENIZER_DIR, EncoderManifest
+        from embedding_service.tf_encoder import TFEncoder
+        from embedding_service.tokenizer import Tokenizer
+
+        manifest = EncoderManifest.read(encoder_dir)
+        self.identity = manifest.identity
+        self.dimension = manifest.embedding_dim
+        self._encoder = TFEncoder(
+            encoder_dir, Buckets.default(EMBED_BATCH, manifest.max_seq_length), xla=False, mixed_precision=False
+        )
+        self._tokenizer = Tokenizer(encoder_dir / TOKENIZER_DIR, manifest.max_seq_length)
+
+    def __call__(self, texts: list[str]) -> npt.NDArray[np.float32]:
+        from tqdm import tqdm
+
+        tokenized = self._tokenizer(texts)
+        vectors = []
+        for start in tqdm(range(0, len(texts), EMBED_BATCH), desc="embedding", unit="batch"):
+            vectors += [e.sentence for e in self._encoder([t.ids for t in tokenized[start : start + EMBED_BATCH]])]
+        return np.stack(vectors)
+
+
 def embed(texts: list[str], encoder_dir: Path) -> npt.NDArray[np.float32]:
     """Sentence embeddings from the exported encoder, in-process, exactly as the embedding service computes them."""
-    from tqdm import tqdm
+    return Embedder(encoder_dir)(texts)
 
-    from embedding_service.buckets import Buckets
-    from embedding_service.manifest import TOKENIZER_DIR, EncoderManifest
-    from embedding_service.tf_encoder import TFEncoder
-    from embedding_service.tokenizer import Tokenizer
 
-    manifest = EncoderManifest.read(encoder_dir)
-    encoder = TFEncoder(
-        encoder_dir, Buckets.default(EMBED_BATCH, manifest.max_seq_length), xla=False, mixed_precision=False
-    )
-    tokenized = Tokenizer(encoder_dir / TOKENIZER_DIR, manifest.max_seq_length)(texts)
-    vectors = []
-    for start in tqdm(range(0, len(texts), EMBED_BATCH), desc="embedding", unit="batch"):
-        vectors += [e.sentence for e in encoder([t.ids for t in tokenized[start : start + EMBED_BATCH]])]
-    return np.stack(vectors)
+def load_encoder(encoder_dir: Path) -> Embedder:
+    """The encoder, or exit with why it cannot be used (not an export, or one made before identities)."""
+    try:
+        return Embedder(encoder_dir)
+    except (OSError, ValueError) as exc:
+        sys.exit(f"error: {exc}")
 
 
 def macro_f1(truth: npt.NDArray[np.int64], predicted: npt.NDArray[np.int64], classes: int) -> float:
@@ -124,13 +147,78 @@ def head_name(value: str) -> str:
     return value
 
 
+def labelled(train: Examples, test: Examples, paths: HeadPaths) -> list[str]:
+    """The label names (sorted): at least two, and every held-out label among them."""
+    label_names = sorted(set(train.labels))
+    unknown = sorted(set(test.labels) - set(label_names))
+    if len(label_names) < 2 or unknown:
+        sys.exit(f"need at least 2 labels in {paths.train}, and no test label missing from it (missing: {unknown})")
+    return label_names
+
+
+@dataclass(frozen=True)
+class Training:
+    hidden: int
+    epochs: int
+    seed: int
+
+
+def train_and_export(name: str, paths: HeadPaths, version: int | None, embedder: Embedder, training: Training) -> None:
+    """Trains head `name` on `embedder`'s vectors and exports it as `version` (default: the next) under
+    paths.output, stamped with the embedder's identity."""
+    train, test = read_examples(paths.train), read_examples(paths.test)
+    label_names = labelled(train, test, paths)
+    print(f"head {name}: {len(train.texts)} training, {len(test.texts)} held-out examples, labels {label_names}")
+    x_train, x_test = embedder(train.texts), embedder(test.texts)
+    y_train = np.array([label_names.index(label) for label in train.labels])
+    y_test = np.array([label_names.index(label) for label in test.labels])
+
+    from models.head_graph import export_head, train_head
+
+    model = train_head(
+        x_train, y_train, len(label_names), hidden=training.hidden, epochs=training.epochs, seed=training.seed
+    )
+    predicted = model.predict(x_test, verbose=0).argmax(axis=1)
+    accuracy = float(np.mean(predicted == y_test))
+    f1 = macro_f1(y_test, predicted, len(label_names))
+    print(f"held-out accuracy {accuracy:.4f}, macro F1 {f1:.4f}")
+
+    output = paths.output
+    version = version or next_version(output)
+    if (output / str(version)).exists():
+        sys.exit(f"{output / str(version)} exists: versions are immutable, pick another --version")
+    with staged(output / str(version)) as staging:
+        metrics = {
+            "head": name,
+            "accuracy": accuracy,
+            "macro_f1": f1,
+            "labels": label_names,
+            "hidden": training.hidden,
+            "epochs": training.epochs,
+            "seed": training.seed,
+            "train_examples": len(train.texts),
+            "test_examples": len(test.texts),
+        }
+        export_head(model, label_names, staging, name, metrics, encoder=embedder.identity)
+    print(f"exported head {name} version {version} to {output / str(version)}, encoder {embedder.identity}")
+
+
+# What --all decides itself: each shipped head's own data and its next version under build/heads/NAME.
+_NOT_WITH_ALL = ("train", "test", "output", "version")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument(
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument(
         "--head",
         type=head_name,
-        required=True,
         help=f"the head's name, also its TF Serving model name (shipped: {', '.join(SHIPPED_HEADS)})",
+    )
+    which.add_argument(
+        "--all",
+        action="store_true",
+        help="retrain every shipped head from its own data into its next version under build/heads/HEAD",
     )
     parser.add_argument("--train", type=Path, help="TSV or JSONL (default: models/data/HEAD/train.tsv)")
     parser.add_argument("--test", type=Path, help="held-out TSV or JSONL (default: models/data/HEAD/test.tsv)")
@@ -141,47 +229,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.all and (given := [f"--{flag}" for flag in _NOT_WITH_ALL if getattr(args, flag) is not None]):
+        parser.error(
+            f"argument --all: not allowed with {', '.join(given)} (--all trains each shipped head from "
+            "models/data/HEAD into its next version under build/heads/HEAD)"
+        )
+    names = SHIPPED_HEADS if args.all else (args.head,)
     try:
-        paths = head_paths(args.head, args.train, args.test, args.output)
+        plans = [(name, head_paths(name, args.train, args.test, args.output)) for name in names]
     except ValueError as error:
         parser.error(str(error))
-    output = paths.output
 
-    train, test = read_examples(paths.train), read_examples(paths.test)
-    label_names = sorted(set(train.labels))
-    unknown = sorted(set(test.labels) - set(label_names))
-    if len(label_names) < 2 or unknown:
-        sys.exit(f"need at least 2 labels in {paths.train}, and no test label missing from it (missing: {unknown})")
-    print(f"head {args.head}: {len(train.texts)} training, {len(test.texts)} held-out examples, labels {label_names}")
-    x_train, x_test = embed(train.texts, args.encoder), embed(test.texts, args.encoder)
-    y_train = np.array([label_names.index(label) for label in train.labels])
-    y_test = np.array([label_names.index(label) for label in test.labels])
-
-    from models.head_graph import export_head, train_head
-
-    model = train_head(x_train, y_train, len(label_names), hidden=args.hidden, epochs=args.epochs, seed=args.seed)
-    predicted = model.predict(x_test, verbose=0).argmax(axis=1)
-    accuracy = float(np.mean(predicted == y_test))
-    f1 = macro_f1(y_test, predicted, len(label_names))
-    print(f"held-out accuracy {accuracy:.4f}, macro F1 {f1:.4f}")
-
-    version = args.version or next_version(output)
-    if (output / str(version)).exists():
-        sys.exit(f"{output / str(version)} exists: versions are immutable, pick another --version")
-    with staged(output / str(version)) as staging:
-        metrics = {
-            "head": args.head,
-            "accuracy": accuracy,
-            "macro_f1": f1,
-            "labels": label_names,
-            "hidden": args.hidden,
-            "epochs": args.epochs,
-            "seed": args.seed,
-            "train_examples": len(train.texts),
-            "test_examples": len(test.texts),
-        }
-        export_head(model, label_names, staging, args.head, metrics)
-    print(f"exported head {args.head} version {version} to {output / str(version)}")
+    embedder = load_encoder(args.encoder)
+    training = Training(args.hidden, args.epochs, args.seed)
+    for name, paths in plans:
+        train_and_export(name, paths, args.version, embedder, training)
 
 
 if __name__ == "__main__":

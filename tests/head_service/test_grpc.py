@@ -16,7 +16,8 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from tests.conftest import HeadServer
+from embedding_service.manifest import EncoderManifest
+from tests.conftest import DEFAULT_ENCODER, HeadServer
 
 pytestmark = pytest.mark.slow
 
@@ -84,6 +85,16 @@ def test_labels_travel_with_the_version(channel: grpc.Channel) -> None:
     assert [[s.decode() for s in row] for row in labels] == [["negative", "positive"]] * 2
 
 
+def test_the_encoder_stamp_travels_with_the_version(channel: grpc.Channel) -> None:
+    """The `encoder` signature as any TF Serving client reads it: one row per input row."""
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    response = stub.Predict(predict_request(embeddings(3), signature="encoder"), timeout=10)
+    stamp = tf.make_ndarray(response.outputs["encoder"])
+    assert stamp.shape == (3, 1)
+    assert {s.decode() for s in stamp.ravel()} == {EncoderManifest.read(DEFAULT_ENCODER).identity}
+    assert response.model_spec.signature_name == "encoder"
+
+
 def test_metadata_and_status(channel: grpc.Channel) -> None:
     request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
     request.model_spec.name = "sentiment"
@@ -95,7 +106,12 @@ def test_metadata_and_status(channel: grpc.Channel) -> None:
     assert serving.inputs["embeddings"].dtype == types_pb2.DT_FLOAT
     assert [d.size for d in serving.inputs["embeddings"].tensor_shape.dim] == [-1, DIM]
     assert [d.size for d in serving.outputs["probabilities"].tensor_shape.dim] == [-1, 2]
-    assert set(signatures.signature_def) == {"serving_default", "labels"}
+    assert set(signatures.signature_def) == {"serving_default", "labels", "encoder"}
+    encoder = signatures.signature_def["encoder"]
+    assert encoder.method_name == "tensorflow/serving/predict"
+    assert [d.size for d in encoder.inputs["embeddings"].tensor_shape.dim] == [-1, DIM]
+    assert encoder.outputs["encoder"].dtype == types_pb2.DT_STRING
+    assert [d.size for d in encoder.outputs["encoder"].tensor_shape.dim] == [-1, 1]
 
     status_request = get_model_status_pb2.GetModelStatusRequest()
     status_request.model_spec.name = "sentiment"

@@ -6,7 +6,8 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.conftest import HeadServer
+from embedding_service.manifest import EncoderManifest
+from tests.conftest import DEFAULT_ENCODER, HeadServer
 
 pytestmark = pytest.mark.slow
 
@@ -32,6 +33,9 @@ def test_status_and_metadata(head_server: HeadServer) -> None:
     assert serving["method_name"] == "tensorflow/serving/predict"
     assert serving["inputs"]["embeddings"]["dtype"] == "DT_FLOAT"
     assert [d["size"] for d in serving["inputs"]["embeddings"]["tensor_shape"]["dim"]] == ["-1", "384"]
+    encoder = metadata["metadata"]["signature_def"]["signature_def"]["encoder"]
+    assert encoder["outputs"]["encoder"]["dtype"] == "DT_STRING"
+    assert [d["size"] for d in encoder["outputs"]["encoder"]["tensor_shape"]["dim"]] == ["-1", "1"]
 
 
 def test_row_and_columnar_predict_agree(head_server: HeadServer) -> None:
@@ -50,6 +54,14 @@ def test_row_and_columnar_predict_agree(head_server: HeadServer) -> None:
 def test_labels_signature(head_server: HeadServer) -> None:
     response = post(head_server, "/v1/models/sentiment:predict", {"signature_name": "labels", "instances": [ROW]})
     assert response.json() == {"predictions": [["negative", "positive"]]}
+
+
+def test_encoder_signature(head_server: HeadServer) -> None:
+    identity = EncoderManifest.read(DEFAULT_ENCODER).identity
+    rows = post(head_server, "/v1/models/sentiment:predict", {"signature_name": "encoder", "instances": [ROW, ROW]})
+    assert rows.json() == {"predictions": [[identity], [identity]]}
+    columns = post(head_server, "/v1/models/sentiment:predict", {"signature_name": "encoder", "inputs": [ROW]})
+    assert columns.json() == {"outputs": [[identity]]}
 
 
 REST_ERRORS = [

@@ -11,8 +11,10 @@ import pytest
 import tensorflow as tf
 
 from embedding_service.manifest import SAVED_MODEL_DIR, TOKENIZER_DIR, EncoderManifest
+from models import export_encoder
 from models.checkpoint import Checkpoint, CheckpointError
 from models.encoder_graph import pool
+from models.encoder_identity import encoder_identity, tokenizer_description
 from tests.models.tiny_checkpoint import write_tiny_checkpoint
 from tests.servers import ROOT
 
@@ -48,6 +50,10 @@ def test_export_matches_the_checkpoint_model(tmp_path: Path, pooling: str, norma
     assert (manifest.pooling, manifest.normalize, manifest.max_seq_length) == (pooling, normalize, 24)
     assert (manifest.embedding_dim, manifest.model_name) == (32, "ckpt")
     assert (tmp_path / "out" / TOKENIZER_DIR / "tokenizer.json").is_file()
+    # The identity is the checkpoint's, and describes the tokenizer the service will load from the export.
+    assert manifest.identity == encoder_identity(Checkpoint.read(tmp_path / "ckpt"))
+    assert f"encoder identity {manifest.identity}" in result.stdout
+    assert tokenizer_description(tmp_path / "out" / TOKENIZER_DIR) == tokenizer_description(tmp_path / "ckpt")
 
     ids = np.array([[2, 5, 6, 7, 3, 0, 0], [2, 8, 9, 10, 11, 12, 3]], dtype=np.int32)
     mask = (ids != 0).astype(np.int32)
@@ -60,6 +66,15 @@ def test_export_matches_the_checkpoint_model(tmp_path: Path, pooling: str, norma
         expected /= np.linalg.norm(expected, axis=1, keepdims=True)
     np.testing.assert_allclose(exported["sentence_embedding"].numpy(), expected, atol=1e-5)
     np.testing.assert_allclose(exported["token_embeddings"].numpy()[0, :5], hidden.last_hidden_state[0, :5], atol=1e-5)
+
+
+def test_re_exporting_the_same_checkpoint_keeps_its_identity(tmp_path: Path) -> None:
+    """In-process (the CLI is tested above). Bug caught: anything of one export run (its output or staging
+    path, a time) in the identity."""
+    write_tiny_checkpoint(tmp_path / "ckpt")
+    for output in ("first", "second"):
+        export_encoder.export(tmp_path / "ckpt", tmp_path / output, "ckpt")
+    assert EncoderManifest.read(tmp_path / "first").identity == EncoderManifest.read(tmp_path / "second").identity
 
 
 def test_missing_directory_is_named(tmp_path: Path) -> None:
@@ -110,3 +125,9 @@ def test_default_checkpoint_honours_its_sentence_transformers_config(encoder_dir
         256,
         384,
     )
+
+
+def test_the_default_export_records_its_checkpoint_identity(encoder_dir: Path) -> None:
+    """Bug caught: a build/ exported before identities, or an identity not of the checkpoint exported."""
+    manifest = EncoderManifest.read(encoder_dir)
+    assert manifest.identity == encoder_identity(Checkpoint.read(Path(manifest.source)))

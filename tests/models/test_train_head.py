@@ -1,5 +1,6 @@
 """Head training: heads by name (`--head`, its checks and defaults), deterministic with a seed, any label set,
-the scores each version records, and the shipped heads' held-out accuracy (built and served)."""
+the scores and the encoder stamp each version records, `--all` (every shipped head into its next version), and
+the shipped heads' held-out accuracy (built and served)."""
 
 import argparse
 import json
@@ -15,6 +16,7 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2, prediction_service_pb2_grpc
 
+from embedding_service.manifest import EncoderManifest
 from head_service.servable import WARMUP_FILE
 from models.head_graph import METRICS_FILE
 from models.train_head import SHIPPED_HEADS, HeadPaths, head_name, head_paths, main, read_examples
@@ -72,6 +74,15 @@ def held_out_accuracy(version_dir: Path, test_file: Path) -> float:
     return float(np.mean([labels[p] == truth for p, truth in zip(predicted, examples.labels, strict=True)]))
 
 
+def stamp(version_dir: Path) -> str:
+    """The version's `encoder` signature, called in-process: one row per input row, each the identity."""
+    model = tf.saved_model.load(str(version_dir))
+    dim = model.signatures["serving_default"].structured_input_signature[1]["embeddings"].shape[-1]
+    rows = model.signatures["encoder"](embeddings=tf.zeros((3, dim)))["encoder"].numpy()
+    assert rows.shape == (3, 1) and len(set(rows.ravel())) == 1
+    return str(rows[0, 0].decode())
+
+
 def probabilities(version_dir: Path, x: np.ndarray) -> np.ndarray:
     model = tf.saved_model.load(str(version_dir))
     return np.asarray(model.signatures["serving_default"](embeddings=tf.constant(x))["probabilities"])
@@ -96,7 +107,11 @@ def test_an_unsafe_head_name_is_refused(name: str) -> None:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        ([], "the following arguments are required: --head"),
+        ([], "one of the arguments --head --all is required"),
+        (["--all", "--head", "topic"], "argument --head: not allowed with argument --all"),
+        (["--all", "--train", "t.tsv"], "argument --all: not allowed with --train (--all trains each shipped head"),
+        (["--all", "--test", "t.tsv", "--version", "3"], "argument --all: not allowed with --test, --version"),
+        (["--all", "--output", "out"], "argument --all: not allowed with --output"),
         (["--head", "../head"], "argument --head: '../head': a head name is"),
         (["--head", "no-such-head"], f"--train: no {DATA / 'no-such-head' / 'train.tsv'}; pass --train"),
         (["--head", "no-such-head", "--train", "t.tsv"], f"--test: no {DATA / 'no-such-head' / 'test.tsv'}"),
@@ -180,7 +195,11 @@ def test_a_named_head_goes_to_build_heads_and_records_its_scores(tmp_path: Path)
     assert f"exported head tiny-2 version 1 to {Path('build/heads/tiny-2/1')}" in result.stdout
     assert warmup_model_name(version) == "tiny-2"
     recorded = json.loads((version / METRICS_FILE).read_text(encoding="utf-8"))
+    identity = EncoderManifest.read(ENCODER).identity
+    assert f"version 1 to {Path('build/heads/tiny-2/1')}, encoder {identity}" in result.stdout
+    assert stamp(version) == identity
     assert recorded == {
+        "encoder": identity,
         "head": "tiny-2",
         "accuracy": pytest.approx(recorded["accuracy"]),
         "macro_f1": pytest.approx(recorded["macro_f1"]),
@@ -238,6 +257,29 @@ def test_a_malformed_data_file_is_refused_with_its_line(tmp_path: Path) -> None:
     assert "bad.tsv:3: expected 'label<TAB>text'" in result.stderr
 
 
+def test_all_retrains_every_shipped_head_into_its_next_version_stamped(
+    tiny_encoder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In-process, on a tiny encoder, under a working directory of its own (build/heads/NAME is relative to
+    it). Bugs caught: a head left out, a version overwritten instead of the next one taken, a head trained on
+    another head's data, a version stamped with anything but the encoder's identity."""
+    monkeypatch.chdir(tmp_path)
+    heads = tmp_path / "build" / "heads"
+    (heads / "sentiment" / "2").mkdir(parents=True)  # an older version: the next is 3
+    main(["--all", "--encoder", str(tiny_encoder), "--epochs", "1"])
+    identity = EncoderManifest.read(tiny_encoder).identity
+    assert {name: sorted(p.name for p in (heads / name).iterdir()) for name in SHIPPED_HEADS} == {
+        "sentiment": ["2", "3"],
+        "topic": ["1"],
+    }
+    for name, version in (("sentiment", "3"), ("topic", "1")):
+        recorded = json.loads((heads / name / version / METRICS_FILE).read_text(encoding="utf-8"))
+        assert (recorded["head"], recorded["labels"], recorded["encoder"]) == (name, SHIPPED_LABELS[name], identity)
+        assert recorded["test_examples"] == len(read_examples(DATA / name / "test.tsv").texts)
+        assert stamp(heads / name / version) == identity
+        assert warmup_model_name(heads / name / version) == name
+
+
 # The shipped heads as `make models` built them (build/heads/<name>/1).
 
 
@@ -250,6 +292,7 @@ def test_a_shipped_head_records_its_held_out_accuracy(name: str) -> None:
     recorded = json.loads((version / METRICS_FILE).read_text(encoding="utf-8"))
     test_set = read_examples(DATA / name / "test.tsv")
     assert (recorded["head"], recorded["labels"]) == (name, SHIPPED_LABELS[name])
+    assert stamp(version) == recorded["encoder"] == EncoderManifest.read(ENCODER).identity
     assert recorded["test_examples"] == len(test_set.texts)
     assert warmup_model_name(version) == name
     assert held_out_accuracy(version, DATA / name / "test.tsv") == pytest.approx(recorded["accuracy"], abs=1e-6)

@@ -31,21 +31,32 @@ WORDS = [
 
 
 def write_tiny_checkpoint(
-    path: Path, *, pooling: str = "mean", normalize: bool = True, max_seq_length: int = 32
+    path: Path,
+    *,
+    pooling: str = "mean",
+    normalize: bool = True,
+    max_seq_length: int = 32,
+    hidden_size: int = 32,
+    tokenizer_from: Path | None = None,
 ) -> TFBertModel:
     """Writes config.json, model.safetensors (PyTorch names), tokenizer and sentence-transformers
-    extras to `path`; returns the TF model the weights came from, as the ground truth."""
+    extras to `path`; returns the TF model the weights came from, as the ground truth. `tokenizer_from`:
+    a tokenizer directory whose vocabulary to use instead of the tiny one (each word its own vector)."""
     path.mkdir(parents=True, exist_ok=True)
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, *"abcdefghijklmnopqrstuvwxyz"]
-    (path / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    BertTokenizerFast(vocab_file=str(path / "vocab.txt")).save_pretrained(str(path))
+    if tokenizer_from is None:
+        vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, *"abcdefghijklmnopqrstuvwxyz"]
+        (path / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+        BertTokenizerFast(vocab_file=str(path / "vocab.txt")).save_pretrained(str(path))
+    else:
+        vocab = (tokenizer_from / "vocab.txt").read_text(encoding="utf-8").splitlines()
+        BertTokenizerFast.from_pretrained(str(tokenizer_from)).save_pretrained(str(path))
     config = BertConfig(
         vocab_size=len(vocab),
-        hidden_size=32,
+        hidden_size=hidden_size,
         num_hidden_layers=2,
         num_attention_heads=4,
         intermediate_size=64,
-        max_position_embeddings=64,
+        max_position_embeddings=max(64, max_seq_length),
     )
     config.save_pretrained(str(path))
     model = TFBertModel(config, add_pooling_layer=False)
