@@ -23,7 +23,10 @@ def _newest(self: Pipeline, head: str, encoder: str) -> HeadVersion:
 
 
 def _unchecked(self: EmbeddingClient, identity: str) -> str:
-    return identity
+    """The identity its model card named first, kept; no answer's is read or compared."""
+    if self.identity is None:
+        self.identity = identity
+    return self.identity
 
 
 def main() -> None:
