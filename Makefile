@@ -86,6 +86,13 @@ bench-tracing: models
 bench-backends: models
 	$(PY) -m perf.backends_bench $(if $(INFINITY),--infinity $(INFINITY))
 
+# What the encoder identity check costs /classify: c64 on the shipped orchestrator against one with the
+# check taken out, in alternating rounds, and the check's own calls timed in process against a /classify's
+# CPU (perf/identity_bench.py): about 5 minutes; --quick under 1.
+.PHONY: bench-identity
+bench-identity: models
+	$(PY) -m perf.identity_bench
+
 # Load, overload, faults and model swaps against the whole pipeline (about 20 minutes; --quick: 4).
 reliability: models
 	$(PY) -m perf.reliability

@@ -6,9 +6,13 @@
 # job is to copy them into a volume: an init container in k8s, a one-shot service in compose. Encoder
 # and heads are built together, so they always match (a head is meaningless on another encoder).
 #   docker build -f deploy/models.Dockerfile -t split-embedding/models:0.1.0 .
+# Head versions are immutable, and each is stamped with its encoder: an image on a new encoder takes a
+# HEAD_VERSION above every version served (--build-arg HEAD_VERSION=2), so that no version number ever
+# means two encoders (docs/encoders.md).
 # Pin by digest when releasing: `docker buildx imagetools inspect busybox:1.37.0`.
 
 FROM python:3.11.13-slim-bookworm AS build
+ARG HEAD_VERSION=1
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 HF_HUB_OFFLINE=1 TF_CPP_MIN_LOG_LEVEL=2
 WORKDIR /src
 RUN python -m venv /opt/venv
@@ -23,9 +27,9 @@ RUN /opt/venv/bin/pip install ".[ml]" \
 # Run from /src (the working directory comes first on sys.path), so models/data/<name>/ is found.
 RUN /opt/venv/bin/python -m models.export_encoder --output /models/encoder \
     && /opt/venv/bin/python -m models.train_head --head sentiment --encoder /models/encoder \
-        --output /models/heads/sentiment --version 1 \
+        --output /models/heads/sentiment --version "${HEAD_VERSION}" \
     && /opt/venv/bin/python -m models.train_head --head topic --encoder /models/encoder \
-        --output /models/heads/topic --version 1
+        --output /models/heads/topic --version "${HEAD_VERSION}"
 
 FROM busybox:1.37.0
 COPY --from=build --chown=10001:10001 /models /models
