@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request, Response
 
 from orchestrator.deps import CoalescerDep, EndpointsDep, RegistryDep
 from orchestrator.heads import HEAD_NAME, HeadRegistry, version_problem
-from orchestrator.pipeline import Classified
+from orchestrator.pipeline import Answer, Classified
 from orchestrator.schemas import ClassifyRequest, ClassifyResponse, HeadList, MultiHeadResponse
 from service_common import tracing
 from service_common.deadline import DeadlineDep
@@ -69,13 +69,35 @@ def _model(classified: Classified) -> dict[str, str]:
     return {"name": classified.head, "version": str(classified.version), "encoder": classified.encoder}
 
 
-def response_body(classified: Classified, truncated: list[int], chunked: list[tuple[int, int]]) -> dict[str, Any]:
-    """The one-head /classify answer (perf/'s monolith answers with it too, so both send the same bytes)."""
+def _long_texts(classified: Classified) -> dict[str, Any]:
     return {
-        "predictions": predictions(classified),
-        "model": _model(classified),
-        "truncated": truncated,
-        "chunked": [{"index": index, "windows": windows} for index, windows in chunked],
+        "truncated": classified.truncated,
+        "chunked": [{"index": index, "windows": windows} for index, windows in classified.chunked],
+    }
+
+
+def response_body(classified: Classified) -> dict[str, Any]:
+    """The one-head /classify answer (perf/'s monolith answers with it too, so both send the same bytes)."""
+    return {"predictions": predictions(classified), "model": _model(classified), **_long_texts(classified)}
+
+
+def fan_out_body(answer: Answer) -> dict[str, Any]:
+    """The `heads` answer: each head's entry (its long texts as its own encoder saw them), and at the top
+    the texts cut or chunked for any head."""
+    entries: dict[str, Any] = {}
+    truncated: set[int] = set()
+    chunked: dict[int, int] = {}
+    for name, result in answer.items():
+        if isinstance(result, ServiceError):
+            entries[name] = result.body()
+            continue
+        entries[name] = {"model": _model(result), "predictions": predictions(result), **_long_texts(result)}
+        truncated.update(result.truncated)
+        chunked.update(result.chunked)
+    return {
+        "heads": entries,
+        "truncated": sorted(truncated),
+        "chunked": [{"index": index, "windows": windows} for index, windows in sorted(chunked.items())],
     }
 
 
@@ -90,21 +112,12 @@ async def classify(
             request, coalescer.classify(texts, deadline, field, heads, fan_out=body.heads is not None, chunk=body.chunk)
         )
     if body.heads is None:
-        result = answer.heads[heads[0]]
+        result = answer[heads[0]]
         if isinstance(result, ServiceError):
             raise result
-        content: dict[str, Any] = response_body(result, answer.truncated, answer.chunked)
+        content = response_body(result)
     else:
-        content = {
-            "heads": {
-                name: result.body()
-                if isinstance(result, ServiceError)
-                else {"model": _model(result), "predictions": predictions(result)}
-                for name, result in answer.heads.items()
-            },
-            "truncated": answer.truncated,
-            "chunked": [{"index": index, "windows": windows} for index, windows in answer.chunked],
-        }
+        content = fan_out_body(answer)
     return Response(orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
 
 
@@ -120,11 +133,12 @@ async def list_heads(registry: RegistryDep, endpoints: EndpointsDep) -> HeadList
                 trained_on.setdefault(v.encoder, []).append(f"{head.name}/{v.version}")
     heads = []
     for head in registry.heads:
-        try:
-            registry.route(head.name, "head", encoders)
-            problem = None
-        except ServiceError as exc:
-            problem = exc.message
+        problem = head.problem
+        if problem is None:
+            try:
+                registry.route(head.name, "head", encoders)
+            except ServiceError as exc:
+                problem = exc.message
         versions = [
             {
                 "version": v.version,
@@ -151,7 +165,7 @@ async def list_heads(registry: RegistryDep, endpoints: EndpointsDep) -> HeadList
             "dimensions": e.client.dimensions,
             "ready": e.problem is None,
             "problem": e.problem,
-            "head_versions": trained_on.get(e.client.identity or "", []),
+            "head_versions": trained_on.get(e.client.identity, []) if e.client.identity else [],
         }
         for e in endpoints.endpoints
     ]

@@ -42,7 +42,8 @@ def create_app(settings: OrchestratorSettings) -> FastAPI:
             head: HeadClient = await stack.enter_async_context(
                 HeadGrpcClient(settings) if settings.head_protocol == "grpc" else HeadRestClient(settings)
             )
-            pipeline = Pipeline(endpoints, head, VersionCatalog(head, settings.head_timeout_s), registry)
+            catalog = VersionCatalog(head, settings.head_timeout_s)
+            pipeline = Pipeline(endpoints, head, catalog, registry, settings.head_timeout_s)
             app.state.coalescer = coalescer = Coalescer(
                 pipeline,
                 max_batch_texts=settings.max_batch_texts,

@@ -115,22 +115,20 @@ class Coalescer:
                 or len(errors) == len(parts)
             ):
                 raise error  # the caller's texts refused, or nothing to answer with: the request's error
-        results: dict[str, Classified | ServiceError] = dict(failed)
-        truncated: set[int] = set()
-        chunked: dict[int, int] = {}
+        results: Answer = dict(failed)
         for group, answer in zip(routes.values(), answers, strict=True):
             if isinstance(answer, ServiceError):
                 results.update(dict.fromkeys(group, answer))
-            elif isinstance(answer, Answer):
-                results.update(answer.heads)
-                truncated.update(answer.truncated)
-                chunked.update(answer.chunked)
-        return Answer({head: results[head] for head in heads}, sorted(truncated), sorted(chunked.items()))
+            elif isinstance(answer, dict):
+                results.update(answer)
+        return {head: results[head] for head in heads}
 
     async def _part(
         self, texts: list[str], deadline: Deadline, field: str, heads: tuple[str, ...], encoder: str, chunk: bool
     ) -> Answer:
         """The heads of one encoder, on one embedding of the texts shared with other requests."""
+        if self._closing:  # it began closing while this request was being routed
+            raise UnavailableError("the orchestrator is shutting down", code="shutting_down")
         size_bytes = check_texts(texts, field, self._limits(encoder), self._max_queue_texts)
         if self._queued_texts + len(texts) > self._max_queue_texts:
             raise OverloadedError(f"the orchestrator has {self._queued_texts} texts queued; retry shortly")
@@ -233,7 +231,9 @@ class Coalescer:
 
     async def _score(self, jobs: list[_Job], embedded: Embedded, deadline: Deadline) -> None:
         """One Predict per head that any of the jobs names, all at once, each on the rows of the jobs that
-        name it; a head that fails fails only its own part of each answer."""
+        name it; a head that fails fails only its own part of each answer. A head that moved to another
+        encoder while the texts were embedded (its new version loaded) gets each job's texts embedded
+        again for it, job by job."""
         spans, start = [], 0
         for job in jobs:
             spans.append(range(start, start + len(job.texts)))
@@ -244,45 +244,59 @@ class Coalescer:
             asking = [job for job in jobs if head in job.heads]
             rows = [row for job, span in zip(jobs, spans, strict=True) if head in job.heads for row in span]
             vectors = embedded.vectors if len(rows) == len(embedded.vectors) else embedded.vectors[rows]
-            texts = [text for job in asking for text in job.texts]
-            calls.append(self._head_call(head, vectors, embedded.encoder, texts, deadline, asking))
+            calls.append(self._head_call(head, vectors, embedded.encoder, deadline, asking))
         results = dict(zip(wanted, await asyncio.gather(*calls, return_exceptions=True), strict=True))
-        for head, result in results.items():
-            if isinstance(result, ServiceError):
-                _count_refusal(head, result)
         offsets = dict.fromkeys(wanted, 0)
+        answers: list[Answer] = []
+        moved = []
         for job, span in zip(jobs, spans, strict=True):
-            answers: dict[str, Classified | ServiceError] = {}
+            truncated = [i - span.start for i in embedded.truncated if i in span]
+            chunked = [(i - span.start, n) for i, n in embedded.chunked if i in span]
+            answer: Answer = {}
             for head in job.heads:
                 result = results[head]
                 if isinstance(result, Classified):
-                    answers[head] = result.rows(offsets[head], offsets[head] + len(span))
+                    answer[head] = result.rows(offsets[head], offsets[head] + len(span), truncated, chunked)
+                elif isinstance(result, EncoderMovedError):
+                    moved.append((answer, job, head, result.encoder))
                 else:
-                    answers[head] = _as_service_error(result)
+                    answer[head] = _as_service_error(result)
                 offsets[head] += len(span)
+            answers.append(answer)
+        again = await asyncio.gather(*(self._moved(job, head, encoder) for _, job, head, encoder in moved))
+        for (answer, _, head, _), result in zip(moved, again, strict=True):
+            answer[head] = result
+        for job, answer in zip(jobs, answers, strict=True):
+            for head, result in answer.items():
+                if isinstance(result, ServiceError):
+                    _count_refusal(head, result)
             if not job.future.done():
-                truncated = [i - span.start for i in embedded.truncated if i in span]
-                chunked = [(i - span.start, n) for i, n in embedded.chunked if i in span]
-                job.future.set_result(Answer(answers, truncated, chunked))
+                job.future.set_result({head: answer[head] for head in job.heads})
 
     async def _head_call(
-        self, head: str, vectors: np.ndarray, encoder: str, texts: list[str], deadline: Deadline, jobs: list[_Job]
+        self, head: str, vectors: np.ndarray, encoder: str, deadline: Deadline, jobs: list[_Job]
     ) -> Classified:
-        """The head's answer for the vectors; if its version for their encoder went while they were made
-        (an encoder upgrade: the new version loaded), its rows are embedded again for the encoder it
-        takes now, once."""
+        with _hop_span("head_call", jobs, texts=len(vectors), head=head):
+            return await self._pipeline.score(head, vectors, encoder, deadline)
+
+    async def _moved(self, job: _Job, head: str, encoder: str) -> Classified | ServiceError:
+        """One job's texts embedded for the encoder `head` takes now, on their own (a move is an upgrade's
+        moment, not a steady state), under that encoder's limits and the job's own names for a text its
+        service refuses."""
+        logger.info("head %s moved to encoder %s while its texts were embedded: embedding them again", head, encoder)
         try:
-            with _hop_span("head_call", jobs, texts=len(vectors), head=head):
-                return await self._pipeline.score(head, vectors, encoder, deadline)
-        except EncoderMovedError as moved:
-            logger.info("head %s moved from encoder %s to %s: embedding again", head, encoder, moved.encoder)
-            with _hop_span("embed_call", jobs, texts=len(texts), encoder=moved.encoder):
-                again = await self._pipeline.embed(texts, deadline, chunk=jobs[0].chunk, encoder=moved.encoder)
-        try:
-            with _hop_span("head_call", jobs, texts=len(vectors), head=head):
-                return await self._pipeline.score(head, again.vectors, again.encoder, deadline)
-        except EncoderMovedError as moved_again:
-            raise moved_again.mismatch() from None
+            check_texts(job.texts, job.texts_field, self._limits(encoder), self._max_queue_texts)
+            with _hop_span("embed_call", [job], texts=len(job.texts), encoder=encoder):
+                again = await self._pipeline.embed(job.texts, job.deadline, chunk=job.chunk, encoder=encoder)
+            with _hop_span("head_call", [job], texts=len(job.texts), head=head):
+                scored = await self._pipeline.score(head, again.vectors, again.encoder, job.deadline)
+        except EmbeddingRefusedError as refusal:
+            return refusal.for_caller(job.texts_field, refusal.index)
+        except EncoderMovedError as moved_again:  # it moved again: never fed another encoder's vectors
+            return moved_again.mismatch()
+        except ServiceError as exc:
+            return exc
+        return scored.rows(0, len(job.texts), again.truncated, again.chunked)
 
     async def _refused(self, jobs: list[_Job], refusal: EmbeddingRefusedError) -> None:
         """Only the request whose text was refused gets the error, in its own terms; the others go again

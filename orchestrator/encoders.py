@@ -8,8 +8,9 @@ import asyncio
 from dataclasses import dataclass
 
 from orchestrator.clients.embedding import EmbeddingClient
+from orchestrator.single_flight import SingleFlight
 from service_common.deadline import Deadline
-from service_common.errors import ServiceError, UnavailableError
+from service_common.errors import DeadlineExceededError, ServiceError, UnavailableError
 
 
 @dataclass
@@ -21,13 +22,22 @@ class Endpoint:
 class EmbeddingEndpoints:
     def __init__(self, clients: list[EmbeddingClient], check_timeout_s: float) -> None:
         self.endpoints = [Endpoint(client) for client in clients]
-        self._checking: asyncio.Task[None] | None = None
+        self._checking: SingleFlight[None, None] = SingleFlight()
         self._check_timeout_s = check_timeout_s
 
     def encoders(self) -> set[str]:
         """The identities of the encoders served, as last seen (kept while a service is down: a blip
         does not unroute every head)."""
         return {e.client.identity for e in self.endpoints if e.client.identity is not None}
+
+    def ready_encoders(self) -> set[str]:
+        """Those of them a ready service serves."""
+        return {e.client.identity for e in self.endpoints if e.client.identity is not None and e.problem is None}
+
+    def unnamed(self) -> str | None:
+        """The services that have not named their encoder yet, and why; None when every one has."""
+        waiting = [e for e in self.endpoints if e.client.identity is None]
+        return "; ".join(f"{e.client.url}: {e.problem}" for e in waiting) or None
 
     def serving(self, encoder: str) -> EmbeddingClient:
         """A service serving `encoder`: a ready one when there is one. UnavailableError if none is known."""
@@ -56,19 +66,19 @@ class EmbeddingEndpoints:
 
     async def learn(self, deadline: Deadline) -> set[str]:
         """The encoders served, asking the services now if none is known yet (none has answered since
-        start-up): concurrent callers share one check, each waiting at most until its own deadline."""
+        start-up): concurrent callers share one check, on its own budget, each waiting at most until its
+        own deadline."""
         if not self.encoders():
-            if self._checking is None:
-                self._checking = asyncio.create_task(self.check(deadline.budget_s(self._check_timeout_s)))
-                self._checking.add_done_callback(self._checked)
-            async with asyncio.timeout(deadline.remaining_s()):
-                await asyncio.shield(self._checking)
+            await self._checking.run(
+                None,
+                lambda: self.check(self._check_timeout_s),
+                deadline,
+                lambda: DeadlineExceededError(
+                    "the embedding services did not name their encoders within the request's deadline",
+                    code="embedding_timeout",
+                ),
+            )
         return self.encoders()
-
-    def _checked(self, task: asyncio.Task[None]) -> None:
-        self._checking = None
-        if not task.cancelled():
-            task.exception()  # seen: the endpoints keep the problem
 
     async def check(self, timeout_s: float) -> None:
         """Each service's readiness, identity, size and limits, all at once."""

@@ -20,10 +20,18 @@ from pathlib import Path
 from google.protobuf import text_format
 
 from orchestrator.clients import tfserving_messages as pb
+from orchestrator.clients.embedding import IDENTITY
 from orchestrator.clients.head import HeadClient
+from orchestrator.single_flight import SingleFlight
 from orchestrator.versions import HeadVersion, VersionCatalog
 from service_common.deadline import Deadline
-from service_common.errors import BadGatewayError, NotFoundError, ServiceError, UnavailableError
+from service_common.errors import (
+    BadGatewayError,
+    DeadlineExceededError,
+    NotFoundError,
+    ServiceError,
+    UnavailableError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +58,8 @@ def version_problem(version: HeadVersion, encoders: Collection[str]) -> str | No
     """Why this version cannot be given vectors: it has no stamp, or its encoder is not served."""
     if version.encoder is None:
         return f"has no encoder stamp (exported before stamps): stamp it with `{STAMP_COMMAND}` or train anew"
+    if not IDENTITY.fullmatch(version.encoder):
+        return f"has a malformed encoder stamp {version.encoder[:32]!r}: train it anew"
     if version.encoder not in encoders:
         return f"was trained on encoder {version.encoder}, which no embedding service serves"
     return None
@@ -62,7 +72,7 @@ class HeadRegistry:
         self._heads: dict[str, Head] = {}
         self._config_error: str | None = None
         self._loaded = False  # the config file was read at least once: only then is a name unknown
-        self._rereading: dict[str, asyncio.Task[None]] = {}
+        self._rereading: SingleFlight[str, None] = SingleFlight()
 
     @property
     def heads(self) -> list[Head]:
@@ -94,10 +104,11 @@ class HeadRegistry:
                 f"{param}: no head {name!r} is served (served: {served})", param=param, code="head_not_found"
             )
 
-    def route(self, name: str, param: str, encoders: Collection[str]) -> str:
+    def route(self, name: str, param: str, encoders: Collection[str], ready: Collection[str] | None = None) -> str:
         """The encoder whose vectors `name` takes (`param`: how the request named it): that of its newest
-        AVAILABLE version whose encoder is served. 404 unknown, 503 unreadable or unloaded, 502 for a head
-        no served encoder can feed."""
+        AVAILABLE version whose encoder is served, by a ready service when one is (`ready`: the encoders
+        with one; None: all of `encoders`). 404 unknown, 503 unreadable or unloaded, 502 for a head no
+        served encoder can feed."""
         self.known(name, param)
         head = self._heads.get(name)
         if head is None or not head.versions:
@@ -107,7 +118,8 @@ class HeadRegistry:
             raise UnavailableError("no embedding service has named its encoder yet", code="embedding_unavailable")
         fed = [v.encoder for v in head.versions if v.encoder is not None and v.encoder in encoders]
         if fed:
-            return fed[-1]
+            up = [encoder for encoder in fed if ready is None or encoder in ready]
+            return (up or fed)[-1]
         newest = head.versions[-1]
         if all(v.encoder is None for v in head.versions):
             raise BadGatewayError(
@@ -147,16 +159,19 @@ class HeadRegistry:
         self._loaded = self._loaded or self._config_error is None  # names are unknown only once these are known
         catalog.forget(set(self._heads))
 
-    async def reread(self, client: HeadClient, catalog: VersionCatalog, name: str, deadline: Deadline) -> None:
-        """Looks at one head again now (a call found its version gone); concurrent callers share one look,
-        each waiting at most until its own deadline."""
-        task = self._rereading.get(name)
-        if task is None:
-            task = asyncio.create_task(self._reread(client, catalog, name, deadline.remaining_s()))
-            self._rereading[name] = task
-            task.add_done_callback(lambda _: self._rereading.pop(name, None))
-        async with asyncio.timeout(deadline.remaining_s()):
-            await asyncio.shield(task)
+    async def reread(
+        self, client: HeadClient, catalog: VersionCatalog, name: str, deadline: Deadline, timeout_s: float
+    ) -> None:
+        """Looks at one head again now (a call found its version gone), on a budget of its own
+        (`timeout_s`); concurrent callers share one look, each waiting at most until its own deadline."""
+        await self._rereading.run(
+            name,
+            lambda: self._reread(client, catalog, name, timeout_s),
+            deadline,
+            lambda: DeadlineExceededError(
+                f"the head did not describe {name} within the request's deadline", code="head_timeout"
+            ),
+        )
 
     async def _reread(self, client: HeadClient, catalog: VersionCatalog, name: str, timeout_s: float) -> None:
         head = await self._look(client, catalog, name, timeout_s)
@@ -177,7 +192,9 @@ class HeadRegistry:
             return Head(name, [], "has a name the orchestrator cannot route to (letters, digits, - and _ only)")
         try:
             deadline = Deadline(timeout_s)
-            versions = [await catalog.get(name, v, deadline) for v in await client.versions(name, timeout_s)]
+            available = await client.versions(name, timeout_s)
+            catalog.retain(name, available)
+            versions = [await catalog.get(name, v, deadline) for v in available]
         except ServiceError as exc:  # the versions known before stay: a call finds out whether they answer
             known = self._heads.get(name)
             return Head(name, known.versions if known else [], f"cannot be read: {exc.message}")

@@ -6,7 +6,7 @@ encoder for every head its requests name. A head is never given vectors from an 
 one its answering version was trained on: `score` pins the version stamped with the encoder the embedding
 answer names."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -22,25 +22,23 @@ from service_common.errors import BadGatewayError, ServiceError, UnavailableErro
 
 @dataclass(frozen=True)
 class Classified:
-    """One head's answer for some texts."""
+    """One head's answer for some texts, and what its encoder made of the long ones."""
 
     head: str
     probabilities: np.ndarray  # [texts, classes]
     labels: list[str]  # the answering version's class names, in column order
     version: int
     encoder: str  # the identity of the encoder that embedded the texts (and that the version was trained on)
+    truncated: list[int] = field(default_factory=list)  # indices of texts cut to the encoder's max length
+    chunked: list[tuple[int, int]] = field(default_factory=list)  # (index, windows) of texts embedded whole
 
-    def rows(self, start: int, stop: int) -> "Classified":
-        return Classified(self.head, self.probabilities[start:stop], self.labels, self.version, self.encoder)
+    def rows(self, start: int, stop: int, truncated: list[int], chunked: list[tuple[int, int]]) -> "Classified":
+        """Rows [start, stop), with their own texts' `truncated` and `chunked` (indices from 0)."""
+        return replace(self, probabilities=self.probabilities[start:stop], truncated=truncated, chunked=chunked)
 
 
-@dataclass(frozen=True)
-class Answer:
-    """What one /classify request gets: each head's answer or error, and what became of long texts."""
-
-    heads: dict[str, Classified | ServiceError]
-    truncated: list[int]
-    chunked: list[tuple[int, int]]  # (text index, windows) of texts embedded whole from several windows
+# What one /classify request gets: each head's answer or error, in the order asked.
+Answer = dict[str, Classified | ServiceError]
 
 
 class EncoderMovedError(Exception):
@@ -63,17 +61,23 @@ class EncoderMovedError(Exception):
 
 class Pipeline:
     def __init__(
-        self, endpoints: EmbeddingEndpoints, head: HeadClient, catalog: VersionCatalog, heads: HeadRegistry
+        self,
+        endpoints: EmbeddingEndpoints,
+        head: HeadClient,
+        catalog: VersionCatalog,
+        heads: HeadRegistry,
+        head_timeout_s: float,
     ) -> None:
         self.endpoints = endpoints
         self.head = head
         self.catalog = catalog
         self.heads = heads
+        self._head_timeout_s = head_timeout_s  # the budget of a look at a head, shared by its callers
 
     async def route(self, head: str, param: str, deadline: Deadline) -> str:
         """The encoder whose vectors `head` takes now. While no embedding service has named its encoder,
         they are asked first; a head not readable at the last look is looked at again (it may have
-        loaded since)."""
+        loaded since); a head whose encoder may be that of a service not named yet is a 503, not a 502."""
         encoders = await self.endpoints.learn(deadline)
         if not encoders:
             raise UnavailableError(
@@ -81,12 +85,21 @@ class Pipeline:
                 code="embedding_unavailable",
             )
         try:
-            return self.heads.route(head, param, encoders)
-        except UnavailableError as exc:
-            if exc.code != "head_unavailable":
+            try:
+                return self.heads.route(head, param, encoders, self.endpoints.ready_encoders())
+            except UnavailableError as exc:
+                if exc.code != "head_unavailable":
+                    raise
+            await self.heads.reread(self.head, self.catalog, head, deadline, self._head_timeout_s)
+            return self.heads.route(head, param, self.endpoints.encoders(), self.endpoints.ready_encoders())
+        except BadGatewayError as exc:
+            unnamed = self.endpoints.unnamed()
+            if exc.code != "encoder_mismatch" or unnamed is None:
                 raise
-        await self.heads.reread(self.head, self.catalog, head, deadline)
-        return self.heads.route(head, param, self.endpoints.encoders())
+            raise UnavailableError(
+                f"{exc.message}; not every embedding service has named its encoder yet ({unnamed})",
+                code="embedding_unavailable",
+            ) from None
 
     async def embed(self, texts: list[str], deadline: Deadline, *, chunk: bool, encoder: str) -> Embedded:
         return await self.endpoints.serving(encoder).embed(texts, deadline, chunk=chunk)
@@ -100,7 +113,7 @@ class Pipeline:
         except ModelNotFoundError:
             # The version was unloaded (a newer one came): look at the head again, and go on with the
             # version trained on this encoder, if one is still there.
-            await self.heads.reread(self.head, self.catalog, head, deadline)
+            await self.heads.reread(self.head, self.catalog, head, deadline, self._head_timeout_s)
             version = self._version_for(head, encoder)
             probabilities = await self.head.predict(head, version.version, vectors, deadline)
         _check_shape(head, version.version, probabilities, version.labels, len(vectors))

@@ -38,7 +38,8 @@ class DownstreamMonitor:
         else:
             reason = registry.not_ready_reason(encoders)
             if reason is None:  # the default head takes an encoder served: is a service serving it ready?
-                reason = endpoints.problem(registry.route(registry.default, "head", encoders))
+                routed = registry.route(registry.default, "head", encoders, endpoints.ready_encoders())
+                reason = endpoints.problem(routed)
         self._count_versions(pipeline, encoders)
         if reason != self._reason:
             if reason is None:

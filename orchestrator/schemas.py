@@ -38,16 +38,19 @@ class Chunked(BaseModel):
 
 
 class HeadAnswer(BaseModel):
-    """One head's part of a `heads` answer: its predictions, or its error (OpenAI's error shape)."""
+    """One head's part of a `heads` answer: its predictions and its encoder's long texts, or its error
+    (OpenAI's error shape)."""
 
     model: ModelInfo | None = None
     predictions: list[Prediction] | None = None
+    truncated: list[int] | None = Field(None, description="texts cut to this head's encoder's max length")
+    chunked: list[Chunked] | None = None
     error: dict[str, str | None] | None = None
 
 
 class MultiHeadResponse(BaseModel):
     heads: dict[str, HeadAnswer] = Field(description="one entry per head asked, in the order asked")
-    truncated: list[int]
+    truncated: list[int] = Field(description="texts cut for any head (each entry says for its own)")
     chunked: list[Chunked]
 
 

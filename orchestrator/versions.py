@@ -5,10 +5,10 @@ label names (its `labels` signature) and the identity of the encoder it was trai
 signature; a version exported before stamps has none). They are read from the version itself, never kept
 apart from it, so a new version with other labels or another encoder cannot be misread."""
 
-import asyncio
 from dataclasses import dataclass
 
 from orchestrator.clients.head import ENCODER_SIGNATURE, LABELS_SIGNATURE, HeadClient
+from orchestrator.single_flight import SingleFlight
 from service_common.deadline import Deadline
 from service_common.errors import DeadlineExceededError
 
@@ -26,28 +26,28 @@ class VersionCatalog:
         self._head = head
         self._fetch_timeout_s = fetch_timeout_s
         self._known: dict[tuple[str, int], HeadVersion] = {}
-        self._fetching: dict[tuple[str, int], asyncio.Task[HeadVersion]] = {}
+        self._fetching: SingleFlight[tuple[str, int], HeadVersion] = SingleFlight()
 
     async def get(self, model: str, version: int, deadline: Deadline) -> HeadVersion:
-        """Concurrent callers for a new version share one fetch, which has its own budget (the head's
-        timeout), so a caller with a short deadline cannot fail it for the others; each caller waits at
-        most until its own deadline. A failed fetch is tried again by the next caller."""
+        """Concurrent callers for a new version share one fetch, on the head's timeout; each waits at
+        most until its own deadline."""
         key = (model, version)
         if key in self._known:
             return self._known[key]
-        task = self._fetching.get(key)
-        if task is None:
-            task = asyncio.create_task(self._fetch(model, version, Deadline(self._fetch_timeout_s)))
-            self._fetching[key] = task
-            task.add_done_callback(lambda done: self._fetched(key, done))
-        try:
-            async with asyncio.timeout(deadline.remaining_s()):
-                return await asyncio.shield(task)
-        except TimeoutError:
-            raise DeadlineExceededError(
+        return await self._fetching.run(
+            key,
+            lambda: self._fetch(model, version, Deadline(self._fetch_timeout_s)),
+            deadline,
+            lambda: DeadlineExceededError(
                 f"the head did not describe {model} version {version} within the request's deadline",
                 code="head_timeout",
-            ) from None
+            ),
+        )
+
+    def retain(self, model: str, versions: list[int]) -> None:
+        """Forgets `model`'s versions that are no longer available: were one of their numbers served
+        again, it would be read anew, not taken for what it was."""
+        self._known = {key: value for key, value in self._known.items() if key[0] != model or key[1] in versions}
 
     def forget(self, models: set[str]) -> None:
         """Drops what is known of heads no longer served."""
@@ -61,9 +61,5 @@ class VersionCatalog:
         if ENCODER_SIGNATURE in signatures.names:
             stamp = await self._head.constants(model, version, ENCODER_SIGNATURE, dimension, deadline)
             encoder = stamp[0] if stamp else ""
-        return HeadVersion(version, signatures.input_dimension, labels, encoder)
-
-    def _fetched(self, key: tuple[str, int], task: asyncio.Task[HeadVersion]) -> None:
-        self._fetching.pop(key, None)
-        if not task.cancelled() and task.exception() is None:  # exception(): also marks a failure as seen
-            self._known[key] = task.result()
+        self._known[(model, version)] = found = HeadVersion(version, signatures.input_dimension, labels, encoder)
+        return found

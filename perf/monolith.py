@@ -56,7 +56,7 @@ class Monolith:
         probabilities = self._scores([t.ids for t in tokenized])
         truncated = [i for i, t in enumerate(tokenized) if t.truncated]
         return response_body(
-            Classified(DEFAULT_HEAD, probabilities, self._labels, self._version, self._identity), truncated, []
+            Classified(DEFAULT_HEAD, probabilities, self._labels, self._version, self._identity, truncated)
         )
 
     def _scores(self, ids: list[npt.NDArray[np.int32]]) -> npt.NDArray[np.float32]:

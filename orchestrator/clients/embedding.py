@@ -41,7 +41,7 @@ KEEPALIVE_EXPIRY_S = 4.0
 _INPUT_INDEX = re.compile(r"input\[([0-9]{1,9})\]", re.ASCII)
 # The embedding service's header naming the encoder of an answer's vectors (its manifest's identity).
 ENCODER_HEADER = "X-Encoder-Identity"
-_IDENTITY = re.compile(r"[0-9a-f]{16}", re.ASCII)
+IDENTITY = re.compile(r"[0-9a-f]{16}", re.ASCII)  # what an encoder identity looks like
 
 
 @dataclass(frozen=True)
@@ -153,7 +153,7 @@ class EmbeddingClient:
 
     def _learn(self, identity: str) -> str:
         """The identity an answer carries, kept as this service's; BadGatewayError if it carries none."""
-        if not _IDENTITY.fullmatch(identity):
+        if not IDENTITY.fullmatch(identity):
             HOP_ERRORS_TOTAL.labels(HOP, "malformed").inc()
             raise BadGatewayError(
                 f"the embedding service at {self.url} names no encoder identity ({ENCODER_HEADER}: {identity[:32]!r})",

@@ -27,7 +27,9 @@ class Hops:
     """Embeds a text as [len(text)], scores it as [len, -len]; records every call's texts. Refuses the text
     "refused" as the embedding service would (naming it `input[i]`), and a call holding "no merging"
     with another text as a whole. Every head takes encoder "e1" unless `encoders` routes it elsewhere;
-    a head in `moves` answers for another encoder than the one it was routed to by the time it is scored."""
+    a head in `moves` answers for another encoder than the one it was routed to by the time it is scored.
+    A text starting with "long" is over the encoder's max length, and for encoder "e2" only if it also has
+    more than 12 characters; encoder "e2" refuses the text "refused by e2"."""
 
     def __init__(self, delay_s: float = 0.0, limits: EmbeddingLimits | None = None) -> None:
         self.delay_s = delay_s
@@ -43,11 +45,14 @@ class Hops:
         self.embedded_for: list[str] = []  # every embedding call's encoder
         self.moves: dict[str, list[str]] = {}  # head -> the encoders it answers for, one per score call
         self.failing_encoders: set[str] = set()
+        self.routing = asyncio.Event()  # cleared: requests wait while being routed
+        self.routing.set()
 
     def serving(self, encoder: str) -> "Hops":
         return self
 
     async def route(self, head: str, param: str, deadline: Deadline) -> str:
+        await self.routing.wait()
         if head == "unroutable":
             raise BadGatewayError(f"{param}: head {head!r} takes no served encoder", code="encoder_mismatch")
         return self.encoders.get(head, "e1")
@@ -64,11 +69,11 @@ class Hops:
         if "no merging" in texts and len(texts) > 1:
             raise EmbeddingRefusedError("body exceeds 10 bytes", status_code=413, param="body", code="body_too_large")
         for index, text in enumerate(texts):
-            if text == "refused":
+            if text == "refused" or (text == "refused by e2" and encoder == "e2"):
                 param = f"input[{index}]"
                 raise EmbeddingRefusedError(f"{param} is refused", status_code=400, param=param, code="refused")
         lengths = np.array([[len(t)] for t in texts], np.float32)
-        long = [i for i, t in enumerate(texts) if t.startswith("long")]
+        long = [i for i, t in enumerate(texts) if t.startswith("long") and (encoder != "e2" or len(t) > 12)]
         return Embedded(lengths, encoder, [] if chunk else long, [(i, 2) for i in long] if chunk else [])
 
     async def score(self, head: str, vectors: np.ndarray, encoder: str, deadline: Deadline) -> Classified:
@@ -95,10 +100,10 @@ class One:
 
 async def classify(merged: Coalescer, texts: list[str], deadline: Deadline, field: str, *, chunk: bool = False) -> One:
     answer = await merged.classify(texts, deadline, field, ("h",), chunk=chunk)
-    result = answer.heads["h"]
+    result = answer["h"]
     if isinstance(result, ServiceError):
         raise result
-    return One(result.probabilities, result.labels, result.version, answer.truncated, answer.chunked)
+    return One(result.probabilities, result.labels, result.version, result.truncated, result.chunked)
 
 
 def coalescer(hops: Hops, max_batch_texts: int = 8, max_in_flight: int = 1, max_queue_texts: int = 64) -> Coalescer:
@@ -322,8 +327,8 @@ async def test_requests_for_different_heads_share_one_embedding_call_and_one_cal
     answers = await asyncio.gather(*sent)
     assert hops.calls[1:] == [["a", "bb", "ccc"]]  # one embedding call for the three
     assert hops.scored[1:] == [("sentiment", [1, 2]), ("topic", [2, 3])]  # one call per head, its rows only
-    assert [list(a.heads) for a in answers] == [["sentiment"], ["sentiment", "topic"], ["topic"]]
-    got = [{h: r.probabilities[0, 0] for h, r in a.heads.items() if isinstance(r, Classified)} for a in answers]
+    assert [list(a) for a in answers] == [["sentiment"], ["sentiment", "topic"], ["topic"]]
+    got = [{h: r.probabilities[0, 0] for h, r in a.items() if isinstance(r, Classified)} for a in answers]
     assert got == [{"sentiment": 1}, {"sentiment": 2, "topic": 2}, {"topic": 3}]
 
 
@@ -331,8 +336,8 @@ async def test_a_failing_head_fails_only_its_own_part_of_each_answer() -> None:
     hops = Hops()
     hops.failing_heads = {"topic"}
     answer = await coalescer(hops).classify(["ab"], Deadline(5), "text", ("sentiment", "topic"))
-    assert isinstance(answer.heads["sentiment"], Classified)
-    failed = answer.heads["topic"]
+    assert isinstance(answer["sentiment"], Classified)
+    failed = answer["topic"]
     assert isinstance(failed, UnavailableError) and failed.code == "head_unavailable"
 
 
@@ -341,12 +346,12 @@ async def test_a_fan_out_over_two_encoders_embeds_once_per_encoder_and_feeds_eac
     hops.encoders = {"sentiment": "e1", "topic": "e2", "intent": "e1"}
     answer = await coalescer(hops).classify(["ab", "c"], Deadline(5), "texts", ("sentiment", "topic", "intent"))
     assert sorted(hops.embedded_for) == ["e1", "e2"]  # one call per encoder, not one per head
-    assert {h: r.encoder for h, r in answer.heads.items() if isinstance(r, Classified)} == {
+    assert {h: r.encoder for h, r in answer.items() if isinstance(r, Classified)} == {
         "sentiment": "e1",
         "topic": "e2",
         "intent": "e1",
     }
-    assert list(answer.heads) == ["sentiment", "topic", "intent"]  # the order asked
+    assert list(answer) == ["sentiment", "topic", "intent"]  # the order asked
 
 
 async def test_requests_for_different_encoders_never_share_an_embedding_call() -> None:
@@ -370,8 +375,8 @@ async def test_one_encoders_failure_fails_only_its_heads_in_a_fan_out_and_the_re
     hops.encoders = {"topic": "e2"}
     hops.failing_encoders = {"e2"}
     answer = await coalescer(hops).classify(["ab"], Deadline(5), "text", ("sentiment", "topic"), fan_out=True)
-    assert isinstance(answer.heads["sentiment"], Classified)
-    assert isinstance(answer.heads["topic"], OverloadedError)
+    assert isinstance(answer["sentiment"], Classified)
+    assert isinstance(answer["topic"], OverloadedError)
     with pytest.raises(OverloadedError):  # nothing to answer with: the request's own error (a 429 stays one)
         await coalescer(hops).classify(["ab"], Deadline(5), "text", ("topic",))
 
@@ -379,8 +384,8 @@ async def test_one_encoders_failure_fails_only_its_heads_in_a_fan_out_and_the_re
 async def test_a_head_no_encoder_can_feed_fails_its_entry_in_a_fan_out_and_the_request_when_named_alone() -> None:
     hops = Hops()
     answer = await coalescer(hops).classify(["ab"], Deadline(5), "text", ("sentiment", "unroutable"), fan_out=True)
-    assert isinstance(answer.heads["sentiment"], Classified)
-    refused = answer.heads["unroutable"]
+    assert isinstance(answer["sentiment"], Classified)
+    refused = answer["unroutable"]
     assert isinstance(refused, BadGatewayError) and refused.code == "encoder_mismatch"
     with pytest.raises(BadGatewayError):
         await coalescer(hops).classify(["ab"], Deadline(5), "text", ("unroutable",))
@@ -398,3 +403,51 @@ async def test_a_head_that_moved_encoder_while_its_texts_were_embedded_gets_them
     with pytest.raises(BadGatewayError) as moved:
         await classify(coalescer(hops), ["ab"], Deadline(5), "text")
     assert moved.value.code == "encoder_mismatch" and "e3" in moved.value.message and "e2" in moved.value.message
+
+
+async def test_a_moved_heads_texts_are_embedded_again_job_by_job_with_each_jobs_own_errors_and_long_texts() -> None:
+    hops = Hops()
+    hops.moves = {"h": ["e1", "e2"]}  # the blocker's batch scored before the move, the next one after it
+    hops.release.clear()
+    merged = coalescer(hops)
+    blocker = asyncio.create_task(classify(merged, ["x"], Deadline(5), "text"))
+    await asyncio.sleep(0.01)
+    sent = [
+        asyncio.create_task(classify(merged, texts, Deadline(5), "texts"))
+        for texts in (["long ab"], ["ok", "refused by e2"], ["long text here"])
+    ]
+    await asyncio.sleep(0.01)
+    hops.release.set()
+    await blocker
+    short, refused, long = await asyncio.gather(*sent, return_exceptions=True)
+    assert hops.calls[1] == ["long ab", "ok", "refused by e2", "long text here"]  # one merged call on e1
+    assert [(c, e) for c, e in zip(hops.calls[2:], hops.embedded_for[2:], strict=True)] == [
+        (["long ab"], "e2"),
+        (["ok", "refused by e2"], "e2"),
+        (["long text here"], "e2"),
+    ]  # then each job on its own, on e2
+    assert isinstance(refused, InvalidRequestError) and refused.param == "texts[1]"  # its own name for it
+    assert isinstance(short, One) and short.truncated == []  # e2 took it whole; e1 had cut it
+    assert isinstance(long, One) and long.truncated == [0]
+
+
+async def test_a_fan_out_reports_each_heads_long_texts_as_its_own_encoder_saw_them() -> None:
+    hops = Hops()
+    hops.encoders = {"topic": "e2"}
+    answer = await coalescer(hops).classify(["long ab"], Deadline(5), "text", ("sentiment", "topic"), fan_out=True)
+    sentiment, topic = answer["sentiment"], answer["topic"]
+    assert isinstance(sentiment, Classified) and isinstance(topic, Classified)
+    assert (sentiment.truncated, topic.truncated) == ([0], [])
+
+
+async def test_a_request_routed_while_the_coalescer_closes_is_refused_not_run_after_it() -> None:
+    hops = Hops()
+    hops.routing.clear()
+    merged = coalescer(hops)
+    routing = asyncio.create_task(classify(merged, ["a"], Deadline(5), "text"))
+    await asyncio.sleep(0.01)
+    await merged.aclose(grace_s=0)
+    hops.routing.set()
+    with pytest.raises(UnavailableError) as refused:
+        await routing
+    assert refused.value.code == "shutting_down" and hops.calls == []

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from orchestrator.clients.head import ENCODER_SIGNATURE, LABELS_SIGNATURE, PROBABILITIES_SIGNATURE, Signatures
-from orchestrator.heads import HeadRegistry, configured_heads
+from orchestrator.heads import HeadRegistry, configured_heads, version_problem
 from orchestrator.versions import VersionCatalog
 from service_common.deadline import Deadline
-from service_common.errors import BadGatewayError, NotFoundError, UnavailableError
+from service_common.errors import BadGatewayError, DeadlineExceededError, NotFoundError, UnavailableError
 from stack import services
 
 CONFIG = """
@@ -161,7 +161,8 @@ async def test_concurrent_rereads_of_a_head_share_one_look(tmp_path: Path) -> No
     serving.models["sentiment"] = {2: "e2"}
     catalog = VersionCatalog(serving, 1.0)  # type: ignore[arg-type]
     looks = serving.looks
-    await asyncio.gather(*(registry.reread(serving, catalog, "sentiment", Deadline(1)) for _ in range(5)))  # type: ignore[arg-type]
+    rereads = (registry.reread(serving, catalog, "sentiment", Deadline(1), 1.0) for _ in range(5))  # type: ignore[arg-type]
+    await asyncio.gather(*rereads)
     assert serving.looks == looks + 1
     assert registry.route("sentiment", "head", {"e1", "e2"}) == "e2"
 
@@ -200,3 +201,55 @@ async def test_no_name_is_unknown_while_the_first_look_is_under_way(tmp_path: Pa
     await refreshing
     with pytest.raises(NotFoundError):
         registry.known("nope", "head")
+
+
+async def test_a_reread_that_outlasts_a_callers_deadline_is_a_504_and_still_serves_the_patient(tmp_path: Path) -> None:
+    serving = Serving({"sentiment": {1: "e1"}})
+    registry = await refreshed(tmp_path, serving, "sentiment")
+    serving.models["sentiment"] = {2: "e2"}
+    release = asyncio.Event()
+    looked = serving.versions
+
+    async def slow_versions(model: str, timeout_s: float) -> list[int]:
+        await release.wait()
+        return await looked(model, timeout_s)
+
+    serving.versions = slow_versions  # type: ignore[method-assign]
+    catalog = VersionCatalog(serving, 1.0)  # type: ignore[arg-type]
+    patient = asyncio.create_task(registry.reread(serving, catalog, "sentiment", Deadline(5), 5.0))  # type: ignore[arg-type]
+    with pytest.raises(DeadlineExceededError) as impatient:
+        await registry.reread(serving, catalog, "sentiment", Deadline(0.01), 5.0)  # type: ignore[arg-type]
+    assert impatient.value.code == "head_timeout"
+    release.set()
+    await patient  # the shared look ran on its own budget, not the impatient caller's
+    assert registry.route("sentiment", "head", {"e1", "e2"}) == "e2"
+
+
+async def test_a_version_number_served_again_is_read_anew_never_taken_for_what_it_was(tmp_path: Path) -> None:
+    serving = Serving({"sentiment": {1: "e1", 2: "e2"}})
+    catalog = VersionCatalog(serving, 1.0)  # type: ignore[arg-type]
+    write_config(tmp_path / "models.config", "sentiment")
+    registry = HeadRegistry(tmp_path / "models.config", "sentiment")
+    await registry.refresh(serving, catalog, 1.0)  # type: ignore[arg-type]
+    serving.models["sentiment"] = {1: "e1"}  # version 2 rolled back...
+    await registry.refresh(serving, catalog, 1.0)  # type: ignore[arg-type]
+    serving.models["sentiment"] = {1: "e1", 2: "e1"}  # ...and its number reused for a head trained on e1
+    await registry.refresh(serving, catalog, 1.0)  # type: ignore[arg-type]
+    again = registry.version_for("sentiment", "e1")
+    assert again is not None and again.version == 2 and registry.version_for("sentiment", "e2") is None
+
+
+async def test_a_head_goes_to_an_encoder_a_ready_service_serves_when_one_of_its_versions_allows(
+    tmp_path: Path,
+) -> None:
+    registry = await refreshed(tmp_path, Serving({"sentiment": {1: "e1", 2: "e2"}}), "sentiment")
+    assert registry.route("sentiment", "head", {"e1", "e2"}, ready={"e1"}) == "e1"  # e2's service is down
+    assert registry.route("sentiment", "head", {"e1", "e2"}, ready=set()) == "e2"  # none up: the newest
+    assert registry.route("sentiment", "head", {"e1", "e2"}, ready={"e1", "e2"}) == "e2"
+
+
+async def test_a_malformed_stamp_is_never_an_encoder_and_says_so(tmp_path: Path) -> None:
+    registry = await refreshed(tmp_path, Serving({"sentiment": {1: "not hex"}}), "sentiment")
+    head = registry.get("sentiment")
+    assert head is not None
+    assert "malformed encoder stamp" in (version_problem(head.versions[0], {"not hex"}) or "")
