@@ -139,7 +139,9 @@ def test_the_shipped_heads_are_the_makefile_and_model_image_heads() -> None:
     makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
     assert re.findall(r"^HEADS := (.*)$", makefile, re.MULTILINE) == [" ".join(SHIPPED_HEADS)]
     dockerfile = (ROOT / "deploy" / "models.Dockerfile").read_text(encoding="utf-8").replace("\\\n", " ")
-    trained = re.findall(r"models\.train_head --head (\S+) .*?--output /models/heads/(\S+) --version 1\b", dockerfile)
+    trained = re.findall(
+        r'models\.train_head --head (\S+) .*?--output /models/heads/(\S+) --version "\$\{HEAD_VERSION\}"', dockerfile
+    )
     assert trained == [(name, name) for name in SHIPPED_HEADS]
     assert sorted(SHIPPED_LABELS) == sorted(SHIPPED_HEADS)
 
