@@ -54,7 +54,9 @@ def other(encoder_dir: Path, xla_cache_dir: Path, tmp_path_factory: pytest.TempP
     export = [sys.executable, "-m", "models.export_encoder", "--checkpoint", str(work / "checkpoint")]
     subprocess.run([*export, "--output", str(work / "encoder"), "--name", DEFAULT_MODEL_NAME], check=True)
     subprocess.run(
-        [sys.executable, "-m", "models.train_head", "--all", "--encoder", str(work / "encoder")], cwd=work, check=True
+        [sys.executable, "-m", "models.train_head", "--all", "--encoder", str(work / "encoder"), "--epochs", "5"],
+        cwd=work,
+        check=True,
     )
     identity = EncoderManifest.read(work / "encoder").identity
     with running_embedding(work / "encoder", xla_cache_dir, work / "embedding.log") as server:
