@@ -32,17 +32,19 @@ def write_config(path: Path, *names: str) -> None:
 
 class Serving:
     """Each model's available versions and the encoder each was trained on (None: no stamp); counts
-    metadata reads and status calls."""
+    metadata reads and status calls, which wait while `release` is clear."""
 
     def __init__(self, models: dict[str, dict[int, str | None]]) -> None:
         self.models = models
         self.reads: list[tuple[str, int]] = []
         self.looks = 0
         self.down = False
+        self.release = asyncio.Event()
+        self.release.set()
 
     async def versions(self, model: str, timeout_s: float) -> list[int]:
         self.looks += 1
-        await asyncio.sleep(0)
+        await self.release.wait()
         if self.down:
             raise UnavailableError("the head at x is unavailable", code="head_unavailable")
         return sorted(self.models.get(model, {}))
@@ -184,20 +186,13 @@ async def test_heads_added_to_or_removed_from_the_config_follow_it(tmp_path: Pat
 
 async def test_no_name_is_unknown_while_the_first_look_is_under_way(tmp_path: Path) -> None:
     serving = Serving({"sentiment": {1: "e1"}})
-    release = asyncio.Event()
-    looked = serving.versions
-
-    async def slow_versions(model: str, timeout_s: float) -> list[int]:
-        await release.wait()
-        return await looked(model, timeout_s)
-
-    serving.versions = slow_versions  # type: ignore[method-assign]
+    serving.release.clear()
     write_config(tmp_path / "models.config", "sentiment")
     registry = HeadRegistry(tmp_path / "models.config", "sentiment")
     refreshing = asyncio.create_task(refresh(registry, serving))
     await asyncio.sleep(0.01)
     registry.known("sentiment", "head")  # not a 404 mid-refresh
-    release.set()
+    serving.release.set()
     await refreshing
     with pytest.raises(NotFoundError):
         registry.known("nope", "head")
@@ -207,20 +202,13 @@ async def test_a_reread_that_outlasts_a_callers_deadline_is_a_504_and_still_serv
     serving = Serving({"sentiment": {1: "e1"}})
     registry = await refreshed(tmp_path, serving, "sentiment")
     serving.models["sentiment"] = {2: "e2"}
-    release = asyncio.Event()
-    looked = serving.versions
-
-    async def slow_versions(model: str, timeout_s: float) -> list[int]:
-        await release.wait()
-        return await looked(model, timeout_s)
-
-    serving.versions = slow_versions  # type: ignore[method-assign]
+    serving.release.clear()
     catalog = VersionCatalog(serving, 1.0)  # type: ignore[arg-type]
     patient = asyncio.create_task(registry.reread(serving, catalog, "sentiment", Deadline(5), 5.0))  # type: ignore[arg-type]
     with pytest.raises(DeadlineExceededError) as impatient:
         await registry.reread(serving, catalog, "sentiment", Deadline(0.01), 5.0)  # type: ignore[arg-type]
     assert impatient.value.code == "head_timeout"
-    release.set()
+    serving.release.set()
     await patient  # the shared look ran on its own budget, not the impatient caller's
     assert registry.route("sentiment", "head", {"e1", "e2"}) == "e2"
 
