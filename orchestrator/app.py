@@ -1,4 +1,5 @@
-"""create_app: the orchestrator's FastAPI app, whose lifespan owns the two downstream clients."""
+"""create_app: the orchestrator's FastAPI app, whose lifespan owns its downstream clients (one per embedding
+service, and the head's)."""
 
 import asyncio
 from collections.abc import AsyncIterator

@@ -192,13 +192,13 @@ class Pipeline:
 
 @contextmanager
 def running_orchestrator(
-    embedding_url: str, head: HeadServer, log: Path, env: Mapping[str, str] | None = None, **settings: str
+    embedding_urls: str, head: HeadServer, log: Path, env: Mapping[str, str] | None = None, **settings: str
 ) -> Iterator[Server]:
     """The orchestrator on a free port over the given hops, reading the head's own model config; `settings`
     are ORCHESTRATOR_* overrides."""
     grpc_port, rest_port = (int(url.rsplit(":", 1)[1]) for url in (head.grpc_target, head.rest_url))
     settings = {"head_config_file": str(head.config_path), **settings}
-    service = stack_services.orchestrator(free_port(), embedding_url, grpc_port, rest_port, **settings)
+    service = stack_services.orchestrator(free_port(), embedding_urls, grpc_port, rest_port, **settings)
     with running(service, log, ready_timeout_s=60, env=env) as server:
         yield server
 
