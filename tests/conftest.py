@@ -2,12 +2,14 @@
 
 import shutil
 import subprocess
+import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
 from stack import services as stack_services
@@ -212,3 +214,32 @@ def pipeline(
     log = tmp_path_factory.mktemp("logs") / "orchestrator.log"
     with running_orchestrator(embedding_server.url, head_server, log, env=otlp.env) as orchestrator:
         yield Pipeline(orchestrator, embedding_server, head_server)
+
+
+def publish_version(source: Path, base_path: Path, version: int) -> None:
+    """Copies a head version directory to `base_path`/`version`, appearing whole in one rename (as a deploy
+    should make it appear) to a server polling the base path."""
+    staging = base_path / f".incoming-{version}"
+    shutil.copytree(source, staging)
+    staging.rename(base_path / str(version))
+
+
+@contextmanager
+def looping(*calls: Callable[[httpx.Client], None]) -> Iterator[None]:
+    """Each call made over and over, on a thread and an HTTP client of its own, until the block ends."""
+    done = threading.Event()
+
+    def loop(call: Callable[[httpx.Client], None]) -> None:
+        with httpx.Client(timeout=30) as http:
+            while not done.is_set():
+                call(http)
+
+    threads = [threading.Thread(target=loop, args=(call,)) for call in calls]
+    for thread in threads:
+        thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        for thread in threads:
+            thread.join(timeout=30)

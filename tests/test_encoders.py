@@ -9,10 +9,9 @@ import dataclasses
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,15 @@ from embedding_service.manifest import TOKENIZER_DIR, EncoderManifest
 from models.export_encoder import DEFAULT_MODEL_NAME
 from stack import services
 from stack.procs import free_port
-from tests.conftest import HeadServer, copy_heads, running_embedding, running_head, running_orchestrator
+from tests.conftest import (
+    HeadServer,
+    copy_heads,
+    looping,
+    publish_version,
+    running_embedding,
+    running_head,
+    running_orchestrator,
+)
 from tests.models.tiny_checkpoint import write_tiny_checkpoint
 from tests.servers import Server, running
 
@@ -205,41 +212,31 @@ def test_an_encoder_upgrade_under_looping_clients_loses_nothing_and_never_mixes_
     urls = f"{embedding_server.url},{other.server.url}"
     seen: Counter[tuple[str, str]] = Counter()
     failures: list[str] = []
-    done = threading.Event()
     bodies = [{"text": GOOD}, {"texts": [GOOD, SPORTS], "head": "sentiment"}, {"text": SPORTS, "heads": ["sentiment"]}]
 
-    def client(body: dict[str, Any]) -> None:
-        with httpx.Client(timeout=30) as http:
-            while not done.is_set():
-                response = http.post(f"{orchestrator.url}/classify", json=body)
-                if response.status_code != 200:
-                    failures.append(response.text)
-                    continue
-                entry = response.json()["heads"]["sentiment"] if "heads" in body else response.json()
-                if "error" in entry:
-                    failures.append(response.text)
-                    continue
+    def client(body: dict[str, Any]) -> Callable[[httpx.Client], None]:
+        def call(http: httpx.Client) -> None:
+            response = http.post(f"{orchestrator.url}/classify", json=body)
+            entry = response.json() if response.status_code == 200 else {"error": response.text}
+            entry = entry["heads"]["sentiment"] if "heads" in entry else entry
+            if "error" in entry:
+                failures.append(response.text)
+            else:
                 seen[entry["model"]["version"], entry["model"]["encoder"]] += 1
+
+        return call
 
     with (
         running_head(root, tmp_path / "head.log", heads=["sentiment"]) as head,
         running_orchestrator(urls, head, tmp_path / "orchestrator.log", ready_interval_s="0.5") as orchestrator,
     ):
-        threads = [threading.Thread(target=client, args=(body,)) for body in bodies]
-        for thread in threads:
-            thread.start()
-        try:
+        with looping(*(client(body) for body in bodies)):
             time.sleep(1.0)
-            shutil.copytree(other.trained / "sentiment" / "1", root / "sentiment" / ".incoming-2")
-            (root / "sentiment" / ".incoming-2").rename(root / "sentiment" / "2")
+            publish_version(other.trained / "sentiment" / "1", root / "sentiment", 2)
             deadline = time.monotonic() + 30
             while not any(version == "2" for version, _ in seen) and time.monotonic() < deadline:
                 time.sleep(0.1)
             time.sleep(1.0)
-        finally:
-            done.set()
-            for thread in threads:
-                thread.join(timeout=30)
         assert failures == []
         assert all(pairs[version] == encoder for version, encoder in seen), seen  # no mismatched pair
         assert seen[("1", default)] > 0 and seen[("2", other.identity)] > 0, seen

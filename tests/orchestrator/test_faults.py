@@ -17,6 +17,7 @@ import pytest
 from stack import services
 from stack.procs import free_port
 from stack.restartable import Restartable
+from tests.conftest import looping, publish_version
 
 pytestmark = pytest.mark.slow
 
@@ -157,34 +158,22 @@ def test_a_new_head_version_under_looping_clients_loses_nothing(stack: Stack) ->
     versions: Counter[str] = Counter()
     failures: list[str] = []
     seen_v2 = threading.Event()
-    done = threading.Event()
 
-    def client() -> None:
-        with httpx.Client(timeout=30) as http:
-            while not done.is_set():
-                response = http.post(f"{stack.orchestrator.url}/classify", json=TEXT)
-                if response.status_code != 200:
-                    failures.append(response.text)
-                    continue
-                version = response.json()["model"]["version"]
-                versions[version] += 1
-                if version == "2":
-                    seen_v2.set()
+    def client(http: httpx.Client) -> None:
+        response = http.post(f"{stack.orchestrator.url}/classify", json=TEXT)
+        if response.status_code != 200:
+            failures.append(response.text)
+            return
+        version = response.json()["model"]["version"]
+        versions[version] += 1
+        if version == "2":
+            seen_v2.set()
 
-    threads = [threading.Thread(target=client) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    try:
+    with looping(client, client, client, client):
         time.sleep(1.0)
-        staging = stack.head_base / ".incoming-2"
-        shutil.copytree(stack.head_base / "1", staging)
-        staging.rename(stack.head_base / "2")  # appears whole, as a deploy should make it appear
+        publish_version(stack.head_base / "1", stack.head_base, 2)
         assert seen_v2.wait(timeout=20), f"version 2 never answered: {versions}"
         time.sleep(1.0)
-    finally:
-        done.set()
-        for thread in threads:
-            thread.join(timeout=30)
     assert failures == []
     assert versions["1"] > 0 and versions["2"] > 0
     last = httpx.post(f"{stack.orchestrator.url}/classify", json=TEXT, timeout=30).json()

@@ -3,7 +3,6 @@ one embedding, listed from TF Serving's own status, swapped, added and removed w
 trained on an encoder no embedding service serves refused while the others serve."""
 
 import shutil
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -18,7 +17,15 @@ import pytest
 from embedding_service.manifest import EncoderManifest
 from models.head_graph import export_head, train_head
 from stack import services
-from tests.conftest import DEFAULT_ENCODER, HeadServer, copy_heads, running_head, running_orchestrator
+from tests.conftest import (
+    DEFAULT_ENCODER,
+    HeadServer,
+    copy_heads,
+    looping,
+    publish_version,
+    running_head,
+    running_orchestrator,
+)
 from tests.servers import Server
 
 pytestmark = pytest.mark.slow
@@ -150,37 +157,26 @@ def test_heads_are_listed_with_their_versions_labels_and_encoder(heads: Heads, e
 def test_a_new_topic_version_under_looping_clients_loses_nothing(heads: Heads) -> None:
     versions: dict[str, Counter[str]] = {"sentiment": Counter(), "topic": Counter()}
     failures: list[str] = []
-    done = threading.Event()
 
-    def client() -> None:
-        with httpx.Client(timeout=30) as http:
-            while not done.is_set():
-                response = http.post(
-                    f"{heads.orchestrator.url}/classify", json={"text": SPORTS, "heads": ["sentiment", "topic"]}
-                )
-                if response.status_code != 200:
-                    failures.append(response.text)
-                    continue
-                for name, entry in response.json()["heads"].items():
-                    if "error" in entry:
-                        failures.append(str(entry))
-                    else:
-                        versions[name][entry["model"]["version"]] += 1
+    def client(http: httpx.Client) -> None:
+        response = http.post(
+            f"{heads.orchestrator.url}/classify", json={"text": SPORTS, "heads": ["sentiment", "topic"]}
+        )
+        if response.status_code != 200:
+            failures.append(response.text)
+            return
+        for name, entry in response.json()["heads"].items():
+            if "error" in entry:
+                failures.append(str(entry))
+            else:
+                versions[name][entry["model"]["version"]] += 1
 
-    threads = [threading.Thread(target=client) for _ in range(3)]
-    for thread in threads:
-        thread.start()
-    try:
+    with looping(client, client, client):
         time.sleep(1.0)
         base = heads.head.heads_root / "topic"
-        shutil.copytree(base / "1", base / ".incoming-2")
-        (base / ".incoming-2").rename(base / "2")
+        publish_version(base / "1", base, 2)
         wait_until(lambda: versions["topic"]["2"] > 0)
         time.sleep(1.0)
-    finally:
-        done.set()
-        for thread in threads:
-            thread.join(timeout=30)
     assert failures == []
     assert set(versions["sentiment"]) == {"1"}  # only topic's version changed
     assert versions["topic"]["1"] > 0 and versions["topic"]["2"] > 0
