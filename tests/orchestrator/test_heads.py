@@ -241,3 +241,13 @@ async def test_a_malformed_stamp_is_never_an_encoder_and_says_so(tmp_path: Path)
     head = registry.get("sentiment")
     assert head is not None
     assert "malformed encoder stamp" in (version_problem(head.versions[0], {"not hex"}) or "")
+
+
+async def test_a_head_looked_at_before_the_first_refresh_is_kept(tmp_path: Path) -> None:
+    """A request to an orchestrator just started routes its head before the monitor's first look."""
+    serving = Serving({"sentiment": {1: "e1"}})
+    write_config(tmp_path / "models.config", "sentiment")
+    registry = HeadRegistry(tmp_path / "models.config", "sentiment")
+    catalog = VersionCatalog(serving, 1.0)  # type: ignore[arg-type]
+    await registry.reread(serving, catalog, "sentiment", Deadline(1), 1.0)  # type: ignore[arg-type]
+    assert registry.route("sentiment", "head", {"e1"}) == "e1"
