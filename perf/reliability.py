@@ -506,7 +506,7 @@ def run(quick: bool) -> tuple[float, list[Phase]]:
         try:
             _progress("services ready")
             capacity_per_s = capacity(drill, quick)
-            phases = [soak(drill, 0.7 * capacity_per_s, 20 if quick else 300)]
+            phases = [soak(drill, 0.7 * capacity_per_s, 12 if quick else 300)]
             normal_p50 = phases[0].summary.ok_p50_ms or 0.0
             phases.append(overload(drill, capacity_per_s, normal_p50, quick))
             phases.append(faults(drill, 0.5 * capacity_per_s))

@@ -37,7 +37,7 @@ def test_the_quick_drill_passes_every_phase_and_loses_nothing(
     report = json.loads((tmp_path / "reliability.json").read_text())
     phases = {phase["name"]: phase for phase in report["phases"]}
     assert list(phases) == PHASES
-    # In quick mode the soak's fifths are 4 s long: their p99s are noise on 2 shared cores, so that one
+    # In quick mode the soak's fifths are 2.4 s long: their p99s are noise on 2 shared cores, so that one
     # check is judged by the full drill only. Every other check of every phase must hold.
     noisy = "p99 of the last fifth within 20% of the first's"
     failed = {
