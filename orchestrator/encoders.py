@@ -37,7 +37,7 @@ class EmbeddingEndpoints:
     def unnamed(self) -> str | None:
         """The services that have not named their encoder yet, and why; None when every one has."""
         waiting = [e for e in self.endpoints if e.client.identity is None]
-        return "; ".join(f"{e.client.url}: {e.problem}" for e in waiting) or None
+        return _reasons(waiting) or None
 
     def serving(self, encoder: str) -> EmbeddingClient:
         """A service serving `encoder`: a ready one when there is one. UnavailableError if none is known."""
@@ -55,14 +55,14 @@ class EmbeddingEndpoints:
         if not serving:
             return f"no embedding service serves encoder {encoder}"
         if all(e.problem is not None for e in serving):
-            return "; ".join(f"{e.client.url}: {e.problem}" for e in serving)
+            return _reasons(serving)
         return None
 
     def problems(self) -> str | None:
         """Why no service can embed now; None when one can."""
         if any(e.problem is None for e in self.endpoints):
             return None
-        return "; ".join(f"{e.client.url}: {e.problem}" for e in self.endpoints)
+        return _reasons(self.endpoints)
 
     async def learn(self, deadline: Deadline) -> set[str]:
         """The encoders served, asking the services now if none is known yet (none has answered since
@@ -92,3 +92,7 @@ class EmbeddingEndpoints:
             endpoint.problem = None
         except ServiceError as exc:
             endpoint.problem = exc.message
+
+
+def _reasons(endpoints: list[Endpoint]) -> str:
+    return "; ".join(f"{e.client.url}: {e.problem}" for e in endpoints)
