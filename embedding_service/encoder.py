@@ -15,8 +15,9 @@ IntArray = npt.NDArray[np.int32]
 Backend = Literal["tensorflow", "openvino"]
 # What the encoder's arithmetic runs at: it changes the vectors (within a tolerance), so the cache keys on it
 # and every answer says it. bf16: OpenVINO's bf16 hint, or TensorFlow's oneDNN auto mixed precision on CPU;
-# fp16: TensorFlow's auto mixed precision on a GPU.
-Precision = Literal["fp32", "bf16", "fp16"]
+# fp16: TensorFlow's auto mixed precision on a GPU; int8: the OpenVINO IR quantized ahead of time
+# (models.quantize_encoder), its other operations in fp32. See docs/precision.md.
+Precision = Literal["fp32", "bf16", "fp16", "int8"]
 
 
 @dataclass(frozen=True)
@@ -66,3 +67,9 @@ def embeddings(batch: list[IntArray], sentences: FloatArray, tokens: FloatArray 
         Embedding(sentences[row], len(ids), None if tokens is None else tokens[row, : len(ids)])
         for row, ids in enumerate(batch)
     ]
+
+
+def sentence_vectors(encoder: Encoder, batch: list[IntArray]) -> FloatArray:
+    """The texts' sentence vectors, [texts, D], run in batches the encoder takes (its largest bucket)."""
+    size = encoder.buckets.batch_sizes[-1]
+    return np.stack([e.sentence for start in range(0, len(batch), size) for e in encoder(batch[start : start + size])])

@@ -1,9 +1,14 @@
 """What this machine offers an encoder, read without importing a backend: CPU cores within the container's
-limit, and whether an NVIDIA GPU is visible."""
+limit, the CPU's model and its native reduced-precision instructions, and whether an NVIDIA GPU is visible."""
 
 import math
 import os
 from pathlib import Path
+
+# The CPU flags that say it does bf16 arithmetic natively (AVX-512 BF16, AMX); others emulate it or have none.
+NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+# The flags that decide how fast each precision runs: what a remembered precision measurement is valid for.
+PRECISION_FLAGS = NATIVE_BF16_FLAGS | {"avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "amx_tile"}
 
 
 def cores() -> int:
@@ -26,3 +31,19 @@ def gpu_visible() -> bool:
         return False
     gpus = Path("/proc/driver/nvidia/gpus")
     return gpus.is_dir() and any(gpus.iterdir())
+
+
+def cpu() -> tuple[str, frozenset[str]]:
+    """The CPU's model name and flags, as Linux's /proc/cpuinfo gives them for its first processor (empty
+    where it cannot be read)."""
+    try:
+        first = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").split("\n\n")[0]
+    except OSError:
+        return "", frozenset()
+    pairs = (line.split(":", 1) for line in first.splitlines() if ":" in line)
+    fields = {key.strip(): value.strip() for key, value in pairs}
+    return fields.get("model name", ""), frozenset(fields.get("flags", "").split())
+
+
+def native_bf16() -> bool:
+    return bool(cpu()[1] & NATIVE_BF16_FLAGS)

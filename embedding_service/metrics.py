@@ -30,9 +30,13 @@ QUEUE_TEXTS = Gauge("embedding_queue_texts", "Texts waiting for the encoder")
 ADMITTED_TEXTS = Gauge(
     "embedding_admitted_texts", "Texts of admitted requests not yet answered (what max_queue_texts bounds)"
 )
+MAX_QUEUE_TEXTS = Gauge("embedding_max_queue_texts", "The bound on embedding_admitted_texts (max_queue_texts)")
 TEXTS_TOTAL = Counter("embedding_texts_total", "Texts embedded")
 TRUNCATED_TOTAL = Counter("embedding_truncated_texts_total", "Texts cut to the model's max sequence length")
 REJECTED_TOTAL = Counter("embedding_rejected_texts_total", "Texts refused before inference", ["reason"])
+# At 0 from the start: the autoscaler's rate() sees the first refusals for a full queue (a series first
+# scraped at 64 shows no increase).
+REJECTED_TOTAL.labels("queue_full")
 REJECTED_REQUESTS_TOTAL = Counter(
     "embedding_rejected_requests_total", "Requests refused before their body was read", ["reason"]
 )

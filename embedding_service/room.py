@@ -20,7 +20,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from embedding_service.metrics import ADMITTED_TEXTS, LANE_REFUSALS_TOTAL, REJECTED_TOTAL
+from embedding_service.metrics import ADMITTED_TEXTS, LANE_REFUSALS_TOTAL, MAX_QUEUE_TEXTS, REJECTED_TOTAL
 from embedding_service.queue_types import Flow, Lane, QueuedText
 from service_common.errors import OverloadedError, ServiceError, UnavailableError
 
@@ -76,6 +76,7 @@ class QueueRoom:
         """`pushed_out` is told of each request whose room was taken back: it fails the request's callers and
         drops its queued texts that no other request awaits."""
         self.max_queue_texts = max_queue_texts
+        MAX_QUEUE_TEXTS.set(max_queue_texts)
         self.reserved = 0
         self.closing = False
         self._pushed_out = pushed_out

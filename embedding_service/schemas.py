@@ -1,11 +1,16 @@
 """Wire schemas of the embedding service: OpenAI's /v1/embeddings and the native /embed."""
 
+import logging
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, WithJsonSchema
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, WithJsonSchema, model_validator
 
 from embedding_service.encoder import Precision
+from embedding_service.int8_manifest import Int8Manifest
 from embedding_service.manifest import IDENTITY_PATTERN
+from embedding_service.precision import PrecisionChoice
+
+logger = logging.getLogger(__name__)
 
 # On every embedding answer (/v1/embeddings, /embed): which encoder computed the vectors (the manifest's
 # identity) and at what precision, so that a caller (the orchestrator) can tell whose vectors it holds.
@@ -37,11 +42,35 @@ OpenAIInput = Annotated[
 ]
 
 
+# Unknown fields of /v1/embeddings already logged, by name; past this many, new names are ignored unlogged, so
+# that no caller can fill the log or this set.
+_LOGGED_UNKNOWN: set[str] = set()
+_MAX_LOGGED_UNKNOWN = 100
+_MAX_LOGGED_NAME = 64
+
+
+def _log_unknown(names: set[str]) -> None:
+    for name in sorted(names - _LOGGED_UNKNOWN):
+        if len(_LOGGED_UNKNOWN) >= _MAX_LOGGED_UNKNOWN:
+            return
+        _LOGGED_UNKNOWN.add(name)
+        logger.warning("/v1/embeddings: ignoring unknown field %r (logged once per name)", name[:_MAX_LOGGED_NAME])
+
+
 class EmbeddingsRequest(BaseModel):
     """OpenAI's request. Ours: `truncate` (default true: over-long texts are cut and reported; false:
-    refused) and `chunk` (true: over-long texts are embedded whole, as the mean of their windows)."""
+    refused) and `chunk` (true: over-long texts are embedded whole, as the mean of their windows). Unknown
+    fields are ignored, as OpenAI-compatible servers do (clients such as LiteLLM send their own, `metadata`),
+    and each name is logged once; the native routes refuse them."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _ignore_unknown(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            _log_unknown(set(data) - set(cls.model_fields))
+        return data
 
     input: OpenAIInput
     model: str | None = None
@@ -141,6 +170,8 @@ class Runtime(BaseModel):
     encoder_threads: int  # one encoder call's threads
     tokenizer_threads: int  # the pool tokenizing big requests off the event loop
     precision: Precision  # what the encoder really runs at
+    choice: PrecisionChoice  # EMBEDDING_PRECISION, what it chose and why (auto's measurement)
+    int8: Int8Manifest | None = None  # at int8: the build's fidelity and the head versions it checked
     group_window: int  # queued texts a batch is chosen from by length; 0: in order
     ready_s: float  # from the start of loading to ready
 

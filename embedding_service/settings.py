@@ -8,9 +8,10 @@ from typing import Self
 from pydantic import Field, PrivateAttr, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from embedding_service.backend_choice import BackendSetting, load_encoder, resolve_backend
+from embedding_service.backend_choice import BackendSetting, ChosenEncoder, load_chosen, resolve_backend
 from embedding_service.encoder import Backend, Encoder
 from embedding_service.lanes import ANONYMOUS, OTHER, LanePolicy
+from embedding_service.precision import PrecisionSetting
 from service_common.settings import ServiceSettings, key_digest, read_keys
 
 
@@ -63,8 +64,14 @@ class EmbeddingSettings(ServiceSettings):
     )
     xla: bool = Field(True, description="XLA-compile the encoder (jit_compile)")
     xla_cache_dir: str = Field("build/xla-cache", description="persistent XLA compile cache; empty: none")
-    mixed_precision: bool = Field(
-        False, description="fp16 on GPU, bf16 on CPU (tensorflow: graph mode, XLA off; openvino: bf16)"
+    precision: PrecisionSetting = Field(
+        "auto",
+        description="what the encoder computes in: fp32, bf16 (tensorflow: its mixed precision, fp16 on a GPU, needs "
+        "xla=false), int8 (openvino: the model `make models-int8` built), or auto: bf16 where measured faster and "
+        "within the parity contract, else fp32 (docs/precision.md)",
+    )
+    precision_memo_dir: str = Field(
+        "build/precision", description="where auto keeps its measurements, per model and CPU; empty: measure each start"
     )
     test_encoder_gate: str = Field("", description="tests only: while this file exists, encoder batches wait")
 
@@ -118,9 +125,11 @@ class EmbeddingSettings(ServiceSettings):
             raise ValueError(f"a key may not be named {sorted(reserved)[0]!r}: it names the unauthenticated callers")
         if self.max_texts_per_request > self.max_queue_texts:
             raise ValueError("max_texts_per_request must not exceed max_queue_texts: such a request could never run")
-        if self.mixed_precision and self.xla and self.encoder_backend == "tensorflow":
+        if self.encoder_backend == "tensorflow" and self.precision == "int8":
+            raise ValueError("precision int8 runs on the openvino backend (EMBEDDING_BACKEND=openvino)")
+        if self.encoder_backend == "tensorflow" and self.precision == "bf16" and self.xla:
             # TF's auto mixed precision is a graph rewrite that does not reach into XLA-compiled functions.
-            raise ValueError("mixed_precision needs xla=false (EMBEDDING_XLA=false)")
+            raise ValueError("precision bf16 on the tensorflow backend needs xla=false (EMBEDDING_XLA=false)")
         return self
 
 
@@ -141,13 +150,19 @@ def _named_numbers(text: str, setting: str) -> dict[str, float]:
 
 def configured_encoder(settings: EmbeddingSettings) -> Encoder:
     """The encoder these settings describe (backend, model, batch size, threads, precision), loaded."""
-    return load_encoder(
+    return chosen_encoder(settings).encoder
+
+
+def chosen_encoder(settings: EmbeddingSettings) -> ChosenEncoder:
+    """configured_encoder, and why it runs at its precision (what the service publishes)."""
+    return load_chosen(
         settings.encoder_backend,
         settings.model_dir,
+        setting=settings.precision,
         max_batch_size=settings.max_batch_size,
         threads=settings.encoder_threads,
         xla=settings.xla,
-        mixed_precision=settings.mixed_precision,
+        memo_dir=Path(settings.precision_memo_dir) if settings.precision_memo_dir else None,
     )
 
 

@@ -1,5 +1,6 @@
 """The TensorFlow backend: one SavedModel call per padded batch, XLA-compiled per bucket shape at warm-up;
-mixed precision on request. The default on a GPU."""
+the device's reduced precision on request (TensorFlow's auto mixed precision, a graph rewrite that XLA-compiled
+functions do not get: docs/precision.md). The default on a GPU."""
 
 import logging
 import time
@@ -23,8 +24,12 @@ class TFEncoder:
     backend: Backend = "tensorflow"
 
     def __init__(
-        self, export_dir: Path, buckets: Buckets, *, xla: bool, mixed_precision: bool, threads: int = 0
+        self, export_dir: Path, buckets: Buckets, *, xla: bool, precision: Precision = "fp32", threads: int = 0
     ) -> None:
+        """`precision` bf16: bf16 on a CPU (oneDNN), fp16 on a GPU of compute capability 7.0 or more, fp32 on
+        an older one."""
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"the tensorflow backend runs fp32 or bf16 (mixed precision), not {precision}")
         self.manifest = EncoderManifest.read(export_dir)
         self.buckets = buckets
         if threads:  # before TensorFlow's runtime starts: the service loads the encoder first
@@ -33,7 +38,7 @@ class TFEncoder:
         gpus = tf.config.list_physical_devices("GPU")
         self.device = "GPU" if gpus else "CPU"
         self.precision: Precision = "fp32"
-        if mixed_precision:
+        if precision == "bf16":
             if xla:
                 # A graph rewrite that does not reach into XLA-compiled functions: pooled batches would run fp32.
                 raise ValueError("mixed precision needs xla=False")

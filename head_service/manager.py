@@ -14,6 +14,7 @@ each replacing the old path's only once it is available."""
 import asyncio
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,8 @@ from head_service.servable import Servable
 logger = logging.getLogger(__name__)
 
 State = get_model_status_pb2.ModelVersionStatus.State
+# Told of each version load: its directory, and whether it loaded (monitoring.Metrics.count_load).
+CountLoad = Callable[[str, bool], None]
 
 
 @dataclass
@@ -75,8 +78,9 @@ def _aspired(config: model_server_config_pb2.ModelConfig, available: list[int]) 
 class Model:
     """One configured model: its loaded versions, failures and labels."""
 
-    def __init__(self, config: model_server_config_pb2.ModelConfig) -> None:
+    def __init__(self, config: model_server_config_pb2.ModelConfig, count_load: CountLoad) -> None:
         self.config = config
+        self._count_load = count_load
         self.name = config.name
         self.base_path = Path(config.base_path)
         self.loaded: dict[int, Servable] = {}
@@ -160,17 +164,20 @@ class Model:
             records = await asyncio.to_thread(servable.warm_up)
         except Exception as exc:  # a broken version must never take the server down
             logger.error("%s version %d failed to load: %s", self.name, version, exc)
+            self._count_load(str(path), False)
             self.failed[version] = _Failure(found.mtime, f"Failed to load {path}: {exc}")
             return
         self.failed.pop(version, None)
         self.unloaded.discard(version)
         self.loaded[version] = servable
+        self._count_load(str(path), True)
         logger.info("%s version %d available (%d warm-up records)", self.name, version, records)
 
 
 class ModelManager:
-    def __init__(self, configs: list[model_server_config_pb2.ModelConfig]) -> None:
-        self.models = {config.name: Model(config) for config in configs}
+    def __init__(self, configs: list[model_server_config_pb2.ModelConfig], count_load: CountLoad) -> None:
+        self._count_load = count_load
+        self.models = {config.name: Model(config, count_load) for config in configs}
         self._removed: dict[str, Model] = {}  # left out of the config: only their status remains
         self._lock = asyncio.Lock()  # one sync or reconfiguration at a time
 
@@ -210,7 +217,7 @@ class ModelManager:
                 model = self.models.get(name)
                 if model is None:
                     logger.info("%s: added to the model config, loading it from %s", name, config.base_path)
-                    self.models[name] = Model(config)
+                    self.models[name] = Model(config, self._count_load)
                     if name in self._removed:  # TF Serving still reports the versions it unloaded
                         self.models[name].unloaded = self._removed.pop(name).unloaded
                 elif model.config != config:

@@ -9,6 +9,9 @@ REQUEST_COUNT = ":tensorflow:serving:request_count"
 REQUEST_LATENCY = ":tensorflow:serving:request_latency"
 RUNTIME_LATENCY = ":tensorflow:serving:runtime_latency"
 WRAPPED_RUN_COUNT = ":tensorflow:serving:batching_session:wrapped_run_count"
+# Each load of a version directory (TensorFlow's SavedModel loader counts it): its `model_path` names the head and
+# version, so dashboards list versions and alerts see churn.
+LOAD_ATTEMPT_COUNT = ":tensorflow:cc:saved_model:load_attempt_count"
 
 Labels = tuple[tuple[str, str], ...]
 
@@ -22,6 +25,12 @@ class Metrics:
     def count_request(self, model: str, status: str) -> None:
         with self._lock:
             self._counters[REQUEST_COUNT][(("model_name", model), ("status", status))] += 1
+
+    def count_load(self, model_path: str, succeeded: bool) -> None:
+        with self._lock:
+            self._counters[LOAD_ATTEMPT_COUNT][
+                (("model_path", model_path), ("status", "success" if succeeded else "fail"))
+            ] += 1
 
     def count_batch_run(self) -> None:
         with self._lock:

@@ -56,9 +56,10 @@ class _RestServer(uvicorn.Server):
 async def serve(options: ServerOptions) -> None:
     """Runs until SIGINT/SIGTERM, then stops accepting on both ports, lets in-flight calls finish (up to
     GRACE_S) and exits."""
-    manager = ModelManager(options.models)
+    metrics = Metrics()
+    manager = ModelManager(options.models, metrics.count_load)
     await _load_all(manager, options.poll_wait_s)
-    runner = Runner(manager, options.batching, Metrics())
+    runner = Runner(manager, options.batching, metrics)
     grpc_server = grpc.aio.server(options=[("grpc.max_receive_message_length", 2**31 - 1)])
     add_services(grpc_server, runner)
     grpc_server.add_insecure_port(f"{options.host}:{options.port}")

@@ -75,9 +75,7 @@ class Embedder:
         manifest = EncoderManifest.read(encoder_dir)
         self.identity = manifest.identity
         self.dimension = manifest.embedding_dim
-        self._encoder = TFEncoder(
-            encoder_dir, Buckets.default(EMBED_BATCH, manifest.max_seq_length), xla=False, mixed_precision=False
-        )
+        self._encoder = TFEncoder(encoder_dir, Buckets.default(EMBED_BATCH, manifest.max_seq_length), xla=False)
         self._tokenizer = Tokenizer(encoder_dir / TOKENIZER_DIR, manifest.max_seq_length)
 
     def __call__(self, texts: list[str]) -> npt.NDArray[np.float32]:

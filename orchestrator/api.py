@@ -1,21 +1,26 @@
-"""HTTP routes: POST /classify (texts in, each head's prediction per text out) and GET /v1/heads."""
+"""HTTP routes: POST /classify (texts in, each head's prediction per text out), a direct route (served
+straight from ASGI: service_common/direct.py), and GET /v1/heads."""
 
 from typing import Any
 
 import numpy as np
 import orjson
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.types import Receive, Scope
 
-from orchestrator.deps import CoalescerDep, EndpointsDep, RegistryDep
+from orchestrator.deps import EndpointsDep, RegistryDep, coalescer
 from orchestrator.heads import HEAD_NAME, HeadRegistry, version_problem
 from orchestrator.pipeline import Answer, Classified
 from orchestrator.schemas import ClassifyRequest, ClassifyResponse, HeadList, MultiHeadResponse
 from service_common import tracing
-from service_common.deadline import DeadlineDep
+from service_common.deadline import TIMEOUT_HEADER, deadline_from
+from service_common.direct import DirectRoute, header, json_value, validated
 from service_common.disconnect import unless_disconnected
 from service_common.errors import InvalidRequestError, ServiceError
 
 router = APIRouter()
+_TIMEOUT_HEADER = TIMEOUT_HEADER.lower().encode()
 
 
 def _texts(body: ClassifyRequest) -> tuple[list[str], str]:
@@ -101,24 +106,44 @@ def fan_out_body(answer: Answer) -> dict[str, Any]:
     }
 
 
-@router.post("/classify", response_model=ClassifyResponse | MultiHeadResponse)
-async def classify(
-    body: ClassifyRequest, coalescer: CoalescerDep, registry: RegistryDep, deadline: DeadlineDep, request: Request
-) -> Response:
-    texts, field = _texts(body)
-    heads = _heads(body, registry)
-    with tracing.span("classify", attributes={"classify.texts": len(texts), "classify.heads": ",".join(heads)}):
-        answer = await unless_disconnected(
-            request, coalescer.classify(texts, deadline, field, heads, fan_out=body.heads is not None, chunk=body.chunk)
-        )
-    if body.heads is None:
-        result = answer[heads[0]]
-        if isinstance(result, ServiceError):
-            raise result
-        content = response_body(result)
-    else:
-        content = fan_out_body(answer)
-    return Response(orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
+class Classify:
+    """POST /classify: the body read and checked as FastAPI would (its JSON first, then the budget header,
+    then the fields), the texts classified by the coalescer, the answer as orjson bytes."""
+
+    def __init__(self, registry: HeadRegistry, default_timeout_s: float) -> None:
+        self._registry = registry
+        self._default_timeout_s = default_timeout_s
+
+    async def __call__(self, scope: Scope, receive: Receive) -> bytes:
+        value = json_value(scope, (await receive()).get("body", b""))  # the whole body: see direct.Handler
+        deadline = deadline_from(header(scope, _TIMEOUT_HEADER), self._default_timeout_s)
+        body = validated(ClassifyRequest, value)
+        texts, field = _texts(body)
+        heads = _heads(body, self._registry)
+        with tracing.span("classify", attributes={"classify.texts": len(texts), "classify.heads": ",".join(heads)}):
+            work = coalescer(scope["app"]).classify(
+                texts, deadline, field, heads, fan_out=body.heads is not None, chunk=body.chunk
+            )
+            answer = await unless_disconnected(Request(scope, receive), work)
+        if body.heads is None:
+            result = answer[heads[0]]
+            if isinstance(result, ServiceError):
+                raise result
+            content = response_body(result)
+        else:
+            content = fan_out_body(answer)
+        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def classify_route(registry: HeadRegistry, default_timeout_s: float) -> DirectRoute:
+    return DirectRoute(
+        "POST",
+        "/classify",
+        Classify(registry, default_timeout_s),
+        ClassifyRequest,
+        ClassifyResponse | MultiHeadResponse,
+        "Classify",
+    )
 
 
 @router.get("/v1/heads")

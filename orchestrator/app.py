@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from orchestrator.api import router
+from orchestrator.api import classify_route, router
 from orchestrator.clients.embedding import EmbeddingClient
 from orchestrator.clients.head import HeadClient
 from orchestrator.clients.head_grpc import HeadGrpcClient
@@ -58,7 +58,14 @@ def create_app(settings: OrchestratorSettings) -> FastAPI:
             await cancel(draining)
             await coalescer.aclose(grace_s=0)  # before the clients it calls are closed
 
-    app = service_app("Orchestrator", settings, lifespan, monitor.not_ready_reason, router)
+    app = service_app(
+        "Orchestrator",
+        settings,
+        lifespan,
+        monitor.not_ready_reason,
+        router,
+        direct=[classify_route(registry, settings.request_timeout_s)],
+    )
     app.state.heads = registry
     app.state.endpoints = endpoints
     return app

@@ -8,7 +8,10 @@ leaves as soon as one of `max_in_flight` call slots is free, taking every reques
 `max_batch_texts`), so a lone request goes at once and a burst rides along with the calls in flight.
 
 Tuning: `max_batch_texts` near the embedding service's batch size; `max_in_flight` enough to keep the
-encoder fed while another batch is at the head (2-4); `max_queue_texts` bounds the wait (overflow: 429).
+encoder fed while another batch is at the head: 2 for a CPU encoder, whose batches take far longer than
+that (fewer, fuller calls: at 64 concurrent requests on 2 cores, 20 requests a call instead of 10 with 4,
+a fifth less CPU per request in the orchestrator and the head together, the same throughput), 3-4 for a
+GPU's quicker batches; `max_queue_texts` bounds the wait (overflow: 429).
 
 A request is split by encoder first: the heads it names are routed to the encoder each one's answering
 version was trained on (orchestrator.heads), and its texts queue once per encoder; a fan-out over heads on
@@ -145,12 +148,10 @@ class Coalescer:
         COALESCER_QUEUE_TEXTS.set(self._queued_texts)
         try:
             async with asyncio.timeout(deadline.remaining_s()):
-                return await asyncio.shield(job.future)
+                return await job.future  # cancelled with this task: its batch then skips it
         except TimeoutError:
             where, code = _WAITING_ON[job.stage[0]]
             raise DeadlineExceededError(f"the request's deadline passed while waiting on {where}", code=code) from None
-        finally:
-            job.future.cancel()  # no-op when done; else its batch skips it (or no longer delivers to it)
 
     def _limits(self, encoder: str) -> EmbeddingLimits | None:
         try:
@@ -247,7 +248,7 @@ class Coalescer:
             asking = [job for job in jobs if head in job.heads]
             rows = [row for job, span in zip(jobs, spans, strict=True) if head in job.heads for row in span]
             vectors = embedded.vectors if len(rows) == len(embedded.vectors) else embedded.vectors[rows]
-            calls.append(self._head_call(head, vectors, embedded.encoder, deadline, asking))
+            calls.append(self._head_call(head, vectors, embedded, deadline, asking))
         results = dict(zip(wanted, await asyncio.gather(*calls, return_exceptions=True), strict=True))
         offsets = dict.fromkeys(wanted, 0)
         answers: list[Answer] = []
@@ -277,10 +278,10 @@ class Coalescer:
                 job.future.set_result({head: answer[head] for head in job.heads})
 
     async def _head_call(
-        self, head: str, vectors: np.ndarray, encoder: str, deadline: Deadline, jobs: list[_Job]
+        self, head: str, vectors: np.ndarray, made: Embedded, deadline: Deadline, jobs: list[_Job]
     ) -> Classified:
         with _hop_span("head_call", jobs, texts=len(vectors), head=head):
-            return await self._pipeline.score(head, vectors, encoder, deadline)
+            return await self._pipeline.score(head, vectors, made, deadline)
 
     async def _moved(self, job: _Job, head: str, encoder: str) -> Classified | ServiceError:
         """One job's texts embedded for the encoder `head` takes now, on their own (a move is an upgrade's
@@ -292,7 +293,7 @@ class Coalescer:
             with _hop_span("embed_call", [job], texts=len(job.texts), encoder=encoder):
                 again = await self._pipeline.embed(job.texts, job.deadline, chunk=job.chunk, encoder=encoder)
             with _hop_span("head_call", [job], texts=len(job.texts), head=head):
-                scored = await self._pipeline.score(head, again.vectors, again.encoder, job.deadline)
+                scored = await self._pipeline.score(head, again.vectors, again, job.deadline)
         except EmbeddingRefusedError as refusal:
             return refusal.for_caller(job.texts_field, refusal.index)
         except EncoderMovedError as moved_again:  # it moved again: never fed another encoder's vectors
@@ -337,7 +338,7 @@ def _hop_span(name: str, jobs: list[_Job], **attributes: str | int) -> AbstractC
 
 
 def _count_refusal(head: str, error: ServiceError) -> None:
-    if error.code in ("encoder_mismatch", "unstamped_head"):
+    if error.code in ("encoder_mismatch", "unstamped_head", "unchecked_precision"):
         ENCODER_REFUSALS_TOTAL.labels(head, error.code).inc()
 
 

@@ -1,17 +1,19 @@
-"""Request dependencies of the orchestrator."""
+"""Request dependencies of the orchestrator: for its FastAPI routes, and for its direct route (POST
+/classify), which reads them from the app the request came to."""
 
 from typing import Annotated
 
 from fastapi import Depends, Request
+from starlette.applications import Starlette
 
 from orchestrator.coalescer import Coalescer
 from orchestrator.encoders import EmbeddingEndpoints
 from orchestrator.heads import HeadRegistry
 
 
-async def get_coalescer(request: Request) -> Coalescer:
-    coalescer: Coalescer = request.app.state.coalescer
-    return coalescer
+def coalescer(app: Starlette) -> Coalescer:
+    found: Coalescer = app.state.coalescer
+    return found
 
 
 async def get_registry(request: Request) -> HeadRegistry:
@@ -24,6 +26,5 @@ async def get_endpoints(request: Request) -> EmbeddingEndpoints:
     return endpoints
 
 
-CoalescerDep = Annotated[Coalescer, Depends(get_coalescer)]
 RegistryDep = Annotated[HeadRegistry, Depends(get_registry)]
 EndpointsDep = Annotated[EmbeddingEndpoints, Depends(get_endpoints)]

@@ -27,6 +27,7 @@ ENCODER_HEAD_VERSIONS = Gauge(
 ENCODER_REFUSALS_TOTAL = Counter(
     "orchestrator_encoder_refusals_total",
     "Heads refused a request's texts for their encoder: encoder_mismatch (no version of the head was trained "
-    "on a served encoder, or on the one that embedded them) or unstamped_head (its versions carry no stamp)",
+    "on a served encoder, or on the one that embedded them), unstamped_head (its versions carry no stamp) or "
+    "unchecked_precision (int8 vectors, and the int8 build did not check that head version)",
     ["head", "code"],
 )

@@ -104,21 +104,34 @@ class Pipeline:
     async def embed(self, texts: list[str], deadline: Deadline, *, chunk: bool, encoder: str) -> Embedded:
         return await self.endpoints.serving(encoder).embed(texts, deadline, chunk=chunk)
 
-    async def score(self, head: str, vectors: np.ndarray, encoder: str, deadline: Deadline) -> Classified:
-        """The probabilities of the head version trained on `encoder` (the one that made the vectors),
-        with its label names. EncoderMovedError when the head answers for another encoder now."""
-        version = self._version_for(head, encoder)
+    async def score(self, head: str, vectors: np.ndarray, made: Embedded, deadline: Deadline) -> Classified:
+        """The probabilities of the head version trained on the encoder that `made` the vectors, with its
+        label names. EncoderMovedError when the head answers for another encoder now; a BadGatewayError
+        when the vectors are int8 and the int8 build did not check that head version."""
+        encoder = made.encoder
+        version = self._checked(head, made)
         try:
             probabilities = await self.head.predict(head, version.version, vectors, deadline)
         except ModelNotFoundError:
             # The version was unloaded (a newer one came): look at the head again, and go on with the
             # version trained on this encoder, if one is still there.
             await self.heads.reread(self.head, self.catalog, head, deadline, self._head_timeout_s)
-            version = self._version_for(head, encoder)
+            version = self._checked(head, made)
             probabilities = await self.head.predict(head, version.version, vectors, deadline)
         _check_shape(head, version.version, probabilities, version.labels, len(vectors))
         CLASSIFIED_TEXTS_TOTAL.labels(head).inc(len(vectors))
         return Classified(head, probabilities, version.labels, version.version, encoder)
+
+    def _checked(self, head: str, made: Embedded) -> HeadVersion:
+        version = self._version_for(head, made.encoder)
+        if made.int8_heads is not None and (head, version.version) not in made.int8_heads:
+            raise BadGatewayError(
+                f"head {head!r} version {version.version} takes encoder {made.encoder}'s vectors, but the embedding "
+                "service runs it at int8, and its int8 build did not check this head version's accuracy: rebuild "
+                "the int8 model (make models-int8) with this version, or serve the encoder at fp32 or bf16",
+                code="unchecked_precision",
+            )
+        return version
 
     def _version_for(self, head: str, encoder: str) -> HeadVersion:
         version = self.heads.version_for(head, encoder)

@@ -37,7 +37,9 @@ class OrchestratorSettings(ServiceSettings):
     connect_retries: int = Field(2, ge=0, le=10, description="retries of a hop that could not be reached")
     retry_backoff_ms: float = Field(50.0, ge=0, description="first retry's backoff ceiling; doubles, full jitter")
     max_batch_texts: int = Field(32, ge=1, description="texts of concurrent requests merged into one hop call")
-    max_in_flight_batches: int = Field(4, ge=1, description="merged calls under way at once")
+    max_in_flight_batches: int = Field(
+        2, ge=1, description="merged calls under way at once (more for a GPU encoder, whose batches are quicker)"
+    )
     max_queue_texts: int = Field(256, ge=1, description="texts waiting for a call slot before 429")
     ready_interval_s: float = Field(1.0, gt=0, description="how often the downstreams are checked for /readyz")
     ready_timeout_s: float = Field(1.0, gt=0, description="budget of each downstream check behind /readyz")

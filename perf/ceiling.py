@@ -1,6 +1,7 @@
 """The ceilings every scheme is measured against: the encoder called in-process (loaded as the service
 loads it, fed tokenised batches, no HTTP, no queue) and the FLOP bound, the encoder's matmul FLOPs per
-text over this machine's measured fp32 matmul rate."""
+text over this machine's measured matmul rate at the precision the encoder runs at: fp32 through
+TensorFlow, bf16 and int8 through OpenVINO (the backend that runs them)."""
 
 import itertools
 import json
@@ -13,28 +14,64 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import openvino as ov
+import openvino.opset13 as ops
 import tensorflow as tf
 
 from embedding_service.buckets import Buckets
 from embedding_service.manifest import TOKENIZER_DIR, EncoderManifest
 from embedding_service.settings import EmbeddingSettings, configured_encoder
 from embedding_service.tokenizer import Tokenizer
-from perf.loadgen import Measurement
+from perf.harness.stats import Measurement
 from perf.sentences import distinct_batches
 
 MATMUL_SIZE = 2048
+# OpenVINO's inference precision for a matmul at each precision: int8's quantized matmul runs int8 whatever
+# the hint, and the encoder asks f32 for the rest of its int8 graph (embedding_service/ov_encoder.py).
+OV_HINTS = {"bf16": "bf16", "int8": "f32"}
+
+
+def best_gflops(call: Callable[[], object], size: int, repeats: int) -> float:
+    """A square matmul's rate: the best of `repeats` calls, after one that warms up the kernels."""
+    best = math.inf
+    for _ in range(repeats + 1):
+        started = time.perf_counter()
+        call()
+        best = min(best, time.perf_counter() - started)
+    return 2 * size**3 / best / 1e9
 
 
 def matmul_gflops(size: int = MATMUL_SIZE, repeats: int = 5) -> float:
     """The machine's fp32 matmul rate through TensorFlow: best of `repeats` square matmuls."""
     a = tf.random.uniform((size, size), dtype=tf.float32)
     b = tf.random.uniform((size, size), dtype=tf.float32)
-    best = math.inf
-    for _ in range(repeats + 1):  # the first call warms up the kernels
-        started = time.perf_counter()
-        tf.matmul(a, b)[0, 0].numpy()
-        best = min(best, time.perf_counter() - started)
-    return 2 * size**3 / best / 1e9
+    return best_gflops(lambda: tf.matmul(a, b)[0, 0].numpy(), size, repeats)
+
+
+def matmul_model(precision: str, size: int) -> ov.Model:
+    """One square matmul, x times a constant weight, as the encoder's graphs hold it at `precision`: the
+    plain weight for bf16 (the hint makes it bf16); for int8, NNCF's pattern (activations through a
+    FakeQuantize of 256 levels, int8 weights with a scale per output channel), which OpenVINO runs as an
+    int8 matmul."""
+    rng = np.random.default_rng(0)
+    x = ops.parameter([size, size], ov.Type.f32, name="x")
+    weight = rng.standard_normal((size, size)).astype(np.float32)
+    if precision != "int8":
+        return ov.Model([ops.matmul(x, ops.constant(weight), False, True)], [x], "matmul")
+    low, high = ops.constant(np.float32(-1.0)), ops.constant(np.float32(1.0))
+    scale = (np.abs(weight).max(axis=1, keepdims=True) / 127).astype(np.float32)
+    quantized = ops.constant(np.round(weight / scale).astype(np.int8))
+    dequantized = ops.multiply(ops.convert(quantized, ov.Type.f32), ops.constant(scale))
+    return ov.Model([ops.matmul(ops.fake_quantize(x, low, high, low, high, 256), dequantized, False, True)], [x])
+
+
+def openvino_matmul_gflops(precision: str, size: int = MATMUL_SIZE, repeats: int = 5) -> float:
+    """The machine's matmul rate at bf16 or int8 through OpenVINO on the CPU, compiled as the encoder is
+    (the LATENCY hint, every core): best of `repeats` square matmuls, as matmul_gflops times fp32's."""
+    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": OV_HINTS[precision]}
+    request = ov.Core().compile_model(matmul_model(precision, size), "CPU", config).create_infer_request()
+    a = np.random.default_rng(1).uniform(-1.0, 1.0, (size, size)).astype(np.float32)
+    return best_gflops(lambda: request.infer({0: a}, share_inputs=True), size, repeats)
 
 
 @dataclass(frozen=True)

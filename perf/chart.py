@@ -1,4 +1,4 @@
-"""The suite's chart: open-loop latency percentiles per scheme against offered load, and closed-loop
+"""The schemes scenario's chart: open-loop latency percentiles per scheme against offered load, and closed-loop
 throughput per scheme against concurrency beside the in-process and FLOP ceilings."""
 
 import statistics
@@ -11,7 +11,7 @@ mpl.use("Agg")  # files only: no display here, and none wanted
 
 import matplotlib.pyplot as plt
 
-from perf.summary import in_process_batch, runs_of, schemes
+from perf.scheme_runs import in_process_batch, runs_of, schemes
 
 
 def _medians(points: list[tuple[float, float | None]]) -> tuple[list[float], list[float]]:
@@ -25,7 +25,7 @@ def _medians(points: list[tuple[float, float | None]]) -> tuple[list[float], lis
 
 
 def write(path: Path, report: dict[str, Any]) -> None:
-    runs = runs_of(report)
+    runs = runs_of(report["results"])
     ceiling = report["results"]["ceiling"]
     batch = in_process_batch(runs)
     _, (in_process,) = _medians(

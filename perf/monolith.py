@@ -39,7 +39,7 @@ class Monolith:
         manifest = EncoderManifest.read(encoder_dir)
         buckets = Buckets.default(32, manifest.max_seq_length)
         self._tokenizer = Tokenizer(encoder_dir / TOKENIZER_DIR, manifest.max_seq_length)
-        self._encoder = TFEncoder(encoder_dir, buckets, xla=xla, mixed_precision=False)
+        self._encoder = TFEncoder(encoder_dir, buckets, xla=xla)
         head: Any = tf.saved_model.load(str(head_dir))
         self._head = head  # keeps the variables the signature reads alive
         self._probabilities = head.signatures["serving_default"]

@@ -3,7 +3,7 @@ tokens), or mixed (three short to one long); and batches cut from them."""
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Literal, TypeVar, get_args
 
 T = TypeVar("T")
@@ -94,3 +94,21 @@ def texts(mix: TextMix) -> tuple[str, ...]:
     if mix == "long":
         return long
     return tuple(long[i] if i % 4 == 3 else SENTENCES[i] for i in range(count))
+
+
+def new_texts(sentences_each: int = 1) -> Iterator[str]:
+    """Texts never sent before in this run (the cache answers none): `sentences_each` consecutive
+    sentences with a counter appended."""
+    n = len(SENTENCES)
+    return (" ".join(SENTENCES[(i + k) % n] for k in range(sentences_each)) + f" #{i}" for i in itertools.count())
+
+
+def distinct_texts(count: int) -> list[str]:
+    """`count` (up to 64 x 63) distinct short texts: the first half of one sentence and the second half
+    of another, as long as the benchmark's short texts."""
+    halves = [(s.split()[: len(s.split()) // 2], s.split()[len(s.split()) // 2 :]) for s in SENTENCES]
+    n = len(SENTENCES)
+    found = [" ".join([*halves[i % n][0], *halves[(i % n + 1 + i // n) % n][1]]) for i in range(count)]
+    if len(set(found)) != count:
+        raise ValueError(f"only {len(set(found))} of {count} texts are distinct")
+    return found

@@ -1,5 +1,5 @@
 """`python -m perf.unchecked_orchestrator`: the orchestrator with its encoder identity check taken out, for
-perf.identity_bench's side-by-side only (never a way to run the product).
+the identity scenario's side-by-side only (perf/scenarios/identity.py; never a way to run the product).
 
 Taken out: a head's route to an encoder (every head goes to the first embedding service's), the choice of
 the head version trained on the vectors' encoder (the newest version answers whatever made them) and the

@@ -12,6 +12,7 @@ from starlette.middleware import Middleware
 
 from service_common.auth import auth_middleware, cors_middleware
 from service_common.body_limit import BodyLimitMiddleware
+from service_common.direct import DirectRoute, DirectRoutes, document
 from service_common.errors import install_error_handlers
 from service_common.middleware import RequestContextMiddleware
 from service_common.ops import add_ops_routes
@@ -27,25 +28,32 @@ def service_app(
     *,
     admission: Middleware | None = None,
     expose_headers: Sequence[str] = (),
+    direct: Sequence[DirectRoute] = (),
 ) -> FastAPI:
     """`admission`: a service's own refusal at the door (the embedding service's full queue or draining);
-    `expose_headers`: its own answer headers a browser page may read when CORS is on."""
+    `expose_headers`: its own answer headers a browser page may read when CORS is on; `direct`: its hot
+    routes, served without FastAPI's per-request machinery (service_common/direct.py)."""
     # FastAPI's own OpenTelemetry spans (a server span and one per dependency, serializer...) would double
     # ours and cost the hot path: service_common.tracing makes the spans, and only those.
     off: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
     app = FastAPI(title=title, version="0.1.0", lifespan=lifespan, telemetry={**off, "auto_configure": False})
     app.state.settings = settings
     app.state.stopping = asyncio.Event()
-    for layer in reversed(middleware(settings, admission, expose_headers)):
+    for layer in reversed(middleware(settings, admission, expose_headers, direct)):
         app.add_middleware(layer.cls, *layer.args, **layer.kwargs)
     install_error_handlers(app)
     add_ops_routes(app, not_ready_reason)
     app.include_router(router)
+    if direct:
+        document(app, direct)
     return app
 
 
 def middleware(
-    settings: ServiceSettings, admission: Middleware | None = None, expose_headers: Sequence[str] = ()
+    settings: ServiceSettings,
+    admission: Middleware | None = None,
+    expose_headers: Sequence[str] = (),
+    direct: Sequence[DirectRoute] = (),
 ) -> list[Middleware]:
     """Every service's middleware, outermost first: the one place their order is decided."""
     layers = [
@@ -62,6 +70,8 @@ def middleware(
         Middleware(
             BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes, read_timeout_s=settings.body_read_timeout_s
         ),
+        # The hot routes, straight from ASGI, with everything above; FastAPI takes every other request.
+        Middleware(DirectRoutes, routes=direct) if direct else None,
     ]
     return [layer for layer in layers if layer is not None]
 

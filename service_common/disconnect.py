@@ -17,19 +17,24 @@ class ClientClosedError(ServiceError):
 
 
 async def unless_disconnected(request: Request, awaitable: Awaitable[T]) -> T:
-    """Awaits `awaitable`, cancelling it (so queued work is dropped) if the client disconnects first."""
-    work = asyncio.ensure_future(awaitable)
+    """Awaits `awaitable` in this task, cancelling it (so queued work is dropped) if the client disconnects
+    first: a watcher task waits for the disconnect, and no second task runs the work."""
+    task = asyncio.current_task()
+    assert task is not None, "called outside a task"
+    left = False
 
     async def watch() -> None:
+        nonlocal left
         while (await request.receive())["type"] != "http.disconnect":
             pass
-        work.cancel()
+        left = True
+        task.cancel()
 
     watcher = asyncio.create_task(watch())
     try:
-        return await work
+        return await awaitable
     except asyncio.CancelledError:
-        if watcher.done() and not watcher.cancelled():
+        if left and task.uncancel() == 0:  # cancelled by the watcher alone: the client went
             raise ClientClosedError("the client closed the connection", code="client_closed") from None
         raise
     finally:

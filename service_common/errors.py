@@ -1,5 +1,8 @@
 """One error tree, one table, one JSON shape (OpenAI's) for every service."""
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -45,6 +48,10 @@ class UnauthorizedError(ServiceError):
 
 class NotFoundError(InvalidRequestError):
     status_code = 404
+
+
+class MethodNotAllowedError(InvalidRequestError):
+    status_code = 405
 
 
 class RequestTimeoutError(InvalidRequestError):
@@ -95,8 +102,9 @@ def _param(loc: tuple[int | str, ...]) -> str:
     return text or "body"
 
 
-def validation_error(exc: RequestValidationError) -> InvalidRequestError:
-    first = exc.errors()[0]
+def validation_error(errors: Sequence[Mapping[str, Any]]) -> InvalidRequestError:
+    """A 400 naming the first field at fault, from FastAPI's or pydantic's list of validation errors."""
+    first = errors[0]
     param = _param(tuple(first.get("loc", ())))
     if first.get("type") == "json_invalid":
         return InvalidRequestError("request body is not valid JSON", param="body", code="invalid_json")
@@ -109,6 +117,12 @@ def validation_error(exc: RequestValidationError) -> InvalidRequestError:
     return InvalidRequestError(f"{param}: {first.get('msg', 'invalid value')}", param=param, code="invalid_value")
 
 
+def unparsable_body(exc: ValueError | RecursionError) -> InvalidRequestError:
+    """A body JSON cannot read: not JSON, not UTF-8, nested too deeply, integers too long."""
+    reason = "nested too deeply" if isinstance(exc, RecursionError) else "not valid JSON"
+    return InvalidRequestError(f"request body is {reason}", param="body", code="invalid_json")
+
+
 def install_error_handlers(app: FastAPI) -> None:
     async def on_service_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ServiceError)
@@ -116,15 +130,13 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        return await on_service_error(request, validation_error(exc))
+        return await on_service_error(request, validation_error(exc.errors()))
 
     async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)
         if exc.status_code == 400 and isinstance(exc.__cause__, ValueError | RecursionError):
             # FastAPI's body parser failing past json.JSONDecodeError: bad UTF-8, deep nesting, oversized integers.
-            reason = "nested too deeply" if isinstance(exc.__cause__, RecursionError) else "not valid JSON"
-            invalid = InvalidRequestError(f"request body is {reason}", param="body", code="invalid_json")
-            return await on_service_error(request, invalid)
+            return await on_service_error(request, unparsable_body(exc.__cause__))
         error = ServiceError(str(exc.detail), code=str(exc.status_code))
         error.status_code = exc.status_code
         error.error_type = "invalid_request_error" if exc.status_code < 500 else "server_error"

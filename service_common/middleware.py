@@ -3,8 +3,8 @@ error straight from ASGI."""
 
 import json
 import logging
+import os
 import time
-import uuid
 
 from opentelemetry.trace import SpanKind
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -56,7 +56,7 @@ class RequestContextMiddleware:
     async def _handle(self, scope: Scope, receive: Receive, send: Send, headers: dict[bytes, bytes]) -> None:
         given = headers.get(REQUEST_ID_HEADER.encode(), b"").decode("latin-1")[:_MAX_REQUEST_ID]
         # Printable ASCII only: the id goes on into HTTP headers and gRPC metadata, which take nothing else.
-        request_id = given if given.isascii() and given.isprintable() and given else uuid.uuid4().hex
+        request_id = given if given.isascii() and given.isprintable() and given else os.urandom(16).hex()
         token = request_id_var.set(request_id)
         started = time.perf_counter()
         status = 500
@@ -89,8 +89,9 @@ class RequestContextMiddleware:
             elapsed = time.perf_counter() - started
             route = getattr(scope.get("route"), "path", "unmatched")
             REQUEST_SECONDS.labels(scope["method"], route, str(status)).observe(elapsed)
-            # Probed every few seconds by orchestrators and kubelets: their successes are logged at debug only.
-            quiet = scope["path"] in OPS_PATHS and status < 400
+            # Probed every few seconds by orchestrators, kubelets and `make run`: their successes, and /readyz's
+            # 503 while a service warms up (it says why in its own lines), are logged at debug only.
+            quiet = scope["path"] in OPS_PATHS and (status < 400 or status == 503)
             logger.log(
                 logging.DEBUG if quiet else logging.INFO,
                 "%s %s %d %.1fms",
@@ -108,7 +109,7 @@ async def send_error(
 ) -> None:
     """Answers with `error` straight from ASGI, before any app runs; `close` ends the connection (when the
     body left unread could be too large to skip)."""
-    body = json.dumps(error.body()).encode()
+    body = json.dumps(error.body(), separators=(",", ":")).encode()
     start = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),

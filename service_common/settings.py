@@ -19,7 +19,9 @@ class ServiceSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    log_json: bool = Field(True, description="one JSON object per log line (false: plain text)")
+    log_json: bool | None = Field(
+        None, description="one JSON object per log line (false: plain text; unset: JSON unless stderr is a terminal)"
+    )
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="larger request bodies get 413")
     body_read_timeout_s: float = Field(10.0, gt=0, description="a request body not all received after this gets 408")
     request_timeout_s: float = Field(30.0, gt=0, description="a request still unanswered after this gets 504")

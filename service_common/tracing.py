@@ -4,7 +4,13 @@ Tracing is on when `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_
 `OTEL_SDK_DISABLED` is not `true`; the SDK reads every other standard variable itself (`OTEL_SERVICE_NAME`,
 `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER` and its `_ARG`, `OTEL_BSP_*`, `OTEL_EXPORTER_OTLP_*`).
 Off, no SDK is even imported and no span is made: an incoming `traceparent` is still continued, so the
-hops, the logs and the `traceresponse` header carry the caller's trace id, but nothing is recorded."""
+hops, the logs and the `traceresponse` header carry the caller's trace id, but nothing is recorded.
+
+On, the sampling decision is the trace's root's alone (the SDK's `parentbased_*` samplers, its default
+among them): a span under a parent that was not sampled is never built, its parent stays current, and the
+hops carry the trace on unsampled. The SDK spends tens of microseconds building a span even when it records
+nothing, and a /classify makes four in the orchestrator alone: an unsampled request now pays for its root
+span only (issue 24)."""
 
 import os
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
@@ -20,6 +26,8 @@ TRACERESPONSE = "traceresponse"  # W3C Trace Context level 2: the trace and span
 _PROPAGATOR = TraceContextTextMapPropagator()
 _NOTHING = nullcontext(None)  # what a span is while tracing is off: reusable, and nearly free
 _enabled = False
+_tracer: trace.Tracer = trace.NoOpTracer()
+_parent_decides = False  # the sampler follows a parent's decision: an unsampled parent's spans are skipped
 
 
 def enabled() -> bool:
@@ -29,7 +37,7 @@ def enabled() -> bool:
 def setup_tracing(service_name: str) -> Callable[[], None]:
     """Turns tracing on when an OTLP endpoint is configured; returns what flushes and stops it at exit.
     `service_name` is the default of `OTEL_SERVICE_NAME`."""
-    global _enabled
+    global _enabled, _tracer, _parent_decides
     endpoint = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
     if not endpoint or os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return lambda: None
@@ -37,17 +45,16 @@ def setup_tracing(service_name: str) -> Callable[[], None]:
     from opentelemetry.sdk.resources import SERVICE_NAME, OTELResourceDetector, Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.sampling import ParentBased
 
     named = SERVICE_NAME in OTELResourceDetector().detect().attributes
     provider = TracerProvider(resource=Resource.create({} if named else {SERVICE_NAME: service_name}))
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
+    _tracer = provider.get_tracer("split-embedding")  # once: getting one costs as much as a span
+    _parent_decides = isinstance(provider.sampler, ParentBased)
     _enabled = True
     return provider.shutdown
-
-
-def tracer(name: str) -> trace.Tracer:
-    return trace.get_tracer(name)
 
 
 def extract(headers: Mapping[str, str]) -> context.Context:
@@ -88,24 +95,35 @@ def span(
     links: Sequence[SpanContext] = (),
     attributes: Mapping[str, str | int | float | bool] | None = None,
 ) -> AbstractContextManager[Span | None]:
-    """A span, current inside the block, when tracing is on (else nothing, and None). `parent`: a context
-    or a span to start under instead of the current one; `links`: the other requests a shared call
-    serves, each its own trace."""
+    """A span, current inside the block, when tracing is on and its trace is sampled (else nothing, and
+    None). `parent`: a context or a span to start under instead of the current one (current inside the
+    block, even when no span is built); `links`: the other requests a shared call serves, each its own trace."""
     if not _enabled:
         return _NOTHING
+    under = _span_context(parent)
     if isinstance(parent, SpanContext):
         parent = trace.set_span_in_context(trace.NonRecordingSpan(parent))
+    if _parent_decides and _unsampled(under):
+        return _NOTHING if parent is None else continued(parent)
     valid = [Link(link) for link in links if link.is_valid]
-    return tracer("split-embedding").start_as_current_span(
-        name, context=parent, kind=kind, links=valid, attributes=attributes
-    )
+    return _tracer.start_as_current_span(name, context=parent, kind=kind, links=valid, attributes=attributes)
 
 
 def record(name: str, start_ns: int, end_ns: int, attributes: Mapping[str, str | int]) -> None:
     """A span, under the current one, for a stretch already over (its times measured where no span could
     be open: a request's wait in a queue that another task drains)."""
-    if _enabled:
-        tracer("split-embedding").start_span(name, start_time=start_ns, attributes=attributes).end(end_time=end_ns)
+    if _enabled and not (_parent_decides and _unsampled(current())):
+        _tracer.start_span(name, start_time=start_ns, attributes=attributes).end(end_time=end_ns)
+
+
+def _span_context(parent: context.Context | SpanContext | None) -> SpanContext:
+    if isinstance(parent, SpanContext):
+        return parent
+    return trace.get_current_span(parent).get_span_context()
+
+
+def _unsampled(span_context: SpanContext) -> bool:
+    return span_context.is_valid and not span_context.trace_flags.sampled
 
 
 def served(name: str, headers: Mapping[str, str], attributes: Mapping[str, str | int]) -> AbstractContextManager[None]:

@@ -1,5 +1,6 @@
 """Session fixtures: the default models and real servers (embedding, head) on free loopback ports."""
 
+import os
 import shutil
 import subprocess
 import threading
@@ -19,6 +20,10 @@ from tests.otlp import Receiver, receiving
 from tests.servers import Server, running
 
 DEFAULT_ENCODER = ROOT / "build" / "encoder"
+# The suite's services compute in fp32 unless a test asks for another precision: the product's default,
+# auto, picks bf16 on a CPU where it is faster, and bf16's vectors move with their batch-mates (by up to
+# 6e-4), while many tests compare served vectors to 1e-5. bf16 and auto have tests of their own.
+os.environ.setdefault("EMBEDDING_PRECISION", "fp32")
 
 
 @pytest.fixture(scope="session")

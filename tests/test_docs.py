@@ -1,12 +1,17 @@
-"""The repository is self-contained: every relative link in its Markdown resolves to a path inside it, and no
-file refers to a sibling checkout or to a path on the machine it was written on."""
+"""The repository is self-contained: every relative link in its Markdown resolves to a path inside it (and
+to a heading there, when it names one), its documents (README.md and docs/) link nothing outside it, and no
+file refers to a sibling checkout or to a path on the machine it was written on. The documents are one set:
+the README indexes every page of docs/, no paragraph is written twice, and docs/benchmarks.md indexes every
+committed result and links every benchmark scenario."""
 
 import os
 import re
 import subprocess
+from collections import Counter
 from pathlib import Path
 from urllib.parse import unquote
 
+from perf.scenarios import NAMES as SCENARIOS
 from stack.services import ROOT
 
 # Built from parts, so this file does not contain what it looks for.
@@ -31,6 +36,9 @@ INLINE = re.compile(r"\]\(\s*(<[^<>\n]*>|[^)\s]*)")
 REFERENCE = re.compile(r"^ {0,3}\[[^\]\n]+\]:[ \t]*(<[^<>\n]*>|\S+)", re.MULTILINE)
 ANGLE = re.compile(r"<([^<>\s]+)>")
 HTML_ATTRIBUTE = re.compile(r"""\b(?:href|src)\s*=\s*["']([^"']*)["']""", re.IGNORECASE)
+HEADING = re.compile(r"^ {0,3}#{1,6}[ \t]+(.*?)[ \t]*#*[ \t]*$", re.MULTILINE)
+# Prose shorter than this may repeat (a "see X" line); longer paragraphs and list items are written once.
+PARAGRAPH_MIN_CHARS = 120
 
 
 def _repository_files() -> list[str]:
@@ -67,6 +75,11 @@ def markdown_files() -> list[Path]:
     return [path for path in _existing(_repository_files()) if path.suffix == ".md"]
 
 
+def documents() -> list[Path]:
+    """What a reader reads: the README and the pages of docs/ (not generated reports)."""
+    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
 def text_files() -> list[Path]:
     return [path for path in _existing(_repository_files()) if _is_text(path)]
 
@@ -82,6 +95,18 @@ def link_targets(markdown: str) -> list[str]:
         if SCHEME.match(inner) or "/" in inner.strip("/") or re.search(r"\.[A-Za-z0-9]+$", inner):
             targets.append(inner)
     return [target.removeprefix("<").removesuffix(">").strip() for target in targets]
+
+
+def anchors(markdown: str) -> set[str]:
+    """The ids GitHub gives the headings of `markdown`: lower case, punctuation dropped, spaces to hyphens,
+    a repeated id suffixed -1, -2..."""
+    seen: Counter[str] = Counter()
+    ids = set()
+    for heading in HEADING.findall(FENCE.sub("", markdown)):
+        slug = re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
+        ids.add(f"{slug}-{seen[slug]}" if seen[slug] else slug)
+        seen[slug] += 1
+    return ids
 
 
 def broken_links(markdown_file: Path, markdown: str) -> list[str]:
@@ -104,7 +129,49 @@ def broken_links(markdown_file: Path, markdown: str) -> list[str]:
             problems.append(f"{name}: {target} (resolves outside the repository, to {resolved})")
         elif not resolved.exists():
             problems.append(f"{name}: {target} (no such path in the repository)")
+        elif "#" in target and resolved.suffix == ".md" and resolved.is_file():
+            fragment = unquote(target.split("#", 1)[1])
+            if fragment not in anchors(resolved.read_text(encoding="utf-8")):
+                problems.append(f"{name}: {target} (no heading #{fragment} there)")
+    for target in link_targets(markdown):
+        if target.startswith("#") and unquote(target[1:]) not in anchors(markdown):
+            problems.append(f"{name}: {target} (no such heading in this file)")
     return problems
+
+
+def outside_links(markdown_file: Path, markdown: str) -> list[str]:
+    """The links of a document that leave the repository: any URL (a document links into the repository
+    only), and relative paths that resolve outside it."""
+    name = markdown_file.relative_to(ROOT).as_posix()
+    problems = []
+    for target in link_targets(markdown):
+        if SCHEME.match(target) or target.startswith("//"):
+            problems.append(f"{name}: {target} (a URL: documents link only into the repository)")
+        elif not target.startswith("#"):
+            path = unquote(re.split(r"[#?]", target, maxsplit=1)[0])
+            if not (markdown_file.parent / path).resolve().is_relative_to(ROOT):
+                problems.append(f"{name}: {target} (resolves outside the repository)")
+    return problems
+
+
+def paragraphs(markdown: str) -> list[str]:
+    """The prose of `markdown`, one string per paragraph or list item, whitespace collapsed; code, tables
+    and headings left out."""
+    units: list[str] = []
+    for block in re.split(r"\n[ \t]*\n", FENCE.sub("\n", markdown)):
+        current: list[str] = []
+        for line in block.splitlines():
+            stripped = line.strip()
+            if stripped.startswith(("|", "#")):
+                continue
+            item = re.match(r"([-*+]|\d+\.)\s+", stripped)
+            if item and current:
+                units.append(" ".join(current))
+                current = []
+            current.append(stripped[item.end() :] if item else stripped)
+        if current:
+            units.append(" ".join(current))
+    return [unit for unit in units if len(unit) >= PARAGRAPH_MIN_CHARS]
 
 
 def test_the_walk_finds_the_documents() -> None:
@@ -156,9 +223,93 @@ def test_the_link_finder_sees_every_kind_of_link() -> None:
 
 def test_a_link_outside_the_repository_is_reported() -> None:
     document = ROOT / "docs" / "example.md"  # never written: only its folder matters
-    markdown = "[out](../../elsewhere.md) [gone](missing.md) [ok](../README.md) [a](#x) [f](file:///etc/hosts)"
+    markdown = "[out](../../elsewhere.md) [gone](missing.md) [ok](../README.md) [a](#x) [f](file:///etc/hosts)\n# X"
     problems = broken_links(document, markdown)
     assert len(problems) == 3, problems
     assert "docs/example.md: ../../elsewhere.md (resolves outside the repository" in problems[0]
     assert "no such path" in problems[1]
     assert "only http, https and mailto" in problems[2]
+
+
+def test_documents_link_nothing_outside_the_repository() -> None:
+    problems = [problem for path in documents() for problem in outside_links(path, path.read_text(encoding="utf-8"))]
+    assert not problems, "\n".join(problems)
+
+
+def test_a_url_or_an_escaping_path_in_a_document_is_reported() -> None:
+    document = ROOT / "docs" / "example.md"  # never written: only its folder matters
+    markdown = "[a](https://example.com) <http://x.org/y> [b](../../up.md) [ok](../README.md) [c](#x) `[d](https://e)`"
+    problems = outside_links(document, markdown)
+    assert [problem.split(" (")[0] for problem in problems] == [
+        "docs/example.md: https://example.com",
+        "docs/example.md: ../../up.md",
+        "docs/example.md: http://x.org/y",
+    ], problems
+
+
+def test_headings_give_githubs_anchors() -> None:
+    markdown = (
+        "# Sharing the encoder: lanes\n## `POST /classify`: text in\n## The orchestrator's key\n## Flags\n## Flags\n"
+    )
+    assert anchors(markdown) == {
+        "sharing-the-encoder-lanes",
+        "post-classify-text-in",
+        "the-orchestrators-key",
+        "flags",
+        "flags-1",
+    }
+
+
+def test_a_link_to_a_missing_heading_is_reported() -> None:
+    problems = broken_links(ROOT / "README.md", "[a](docs/architecture.md#no-such-heading) [b](#nor-here)")
+    assert len(problems) == 2, problems
+    assert all("heading" in problem for problem in problems), problems
+
+
+def test_the_readme_indexes_every_page_of_the_docs() -> None:
+    readme = ROOT / "README.md"
+    linked = {
+        (readme.parent / unquote(target.split("#", 1)[0])).resolve()
+        for target in link_targets(readme.read_text(encoding="utf-8"))
+        if not SCHEME.match(target) and not target.startswith("#")
+    }
+    pages = set((ROOT / "docs").glob("*.md"))
+    assert pages, "docs/ has no page"
+    assert pages <= linked, sorted(page.name for page in pages - linked)
+
+
+def test_no_paragraph_is_written_twice() -> None:
+    where: dict[str, list[str]] = {}
+    for path in documents():
+        for unit in paragraphs(path.read_text(encoding="utf-8")):
+            where.setdefault(unit, []).append(path.relative_to(ROOT).as_posix())
+    repeated = {unit[:80]: places for unit, places in where.items() if len(places) > 1}
+    assert not repeated, repeated
+
+
+def test_the_paragraph_finder_splits_prose_and_skips_the_rest() -> None:
+    long = "word " * 30
+    markdown = f"{long}\ncontinued\n\n- {long}\n- {long}x\n\n| {long} |\n\n```\n{long}\n```\n# {long}\n"
+    assert [(unit[:4], unit[-9:]) for unit in paragraphs(markdown)] == [
+        ("word", "continued"),
+        ("word", "word word"),
+        ("word", "ord word x"[-9:]),
+    ]
+
+
+def test_the_benchmarks_page_indexes_every_result_and_links_every_scenario() -> None:
+    page = ROOT / "docs" / "benchmarks.md"
+    linked = {
+        (page.parent / unquote(target.split("#", 1)[0])).resolve()
+        for target in link_targets(page.read_text(encoding="utf-8"))
+        if not SCHEME.match(target) and not target.startswith("#")
+    }
+    results = sorted(folder for folder in (ROOT / "perf" / "results").iterdir() if folder.is_dir())
+    unindexed = [
+        folder.name
+        for folder in results
+        if not any(path.is_relative_to(folder) and path.suffix == ".md" for path in linked)
+    ]
+    assert not unindexed, f"results with no report linked from docs/benchmarks.md: {unindexed}"
+    scenarios = {ROOT / "perf" / "scenarios" / f"{name}.py" for name in SCENARIOS}
+    assert scenarios <= linked, sorted(path.name for path in scenarios - linked)

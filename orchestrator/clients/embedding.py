@@ -1,4 +1,4 @@
-"""EmbeddingClient: one embedding service's /v1/embeddings over one pooled keep-alive httpx client, base64.
+"""EmbeddingClient: one embedding service's /v1/embeddings over pooled keep-alive connections, base64.
 
 Each answer says which encoder made its vectors (ENCODER_HEADER): the client keeps the identity it last
 saw, from the model card or an answer, so a service that changed encoder under it is known as such."""
@@ -9,13 +9,13 @@ import re
 import time
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
-import httpx
 import numpy as np
 import orjson
 
 from orchestrator.clients import http_hop
+from orchestrator.clients.http_client import HttpResponse, PooledHttpClient
 from orchestrator.limits import EmbeddingLimits
 from orchestrator.metrics import HOP_ERRORS_TOTAL, STAGE_SECONDS
 from orchestrator.settings import OrchestratorSettings
@@ -41,6 +41,7 @@ KEEPALIVE_EXPIRY_S = 4.0
 _INPUT_INDEX = re.compile(r"input\[([0-9]{1,9})\]", re.ASCII)
 # The embedding service's header naming the encoder of an answer's vectors (its manifest's identity).
 ENCODER_HEADER = "X-Encoder-Identity"
+PRECISION_HEADER = "X-Encoder-Precision"  # what the encoder computed them in
 IDENTITY = re.compile(r"[0-9a-f]{16}", re.ASCII)  # what an encoder identity looks like
 
 
@@ -50,6 +51,9 @@ class Embedded:
     encoder: str  # the identity of the encoder that made them, as the answer says
     truncated: list[int]  # indices of texts cut to the encoder's max sequence length
     chunked: list[tuple[int, int]]  # (index, windows) of texts embedded whole from several windows
+    # At int8 (outside the parity contract): the only head versions, (name, version), whose accuracy the
+    # int8 build checked, and so the only ones that may take these vectors. None: every head of the encoder.
+    int8_heads: frozenset[tuple[str, int]] | None = None
 
 
 class EmbeddingRefusedError(InvalidRequestError):
@@ -77,19 +81,16 @@ class EmbeddingClient:
         self._settings = settings
         self.limits: EmbeddingLimits | None = None  # learned from its /v1/models by `describe`
         self.identity: str | None = None  # its encoder's, as last seen (None: not seen yet)
+        self.int8_heads: frozenset[tuple[str, int]] = frozenset()  # from its model card, when it runs int8
         self.dimensions: int | None = None
         key = settings.embedding_key
-        self._client = httpx.AsyncClient(
-            base_url=self.url,
+        self._client = PooledHttpClient(
+            self.url,
+            max_connections=settings.embedding_max_connections,
+            keepalive_expiry_s=KEEPALIVE_EXPIRY_S,
             # On every call, the readiness checks' included (/v1/models needs it when the service has auth on).
             # The key is the orchestrator's identity there too: a lane key gives it its lane and weight.
             headers={"Authorization": f"Bearer {key}"} if key else None,
-            timeout=settings.embedding_timeout_s,
-            limits=httpx.Limits(
-                max_connections=settings.embedding_max_connections,
-                max_keepalive_connections=settings.embedding_max_connections,
-                keepalive_expiry=KEEPALIVE_EXPIRY_S,
-            ),
         )
 
     async def __aenter__(self) -> Self:
@@ -106,12 +107,10 @@ class EmbeddingClient:
         if chunk:
             request["chunk"] = True
         body = orjson.dumps(request)
-        response = await self._call(
-            "POST", "/v1/embeddings", timeout_s, content=body, headers={"Content-Type": "application/json"}
-        )
+        response = await self._call("POST", "/v1/embeddings", timeout_s, body)
         if response.status_code != 200:
             raise _as_error(response)
-        encoder = self._learn(response.headers.get(ENCODER_HEADER, ""))
+        encoder = self._learn(response.headers.get(ENCODER_HEADER.lower(), ""))
         try:
             answer = orjson.loads(response.content)
             items = sorted(answer["data"], key=lambda item: item["index"])
@@ -119,7 +118,8 @@ class EmbeddingClient:
                 raise ValueError(f"{len(items)} embeddings for {len(texts)} texts")
             vectors = np.stack([np.frombuffer(base64.b64decode(item["embedding"]), dtype="<f4") for item in items])
             chunked = [(int(c["index"]), int(c["windows"])) for c in answer.get("chunked", [])]
-            return Embedded(vectors, encoder, [int(i) for i in answer.get("truncated", [])], chunked)
+            int8 = self.int8_heads if response.headers.get(PRECISION_HEADER.lower()) == "int8" else None
+            return Embedded(vectors, encoder, [int(i) for i in answer.get("truncated", [])], chunked, int8)
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             HOP_ERRORS_TOTAL.labels(HOP, "malformed").inc()
             raise BadGatewayError(
@@ -143,13 +143,15 @@ class EmbeddingClient:
             limits = EmbeddingLimits.from_model_card(card)
             dimensions = int(card["dimensions"])
             identity = str(card["identity"])
+            checked = (card.get("runtime", {}).get("int8") or {}).get("heads", [])
+            int8_heads = frozenset((str(head["name"]), int(head["version"])) for head in checked)
         except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, ValueError) as exc:
             HOP_ERRORS_TOTAL.labels(HOP, "malformed").inc()
             raise BadGatewayError(
                 f"the embedding service's model list is malformed: {exc!r}", code="embedding_error"
             ) from None
         self._learn(identity)
-        self.limits, self.dimensions = limits, dimensions
+        self.limits, self.dimensions, self.int8_heads = limits, dimensions, int8_heads
 
     def _learn(self, identity: str) -> str:
         """The identity an answer carries, kept as this service's; BadGatewayError if it carries none."""
@@ -167,9 +169,10 @@ class EmbeddingClient:
             self.identity = identity
         return identity
 
-    async def _call(self, method: str, path: str, timeout_s: float, **kwargs: Any) -> httpx.Response:
-        headers = {**kwargs.pop("headers", {}), REQUEST_ID_HEADER: request_id_var.get()}
-        headers[TIMEOUT_HEADER] = Deadline.header_value(timeout_s)
+    async def _call(self, method: str, path: str, timeout_s: float, body: bytes = b"") -> HttpResponse:
+        headers = {REQUEST_ID_HEADER: request_id_var.get(), TIMEOUT_HEADER: Deadline.header_value(timeout_s)}
+        if body:
+            headers["Content-Type"] = "application/json"
         tracing.inject(headers)
         started = time.perf_counter()
         try:
@@ -181,7 +184,7 @@ class EmbeddingClient:
                 timeout_s=timeout_s,
                 settings=self._settings,
                 headers=headers,
-                **kwargs,
+                content=body,
             )
         except TimeoutError:
             HOP_ERRORS_TOTAL.labels(HOP, "timeout").inc()
@@ -199,7 +202,7 @@ class EmbeddingClient:
                 STAGE_SECONDS.labels("embed_call").observe(time.perf_counter() - started)
 
 
-def _as_error(response: httpx.Response) -> ServiceError:
+def _as_error(response: HttpResponse) -> ServiceError:
     """The embedding service's error as ours; its refusals of the texts stay refusals (EmbeddingRefusedError)."""
     try:
         error = orjson.loads(response.content)["error"]
@@ -210,7 +213,7 @@ def _as_error(response: httpx.Response) -> ServiceError:
     HOP_ERRORS_TOTAL.labels(HOP, str(status)).inc()
     if status == 429:
         overloaded = OverloadedError(f"the embedding service is overloaded: {message}")
-        overloaded.headers = {"Retry-After": response.headers.get("Retry-After", "1")}
+        overloaded.headers = {"Retry-After": response.headers.get("retry-after", "1")}
         return overloaded
     if status in (400, 413):
         return EmbeddingRefusedError(message, status_code=status, param=param, code=code)

@@ -10,7 +10,6 @@ a dropped or refused connection to UNAVAILABLE (what gRPC reports for one), and 
 import time
 from typing import Any, Self
 
-import httpx
 import numpy as np
 import orjson
 
@@ -26,6 +25,7 @@ from orchestrator.clients.head import (
     head_error,
     unreached,
 )
+from orchestrator.clients.http_client import HttpResponse, PooledHttpClient
 from orchestrator.metrics import STAGE_SECONDS
 from orchestrator.retry import retry_unreached
 from orchestrator.settings import OrchestratorSettings
@@ -33,6 +33,8 @@ from service_common import tracing
 from service_common.deadline import Deadline
 from service_common.logs import request_id_var
 from service_common.middleware import REQUEST_ID_HEADER
+
+HEAD_MAX_CONNECTIONS = 100  # REST calls to the head at once (httpx's default, which it had before)
 
 # TF Serving's REST status codes back to the gRPC status names head_error() maps: the inverse of its
 # ToHTTPStatusCode. Where several codes share a status, head_error() treats them all alike.
@@ -75,7 +77,7 @@ def _path(model: str) -> str:
     return f"/v1/models/{model}"
 
 
-def _detail(response: httpx.Response) -> str:
+def _detail(response: HttpResponse) -> str:
     """TF Serving's `{"error": "..."}` message, or the start of a body that is not one."""
     try:
         return str(orjson.loads(response.content)["error"])
@@ -90,8 +92,8 @@ class HeadRestClient:
         # One attempt per http_hop call: _call retries every unreached failure (a refused connection
         # included) in one loop, with one count of retries, as the gRPC client does.
         self._one_try = settings.model_copy(update={"connect_retries": 0})
-        self._client = httpx.AsyncClient(
-            base_url=self.url, timeout=settings.head_timeout_s, limits=httpx.Limits(keepalive_expiry=KEEPALIVE_EXPIRY_S)
+        self._client = PooledHttpClient(
+            self.url, max_connections=HEAD_MAX_CONNECTIONS, keepalive_expiry_s=KEEPALIVE_EXPIRY_S
         )
 
     async def __aenter__(self) -> Self:
@@ -154,12 +156,12 @@ class HeadRestClient:
         except (KeyError, TypeError) as exc:
             raise head_error(MALFORMED, repr(exc), where=self.url, timeout_s=0) from None
 
-    async def _call(self, method: str, path: str, deadline: Deadline, **kwargs: Any) -> Any:
+    async def _call(self, method: str, path: str, deadline: Deadline, content: bytes = b"") -> Any:
         timeout_s = deadline.budget_s(self._settings.head_timeout_s)
         hop_deadline = Deadline(timeout_s)
         try:
             response = await retry_unreached(
-                lambda: self._attempt(method, path, hop_deadline, **kwargs),
+                lambda: self._attempt(method, path, hop_deadline, content),
                 unreached=_unreached,
                 hop=HOP,
                 retries=self._settings.connect_retries,
@@ -173,7 +175,7 @@ class HeadRestClient:
         except orjson.JSONDecodeError as exc:
             raise head_error(MALFORMED, repr(exc), where=self.url, timeout_s=timeout_s) from None
 
-    async def _attempt(self, method: str, path: str, hop_deadline: Deadline, **kwargs: Any) -> httpx.Response:
+    async def _attempt(self, method: str, path: str, hop_deadline: Deadline, content: bytes) -> HttpResponse:
         headers = {REQUEST_ID_HEADER: request_id_var.get(), "Content-Type": "application/json"}
         tracing.inject(headers)
         try:
@@ -185,7 +187,7 @@ class HeadRestClient:
                 timeout_s=hop_deadline.remaining_s(),
                 settings=self._one_try,
                 headers=headers,
-                **kwargs,
+                content=content,
             )
         except TimeoutError:
             raise _Failed("DEADLINE_EXCEEDED", "") from None

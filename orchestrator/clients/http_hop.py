@@ -1,11 +1,10 @@
-"""One HTTP call to a downstream hop over its pooled httpx client: the whole call (retries included)
-bounded by the hop's budget, connection failures retried. Callers map the two failures to their errors."""
+"""One HTTP call to a downstream hop over its pooled client: the whole call (retries included) bounded by
+the hop's budget, connection failures retried. Callers map the two failures to their errors."""
 
 import asyncio
-from typing import Any
+from collections.abc import Mapping
 
-import httpx
-
+from orchestrator.clients.http_client import ConnectError, HttpResponse, PooledHttpClient, TransportError
 from orchestrator.retry import retry_unreached
 from orchestrator.settings import OrchestratorSettings
 from service_common.deadline import Deadline
@@ -16,27 +15,26 @@ class HopUnreachable(Exception):
 
 
 async def request(
-    client: httpx.AsyncClient,
+    client: PooledHttpClient,
     method: str,
     path: str,
     *,
     hop: str,
     timeout_s: float,
     settings: OrchestratorSettings,
-    **kwargs: Any,
-) -> httpx.Response:
+    headers: Mapping[str, str],
+    content: bytes = b"",
+) -> HttpResponse:
     """Raises TimeoutError past `timeout_s`, HopUnreachable on a transport failure."""
     try:
         async with asyncio.timeout(timeout_s):
             return await retry_unreached(
-                lambda: client.request(method, path, timeout=timeout_s, **kwargs),
-                unreached=lambda exc: isinstance(exc, httpx.ConnectError),
+                lambda: client.request(method, path, headers=headers, content=content),
+                unreached=lambda exc: isinstance(exc, ConnectError),
                 hop=hop,
                 retries=settings.connect_retries,
                 backoff_s=settings.retry_backoff_ms / 1e3,
                 deadline=Deadline(timeout_s),
             )
-    except httpx.TimeoutException:
-        raise TimeoutError from None
-    except httpx.TransportError as exc:
-        raise HopUnreachable(str(exc) or type(exc).__name__) from None
+    except (ConnectError, TransportError) as exc:
+        raise HopUnreachable(str(exc)) from None

@@ -16,7 +16,7 @@ import sysconfig
 import tempfile
 import time
 import tomllib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import packages_distributions
 from pathlib import Path
@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import jsonschema
 import kubernetes_validate  # type: ignore[import-untyped]
 import yaml
 from google.protobuf import text_format
@@ -42,10 +43,19 @@ TOOLS = ROOT / "deploy" / "tools"
 VENV_BIN = Path(sys.executable).parent
 TFSERVING_CONFIG = ROOT / "head_service" / "tfserving"
 TFSERVING_FILES = ("models.config", "batching.config", "monitoring.config")
+MONITORING = ROOT / "deploy" / "monitoring"
+# The trees k8s/ reads files from: the TF Serving config and the dashboard are generated into ConfigMaps.
+K8S_SOURCES = (Path("k8s"), TFSERVING_CONFIG.relative_to(ROOT), MONITORING.relative_to(ROOT))
 OVERLAYS = ("gpu", "cpu")
-# What the checks render: each overlay alone, and with each component added to it (`cpu+second-encoder`).
-COMPONENTS = ("second-encoder",)
-RENDERINGS = (*OVERLAYS, *(f"{overlay}+{component}" for overlay in OVERLAYS for component in COMPONENTS))
+# What the checks render: each overlay alone, with the second encoder (`cpu+second-encoder`), and with every
+# component at once. The other components need no rendering of their own: each adds objects of its own and
+# patches only the base's embedding Deployment.
+COMPONENTS = ("second-encoder", "autoscale-embedding", "monitoring")
+RENDERINGS = (
+    *OVERLAYS,
+    *(f"{overlay}+second-encoder" for overlay in OVERLAYS),
+    *(f"{overlay}+{'+'.join(COMPONENTS)}" for overlay in OVERLAYS),
+)
 # The service a Deployment runs, by its pods' app.kubernetes.io/component label. Only the embedding service
 # may run as several Deployments (one per encoder, during an encoder upgrade).
 SERVICES = {"encoder": "embedding", "classifier": "head", "api": "orchestrator"}
@@ -55,6 +65,10 @@ KUBERNETES_VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
 GPU = "nvidia.com/gpu"
 # Pods with this label, in any namespace, may call the embedding service (k8s/base/network-policies.yaml).
 EMBEDDING_CONSUMER_LABEL = "split-embedding-pipeline/embedding-consumer"
+# Prometheus's namespace, whose pods components/monitoring lets scrape the metrics ports (monitoring_checks).
+MONITORING_NAMESPACE = "monitoring"
+# The custom resources' published schemas, vendored (crds/README.md): <group>/<kind>_<version>.json.
+CRD_SCHEMAS = Path(__file__).parent / "crds"
 POD_KINDS = {"Deployment", "StatefulSet", "DaemonSet"}
 
 Obj = dict[str, Any]
@@ -91,12 +105,12 @@ def add_components(overlay: Path, components: Iterable[str]) -> None:
 
 def render(rendering: str, root: Path = ROOT) -> list[Obj]:
     """One of RENDERINGS from `root`: an overlay as it is, or with components added to a copy of k8s/ (and of
-    the TF Serving config that the base generates a ConfigMap from)."""
+    the trees it generates ConfigMaps from, K8S_SOURCES)."""
     overlay, *components = rendering.split("+")
     if not components:
         return kustomize_build(root / "k8s" / "overlays" / overlay)
     with tempfile.TemporaryDirectory() as tmp:
-        for tree in (Path("k8s"), TFSERVING_CONFIG.relative_to(ROOT)):
+        for tree in K8S_SOURCES:
             shutil.copytree(root / tree, Path(tmp) / tree)
         add_components(Path(tmp) / "k8s" / "overlays" / overlay, components)
         return kustomize_build(Path(tmp) / "k8s" / "overlays" / overlay)
@@ -105,11 +119,32 @@ def render(rendering: str, root: Path = ROOT) -> list[Obj]:
 # ---- schemas ----------------------------------------------------------------------------------
 
 
+def crd_schema(obj: Obj) -> Path | None:
+    """The vendored schema of a custom resource's apiVersion and kind, if it is one we ship."""
+    group, _, version = str(obj.get("apiVersion", "")).rpartition("/")
+    path = CRD_SCHEMAS / group / f"{str(obj.get('kind', '')).lower()}_{version}.json"
+    return path if group and path.is_file() else None
+
+
+def crd_errors(obj: Obj, schema_file: Path) -> list[str]:
+    """Validation against a custom resource's published schema (unknown fields are errors there too)."""
+    schema = json.loads(schema_file.read_text())
+    validator = jsonschema.Draft7Validator(schema)  # the catalog's schemas name no draft: OpenAPI v3's subset
+    name = f"{obj['apiVersion']} {obj['kind']} {obj.get('metadata', {}).get('name')}"
+    return [
+        f"{name}: {e.message} at {'.'.join(map(str, e.absolute_path))}"
+        for e in sorted(validator.iter_errors(obj), key=lambda e: list(map(str, e.absolute_path)))
+    ]
+
+
 def schema_errors(objects: Iterable[Obj], versions: Iterable[str] = KUBERNETES_VERSIONS) -> list[str]:
-    """Strict validation against each Kubernetes version's schemas; an unknown apiVersion/kind is an error."""
-    errors = []
+    """Strict validation against each Kubernetes version's schemas, and of our custom resources (KEDA's,
+    prometheus-operator's) against theirs; an unknown apiVersion/kind is an error."""
+    objects = list(objects)
+    custom = {id(obj): schema for obj in objects if (schema := crd_schema(obj)) is not None}
+    errors = [error for obj in objects if id(obj) in custom for error in crd_errors(obj, custom[id(obj)])]
     for version in versions:
-        for obj in objects:
+        for obj in (o for o in objects if id(o) not in custom):
             name = f"{obj.get('apiVersion')} {obj.get('kind')} {obj.get('metadata', {}).get('name')}"
             try:
                 kubernetes_validate.validate(obj, version, strict=True)
@@ -135,6 +170,20 @@ def containers(workload: Obj, *, init: bool = False) -> list[Obj]:
 
 def matches(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def selects(selector: Obj, labels: Mapping[str, str]) -> bool:
+    """A LabelSelector (matchLabels and matchExpressions) matches `labels`; the empty one matches every pod, as in
+    a NetworkPolicy's podSelector."""
+    expressions: dict[str, Callable[[str, list[str]], bool]] = {
+        "In": lambda key, values: labels.get(key) in values,
+        "NotIn": lambda key, values: labels.get(key) not in values,
+        "Exists": lambda key, _: key in labels,
+        "DoesNotExist": lambda key, _: key not in labels,
+    }
+    return all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items()) and all(
+        expressions[e["operator"]](e["key"], e.get("values", [])) for e in selector.get("matchExpressions", [])
+    )
 
 
 def pod_labels(workload: Obj) -> dict[str, str]:
@@ -185,29 +234,50 @@ def selector_errors(objects: list[Obj]) -> list[str]:
             elif pods != [name]:
                 errors.append(f"{kind} {name}: selects the pods of {pods}, expected [{name!r}]")
     for name, policy in by_kind(objects, "NetworkPolicy").items():
-        selector = policy["spec"]["podSelector"].get("matchLabels", {})
-        if selector and not selected(selector, workloads):
+        selector = policy["spec"]["podSelector"]
+        if selector and not any(selects(selector, pod_labels(w)) for w in workloads.values()):
             errors.append(f"NetworkPolicy {name}: podSelector matches no pod")
     return errors
 
 
+# What may own a Deployment's replica count: its kind -> (the field of its minimum, the minimum when unset).
+SCALERS = {"HorizontalPodAutoscaler": ("minReplicas", 1), "ScaledObject": ("minReplicaCount", 0)}
+
+
 def target_errors(objects: list[Obj]) -> list[str]:
-    """HPAs scale Deployments that exist; the orchestrator and the head are autoscaled and protected by a PDB."""
+    """Autoscalers (HPAs, KEDA's ScaledObjects) scale Deployments that exist and set no replicas of their own,
+    one autoscaler each, never down to what their PodDisruptionBudget keeps available (no node drain could
+    evict a pod then); the orchestrator and the head are autoscaled, and every Deployment has a PDB."""
     deployments = by_kind(objects, "Deployment")
+    pdbs = by_kind(objects, "PodDisruptionBudget").values()
     errors = []
-    hpas = by_kind(objects, "HorizontalPodAutoscaler")
-    for name, hpa in hpas.items():
-        ref = hpa["spec"]["scaleTargetRef"]
-        if ref.get("kind") != "Deployment" or ref.get("name") not in deployments:
-            errors.append(f"HorizontalPodAutoscaler {name}: target {ref.get('kind')}/{ref.get('name')} does not exist")
-        elif "replicas" in deployments[ref["name"]]["spec"]:
-            errors.append(f"Deployment {ref['name']}: sets replicas although HPA {name} owns them")
-    scaled = {h["spec"]["scaleTargetRef"].get("name") for h in hpas.values()}
+    scaled: set[str] = set()
+    for kind, (minimum, default) in SCALERS.items():
+        for name, scaler in by_kind(objects, kind).items():
+            ref = scaler["spec"]["scaleTargetRef"]
+            target, target_kind = ref.get("name"), ref.get("kind", "Deployment")
+            if target_kind != "Deployment" or target not in deployments:
+                errors.append(f"{kind} {name}: target {target_kind}/{target} does not exist")
+                continue
+            if target in scaled:
+                errors.append(f"Deployment {target}: scaled by more than one autoscaler")
+            scaled.add(target)
+            if "replicas" in deployments[target]["spec"]:
+                errors.append(f"Deployment {target}: sets replicas although {kind} {name} owns them")
+            lowest = scaler["spec"].get(minimum, default)
+            errors += [
+                f"{kind} {name}: scales {target} down to {lowest}, not above its PodDisruptionBudget's "
+                f"minAvailable {pdb['spec']['minAvailable']}"
+                for pdb in pdbs
+                if matches(pdb["spec"]["selector"].get("matchLabels", {}), pod_labels(deployments[target]))
+                and isinstance(pdb["spec"].get("minAvailable"), int)
+                and lowest <= pdb["spec"]["minAvailable"]
+            ]
     errors += [f"Deployment {n}: no HorizontalPodAutoscaler" for n in ("orchestrator", "head") if n not in scaled]
     protected = {
         n
         for n, d in deployments.items()
-        for pdb in by_kind(objects, "PodDisruptionBudget").values()
+        for pdb in pdbs
         if matches(pdb["spec"]["selector"].get("matchLabels", {}), d["spec"]["template"]["metadata"]["labels"])
     }
     errors += [f"Deployment {n}: no PodDisruptionBudget" for n in deployments if n not in protected]
@@ -514,9 +584,17 @@ def security_errors(objects: list[Obj]) -> list[str]:
     return errors
 
 
+def scrapes(peer: Obj) -> bool:
+    """A NetworkPolicy peer in the monitoring namespace: Prometheus, let in to the metrics ports only
+    (monitoring_checks.scrape_errors checks which)."""
+    namespace: dict[str, str] = peer.get("namespaceSelector", {}).get("matchLabels", {})
+    return namespace.get("kubernetes.io/metadata.name") == MONITORING_NAMESPACE
+
+
 def network_policy_errors(objects: list[Obj]) -> list[str]:
     """Ingress is denied by default; the policies selecting the head's pods admit only the orchestrator; those
-    selecting each embedding Deployment's pods, only the orchestrator and pods labelled as its consumers."""
+    selecting each embedding Deployment's pods, only the orchestrator and pods labelled as its consumers (and
+    Prometheus, to the metrics ports)."""
     policies = by_kind(objects, "NetworkPolicy").values()
     errors = []
     if not any(
@@ -536,9 +614,10 @@ def network_policy_errors(objects: list[Obj]) -> list[str]:
         sources = [
             peer.get("podSelector", {}).get("matchLabels", {})
             for p in policies
-            if all(labels.get(k) == v for k, v in p["spec"]["podSelector"].get("matchLabels", {}).items())
+            if selects(p["spec"]["podSelector"], labels)
             for rule in p["spec"].get("ingress", [])
             for peer in rule.get("from", [{}])
+            if not scrapes(peer)
         ]
         if sorted(map(str, sources)) != sorted(map(str, expected_sources)):
             errors.append(f"{name}: ingress allowed from {sources}, expected exactly {expected_sources}")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.deploy import checks
+from tests.deploy import checks, monitoring_checks
 from tests.deploy.checks import ROOT, Obj
 
 
@@ -18,9 +18,9 @@ def break_file(path: Path, old: str, new: str) -> None:
 
 
 def broken_render(tmp_path: Path, file: str, old: str, new: str, rendering: str = "cpu") -> list[Obj]:
-    """k8s/ and the TF Serving config copied (same relative layout), one file broken, the rendering built."""
-    shutil.copytree(ROOT / "k8s", tmp_path / "k8s")
-    shutil.copytree(checks.TFSERVING_CONFIG, tmp_path / "head_service" / "tfserving")
+    """k8s/ and the trees it reads copied (same relative layout), one file broken, the rendering built."""
+    for tree in checks.K8S_SOURCES:
+        shutil.copytree(ROOT / tree, tmp_path / tree)
     break_file(tmp_path / file, old, new)
     return checks.render(rendering, tmp_path)
 
@@ -128,8 +128,8 @@ def test_tfserving_config_drifting_from_the_head_service(tmp_path: Path) -> None
     objects = broken_render(
         tmp_path,
         "head_service/tfserving/batching.config",
-        "batch_timeout_micros { value: 1000 }",
         "batch_timeout_micros { value: 0 }",
+        "batch_timeout_micros { value: 1000 }",
     )
     source = checks.TFSERVING_CONFIG
     assert checks.tfserving_config_errors(objects, source) == [
@@ -417,3 +417,81 @@ def test_an_image_missing_a_package_it_imports_and_a_dependency_it_does_not_inst
     assert ("orchestrator/__main__.py", "imports service_common, which the image does not copy") in found
     assert ("orchestrator/__main__.py", "imports tensorflow, which no dependency of the image provides") in found
     assert any("ModuleNotFoundError: No module named 'service_common'" in e for e in errors), errors
+
+
+MONITORED = "cpu+autoscale-embedding+monitoring"
+AUTOSCALE = "k8s/components/autoscale-embedding"
+MONITORING = "k8s/components/monitoring/objects"
+
+
+def broken_renders(tmp_path: Path, *breaks: tuple[str, str, str]) -> list[Obj]:
+    """As broken_render, with several (file, old, new) breaks at once: the MONITORED rendering built once."""
+    for tree in checks.K8S_SOURCES:
+        shutil.copytree(ROOT / tree, tmp_path / tree)
+    for file, old, new in breaks:
+        break_file(tmp_path / file, old, new)
+    return checks.render(MONITORED, tmp_path)
+
+
+def test_an_autoscaler_broken_four_ways(tmp_path: Path) -> None:
+    """Its patch dropped (every kubectl apply would reset its count), down to the PDB, a query on every encoder's
+    pods (the second encoder's queue would scale the first), a field KEDA's schema does not know."""
+    objects = broken_renders(
+        tmp_path,
+        (f"{AUTOSCALE}/kustomization.yaml", "      - op: remove\n        path: /spec/replicas\n", "      []\n"),
+        (f"{AUTOSCALE}/scaled-object.yaml", "minReplicaCount: 2", "minReplicaCount: 1"),
+        (f"{AUTOSCALE}/scaled-object.yaml", ', deployment="embedding"})', "})"),
+        (f"{AUTOSCALE}/scaled-object.yaml", "pollingInterval: 15", "pollingSeconds: 15"),
+    )
+    errors = checks.target_errors(objects)
+    assert "Deployment embedding: sets replicas although ScaledObject embedding owns them" in errors
+    down_to = "ScaledObject embedding: scales embedding down to 1, not above its PodDisruptionBudget's minAvailable 1"
+    assert down_to in errors
+    (query,) = monitoring_checks.scaling_errors(objects)
+    assert query.startswith("ScaledObject embedding: embedding_admitted_texts{") and "selects other pods" in query
+    assert checks.schema_errors(o for o in objects if o["kind"] == "ScaledObject") == [
+        "keda.sh/v1alpha1 ScaledObject embedding: Additional properties are not allowed ('pollingSeconds' was "
+        "unexpected) at spec"
+    ]
+
+
+def test_an_autoscaler_quick_to_scale_down_and_slow_to_scale_up(tmp_path: Path, rendered: dict[str, list[Obj]]) -> None:
+    file = tmp_path / "scaled-object.yaml"
+    shutil.copy(ROOT / AUTOSCALE / "scaled-object.yaml", file)
+    break_file(file, "stabilizationWindowSeconds: 600", "stabilizationWindowSeconds: 60")
+    break_file(file, "{type: Pods, value: 1, periodSeconds: 120}", "{type: Pods, value: 4, periodSeconds: 60}")
+    break_file(file, "stabilizationWindowSeconds: 0", "stabilizationWindowSeconds: 300")
+    break_file(file, "{type: Percent, value: 100, periodSeconds: 30}", "{type: Percent, value: 50, periodSeconds: 30}")
+    break_file(file, "{type: Pods, value: 2, periodSeconds: 30}", "{type: Pods, value: 2, periodSeconds: 300}")
+    scaled = yaml.safe_load(file.read_text())
+    assert monitoring_checks.scaling_errors([*rendered["cpu"], scaled]) == [
+        "ScaledObject embedding: scales up only after a stabilisation window",
+        "ScaledObject embedding: scales up by less than doubling or 2 pods a minute",
+        "ScaledObject embedding: scales down after less than 5 minutes of lower recommendations",
+        "ScaledObject embedding: scales down by more than one pod a minute",
+    ]
+
+
+def test_scraping_broken_three_ways(tmp_path: Path) -> None:
+    """The PodMonitor on a port the head lacks, its relabelling naming the encoder's job wrong, and the
+    NetworkPolicy keeping Prometheus out of the `http` ports."""
+    objects = broken_renders(
+        tmp_path,
+        (f"{MONITORING}/pod-monitor.yaml", "    - port: rest\n", "    - port: metrics\n"),
+        (f"{MONITORING}/pod-monitor.yaml", "regex: encoder\n", "regex: encoders\n"),
+        (f"{MONITORING}/network-policy.yaml", "        - {port: http, protocol: TCP}\n", ""),
+    )
+    assert monitoring_checks.scrape_errors(objects) == [
+        "Deployment embedding: scraped as job 'split-embedding/split-embedding', deployment 'embedding'",
+        "Deployment embedding: no NetworkPolicy lets Prometheus reach its metrics port 8081",
+        "Deployment head: scraped by 0 PodMonitor endpoints, expected 1",
+        "Deployment orchestrator: no NetworkPolicy lets Prometheus reach its metrics port 8080",
+    ]
+
+
+def test_prometheus_let_into_every_port(tmp_path: Path) -> None:
+    old = "      ports:\n        - {port: http, protocol: TCP}\n        - {port: rest, protocol: TCP}\n"
+    objects = broken_renders(tmp_path, (f"{MONITORING}/network-policy.yaml", old, ""))
+    errors = monitoring_checks.scrape_errors(objects)
+    assert "Deployment head: Prometheus may reach ports ['every port'] besides metrics" in errors
+    assert checks.network_policy_errors(objects) == []  # the peer is the scrape check's

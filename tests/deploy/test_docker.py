@@ -1,4 +1,5 @@
-"""deploy/: Dockerfiles lint clean and keep their promises; the compose file resolves for both profiles."""
+"""deploy/: Dockerfiles lint clean and keep their promises; the compose file resolves for every profile, and its
+monitoring profile runs Prometheus and Grafana on deploy/monitoring/'s files."""
 
 import re
 from pathlib import Path
@@ -9,7 +10,8 @@ import yaml
 from embedding_service.settings import EmbeddingSettings
 from orchestrator.settings import OrchestratorSettings
 from service_common.settings import ServiceSettings
-from tests.deploy import checks
+from tests.deploy import checks, monitoring_checks
+from tests.deploy.prometheus import promtool
 
 DEPLOY = checks.ROOT / "deploy"
 DOCKERFILES = sorted(DEPLOY.glob("*.Dockerfile"))
@@ -87,14 +89,17 @@ def test_dockerignore_keeps_the_context_small() -> None:
     assert sources and sources <= allowed, sources - allowed
 
 
-@pytest.mark.parametrize("profile", ["gpu", "cpu", "tracing"])
+@pytest.mark.parametrize("profile", ["gpu", "cpu", "tracing", "monitoring"])
 def test_compose_config_resolves(profile: str) -> None:
     assert checks.compose_errors(COMPOSE, profile) == []
 
 
 def test_compose_services_have_health_checks_ordered_start_and_the_gpu_reservation() -> None:
     services = dict(checks.compose_services(COMPOSE))
-    assert set(services) == {"models", "embedding-gpu", "embedding-cpu", "head", "orchestrator", "otel-collector"}
+    assert set(services) == {
+        *("models", "embedding-gpu", "embedding-cpu", "head", "orchestrator"),
+        *("otel-collector", "prometheus", "grafana"),
+    }
     for name, service in services.items():
         assert service["read_only"] is True and service["cap_drop"] == ["ALL"], name
         # models: a one-shot copy, waited for with service_completed_successfully; the collector: a distroless
@@ -142,3 +147,35 @@ def test_tracing_is_off_in_compose_unless_an_endpoint_is_given_and_the_collector
     config = yaml.safe_load((DEPLOY / "otel-collector.yaml").read_text())
     assert config["receivers"]["otlp"]["protocols"]["http"]["endpoint"].endswith(":4318")
     assert config["service"]["pipelines"]["traces"]["receivers"] == ["otlp"]
+
+
+def mounts(service: checks.Obj) -> dict[str, Path]:
+    """A compose service's bind mounts: path in the container -> file here."""
+    pairs = [str(v).split(":") for v in service.get("volumes", [])]
+    return {target: (DEPLOY / source).resolve() for source, target, *_ in pairs if source.startswith(".")}
+
+
+def test_compose_monitoring_runs_the_official_images_on_deploy_monitorings_files(tmp_path: Path) -> None:
+    services = dict(checks.compose_services(COMPOSE))
+    prometheus, grafana = services["prometheus"], services["grafana"]
+    assert prometheus["profiles"] == grafana["profiles"] == ["monitoring"]
+    assert prometheus["image"].startswith("prom/prometheus:v") and grafana["image"].startswith("grafana/grafana:")
+    files = mounts(prometheus)
+    config_file = next(a.split("=", 1)[1] for a in prometheus["command"] if a.startswith("--config.file="))
+    assert files[config_file] == monitoring_checks.PROMETHEUS_CONFIG
+    config = yaml.safe_load(monitoring_checks.PROMETHEUS_CONFIG.read_text())
+    assert [files[rule_file] for rule_file in config["rule_files"]] == [monitoring_checks.RULES]
+    # Scraping the services by their compose names, on their ports, as the jobs the rules name.
+    scraped = {job["job_name"]: job["static_configs"][0]["targets"] for job in config["scrape_configs"]}
+    assert scraped == {"embedding": ["embedding:8081"], "orchestrator": ["orchestrator:8080"], "head": ["head:8501"]}
+    # The same config with its rule file where it is here: what promtool checks.
+    local = tmp_path / "prometheus.yml"
+    local.write_text(yaml.safe_dump({**config, "rule_files": [str(monitoring_checks.RULES)]}))
+    result = promtool("check", "config", local)
+    assert result.returncode == 0, result.stdout + result.stderr
+    provisioned = mounts(grafana)
+    providers = yaml.safe_load(provisioned["/etc/grafana/provisioning/dashboards/split-embedding.yml"].read_text())
+    (path,) = [p["options"]["path"] for p in providers["providers"]]
+    assert provisioned[f"{path}/split-embedding.json"] == monitoring_checks.DASHBOARD
+    sources = yaml.safe_load(provisioned["/etc/grafana/provisioning/datasources/split-embedding.yml"].read_text())
+    assert [s["url"] for s in sources["datasources"]] == ["http://prometheus:9090"]

@@ -5,9 +5,12 @@ that sees the dev venv's third-party packages but not the project; then the imag
 final stage's ENV from an empty WORKDIR. See checks.image_errors."""
 
 import ast
+import tomllib
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from tests.deploy import checks
 from tests.deploy.checks import ROOT
@@ -43,6 +46,28 @@ def test_the_orchestrator_image_serves_its_health_endpoint(tmp_path: Path) -> No
 def test_the_model_image_build_steps_run_from_the_copied_tree(tmp_path: Path) -> None:
     """Its final stage is busybox; the build stage runs `python -m models.export_encoder` and `... train_head`."""
     assert checks.image_errors(ROOT, DEPLOY / "models.Dockerfile", tmp_path) == []
+
+
+@pytest.mark.parametrize("dockerfile", ["embedding.Dockerfile", "orchestrator.Dockerfile", "models.Dockerfile"])
+def test_build_time_tools_install_only_in_the_models_image(dockerfile: str) -> None:
+    """pyproject's `models` extra (nncf: int8 quantization) is the models image's alone: a service image's
+    install pulls none of it in, and each image's import check above proves no module it copies imports it,
+    so the services import and start without it."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    optional = project["optional-dependencies"]
+    build_time = {canonicalize_name(Requirement(r).name) for r in optional["models"]}
+    installs = [
+        word
+        for stage in checks.dockerfile_stages(ROOT / DEPLOY / dockerfile)
+        for words in checks.run_commands(stage)
+        if words[0].endswith("/bin/pip") and words[1:2] == ["install"]
+        for word in words[2:]
+        if word.startswith(".")
+    ]
+    extras = {e.strip() for spec in installs for e in spec.removeprefix(".").strip("[]").split(",") if e.strip()}
+    required = [*project["dependencies"], *(r for extra in extras for r in optional[extra])]
+    installed = build_time & checks.distribution_closure(required)
+    assert build_time and installed == (build_time if dockerfile == "models.Dockerfile" else set())
 
 
 def test_the_dockerfile_parser_reads_the_final_stage() -> None:

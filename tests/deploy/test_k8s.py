@@ -1,5 +1,5 @@
-"""k8s/: every overlay, alone and with each component, renders, validates against Kubernetes' schemas, passes
-checkov and our structural rules."""
+"""k8s/: every overlay, alone and with each component, renders, validates against Kubernetes' schemas (and our
+custom resources against KEDA's and prometheus-operator's), passes checkov and our structural rules."""
 
 from collections import Counter
 from pathlib import Path
@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from tests.deploy import checks
+from tests.deploy import checks, monitoring_checks
 from tests.deploy.checks import RENDERINGS, Obj
 
 EXPECTED_KINDS = {
@@ -24,11 +24,21 @@ EXPECTED_KINDS = {
 }
 # What each component adds to an overlay: the second encoder is the embedding service's objects once more.
 ADDED_KINDS = {
-    "second-encoder": {"ServiceAccount": 1, "Deployment": 1, "Service": 1, "PodDisruptionBudget": 1, "NetworkPolicy": 1}
+    "second-encoder": {
+        "ServiceAccount": 1,
+        "Deployment": 1,
+        "Service": 1,
+        "PodDisruptionBudget": 1,
+        "NetworkPolicy": 1,
+    },
+    "autoscale-embedding": {"ScaledObject": 1},
+    "monitoring": {"PodMonitor": 1, "PrometheusRule": 1, "NetworkPolicy": 1, "ConfigMap": 1},
 }
 ADDED_DEPLOYMENTS = {"second-encoder": {"embedding-next"}}
 GPU_RENDERINGS = [r for r in RENDERINGS if r.split("+")[0] == "gpu"]
 UPGRADES = [r for r in RENDERINGS if "second-encoder" in r.split("+")[1:]]
+# Both autoscale-embedding and monitoring are rendered together (checks.RENDERINGS).
+MONITORED = [r for r in RENDERINGS if "monitoring" in r.split("+")[1:]]
 ENCODERS = ["embedding", "embedding-next"]
 
 
@@ -38,7 +48,7 @@ def test_rendering_is_the_whole_pipeline_in_one_namespace(rendered: dict[str, li
     kinds, deployments = Counter(EXPECTED_KINDS), {"embedding", "head", "orchestrator"}
     for component in rendering.split("+")[1:]:
         kinds.update(ADDED_KINDS[component])
-        deployments |= ADDED_DEPLOYMENTS[component]
+        deployments |= ADDED_DEPLOYMENTS.get(component, set())
     assert Counter(o["kind"] for o in objects) == kinds
     assert {o["metadata"].get("namespace") for o in objects if o["kind"] != "Namespace"} == {"split-embedding"}
     assert set(checks.by_kind(objects, "Deployment")) == deployments
@@ -104,9 +114,12 @@ def test_the_second_encoder_is_the_base_embedding_service_on_another_models_imag
 ) -> None:
     """Catches the new encoder's tag set to the old one's, in embedding-next/kustomization.yaml or by an
     overlay's `images:` entry for the models image (both Deployments then serve the old encoder), and any
-    drift of the second from the base's embedding service."""
-    first, second = (checks.running(rendered[rendering], "embedding")[n] for n in ENCODERS)
+    drift of the second from the base's embedding service (but the replica count, which components/
+    autoscale-embedding gives the first's autoscaler)."""
+    first, second = (dict(checks.running(rendered[rendering], "embedding")[n]) for n in ENCODERS)
     assert models_image(first) != models_image(second)
+    for deployment in (first, second):
+        deployment["spec"] = {k: v for k, v in deployment["spec"].items() if k != "replicas"}
     renamed = yaml.safe_dump(second).replace("embedding-next", "embedding")
     assert yaml.safe_load(renamed.replace(models_image(second), models_image(first))) == first
 
@@ -183,3 +196,24 @@ def test_checkov_finds_nothing_unexplained(rendered: dict[str, list[Obj]], tmp_p
     failed, unexplained = checks.checkov_findings(files)
     assert failed == []
     assert unexplained == []
+
+
+# ---- autoscaling and monitoring (k8s/components/autoscale-embedding, k8s/components/monitoring) ---------
+
+
+@pytest.mark.parametrize("rendering", MONITORED)
+def test_the_encoder_scales_on_its_queue_and_prometheus_scrapes_loads_the_rules_and_grafana_the_dashboard(
+    rendered: dict[str, list[Obj]], rendering: str
+) -> None:
+    """Scaling fast up, slowly down (target_errors, in test_rendering_structure, keeps it above the PDB and
+    owning the replica count); every pod scraped as its service, the rules and the dashboard from their files."""
+    objects = rendered[rendering]
+    assert monitoring_checks.scaling_errors(objects) == []
+    (scaled,) = checks.by_kind(objects, "ScaledObject").values()
+    assert scaled["spec"]["scaleTargetRef"]["name"] == "embedding"
+    assert "replicas" not in checks.by_kind(objects, "Deployment")["embedding"]["spec"]
+    assert [t["name"] for t in scaled["spec"]["triggers"]] == ["admitted-texts", "refused-texts"]
+    assert monitoring_checks.scrape_errors(objects) == []
+    assert monitoring_checks.dashboard_config_map_errors(objects) == []
+    (rule,) = checks.by_kind(objects, "PrometheusRule").values()
+    assert rule["spec"] == yaml.safe_load(monitoring_checks.RULES.read_text())

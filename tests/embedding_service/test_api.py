@@ -151,7 +151,7 @@ def test_every_embedding_answer_names_its_encoder_and_precision(embedding_server
     for kind, answer in answers.items():
         assert answer.status_code == 200, (kind, answer.text)
         assert answer.headers[IDENTITY_HEADER] == identity, kind
-        assert answer.headers[PRECISION_HEADER] == "fp32", kind  # the default: EMBEDDING_MIXED_PRECISION off
+        assert answer.headers[PRECISION_HEADER] == "fp32", kind  # EMBEDDING_PRECISION's default
 
 
 def test_the_model_card_the_info_metric_and_the_log_name_the_same_encoder(

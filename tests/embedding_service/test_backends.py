@@ -31,7 +31,7 @@ TF_BATCH = 4
 @pytest.fixture(scope="module")
 def encoders(encoder_dir: Path) -> dict[str, Encoder]:
     return {
-        backend: load_encoder(backend, encoder_dir, max_batch_size=32, threads=0, xla=True, mixed_precision=False)
+        backend: load_encoder(backend, encoder_dir, precision="fp32", max_batch_size=32, threads=0, xla=True)
         for backend in ("tensorflow", "openvino")
     }
 
@@ -64,7 +64,7 @@ def test_each_backend_reports_the_precision_it_runs_at(encoders: dict[str, Encod
     it, fp32 (the hint ignored) where it does not."""
     assert {name: e.precision for name, e in encoders.items()} == {"tensorflow": "fp32", "openvino": "fp32"}
     has_bf16 = "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-    bf16 = OpenVINOEncoder(encoder_dir, Buckets.exact(4, 256), bf16=True)
+    bf16 = OpenVINOEncoder(encoder_dir, Buckets.exact(4, 256), precision="bf16")
     assert bf16.precision == ("bf16" if has_bf16 else "fp32")
 
 
@@ -123,7 +123,7 @@ def test_the_served_backends_agree_and_say_which_they_are(embedding_server: Serv
             tokens = client.post("/embed", json={"inputs": REFERENCE["texts"][:3], "pooling": "none"}).json()
         answers[runtime["backend"]] = ([row["embedding"] for row in vectors], tokens["embeddings"])
         assert runtime["encoder_threads"] >= 1 and runtime["ready_s"] > 0
-        assert runtime["precision"] == "fp32"  # EMBEDDING_MIXED_PRECISION's default, on either backend
+        assert runtime["precision"] == "fp32"  # EMBEDDING_PRECISION's default, on either backend
         assert f"backend {runtime['backend']} on" in server.log.read_text("utf-8")  # the start-up log says it
     assert answers.keys() == {"openvino", "tensorflow"}
     (ov_vectors, ov_tokens), (tf_vectors, tf_tokens) = answers["openvino"], answers["tensorflow"]

@@ -1,4 +1,6 @@
-"""The service's vectors match sentence-transformers' own all-MiniLM-L6-v2 output (committed fixture)."""
+"""The service's vectors match sentence-transformers' own all-MiniLM-L6-v2 output (committed fixture): served,
+and in-process at the reduced precisions within their contracts (bf16: the parity contract, 0.9999, as fp32;
+int8: its own, 0.99). fp32 in-process: tests/embedding_service/test_backends.py."""
 
 import json
 from pathlib import Path
@@ -7,6 +9,13 @@ import httpx
 import numpy as np
 import pytest
 
+from embedding_service.buckets import Buckets
+from embedding_service.encoder import Precision
+from embedding_service.int8_manifest import MIN_COSINE
+from embedding_service.manifest import TOKENIZER_DIR
+from embedding_service.ov_encoder import OpenVINOEncoder
+from embedding_service.precision import PARITY_MIN_COSINE
+from embedding_service.tokenizer import Tokenizer
 from tests.servers import Server
 
 pytestmark = pytest.mark.slow
@@ -42,3 +51,17 @@ def test_the_long_text_is_reported_truncated(embedding_server: Server) -> None:
     long_ones = [i for i, t in enumerate(REFERENCE["texts"]) if len(t) > 1000]
     assert long_ones
     assert response.json()["truncated"] == long_ones
+
+
+@pytest.mark.parametrize(("precision", "floor"), [("bf16", PARITY_MIN_COSINE), ("int8", MIN_COSINE)])
+def test_each_precision_holds_its_contract_against_sentence_transformers(
+    int8_encoder_dir: Path, precision: Precision, floor: float
+) -> None:
+    """bf16 where auto may choose it (OpenVINO on a CPU with native bf16; elsewhere it runs fp32), batched
+    and each text alone (bf16's vectors depend a little on their batch-mates' padding)."""
+    encoder = OpenVINOEncoder(int8_encoder_dir, Buckets.exact(32, 256), precision=precision)
+    ids = [t.ids for t in Tokenizer(int8_encoder_dir / TOKENIZER_DIR, 256)(REFERENCE["texts"])]
+    batched = [e.sentence for e in encoder(ids)]
+    alone = [encoder([i])[0].sentence for i in ids]
+    assert cosines(batched, REFERENCE["embeddings"]).min() >= floor
+    assert cosines(alone, REFERENCE["embeddings"]).min() >= floor

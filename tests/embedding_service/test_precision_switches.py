@@ -1,4 +1,5 @@
-"""The mixed-precision switch really changes what runs, without changing what the vectors mean."""
+"""The TensorFlow backend's bf16 (its mixed precision) really changes what runs, without changing what the
+vectors mean."""
 
 import json
 import subprocess
@@ -23,16 +24,14 @@ from embedding_service.buckets import Buckets
 from embedding_service.tf_encoder import TFEncoder
 from embedding_service.tokenizer import Tokenizer
 model_dir, texts = Path(sys.argv[1]), json.loads(sys.argv[2])
-encoder = TFEncoder(model_dir, Buckets.default(4, 256), xla=False, mixed_precision=True)
+encoder = TFEncoder(model_dir, Buckets.default(4, 256), xla=False, precision="bf16")
 tokenized = Tokenizer(model_dir / "tokenizer", 256)(texts)
 print(encoder.precision)
 print(json.dumps([e.sentence.tolist() for e in encoder([t.ids for t in tokenized])]))
 """
 
 
-def test_mixed_precision_changes_the_arithmetic_but_not_the_meaning(
-    embedding_server: Server, encoder_dir: Path
-) -> None:
+def test_bf16_changes_the_arithmetic_but_not_the_meaning(embedding_server: Server, encoder_dir: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-c", SCRIPT, str(encoder_dir), json.dumps(TEXTS)],
         cwd=ROOT,
@@ -49,13 +48,13 @@ def test_mixed_precision_changes_the_arithmetic_but_not_the_meaning(
     full = np.asarray([d["embedding"] for d in response["data"]])
     cosine = (mixed * full).sum(1) / (np.linalg.norm(mixed, axis=1) * np.linalg.norm(full, axis=1))
     assert cosine.min() > 0.999
-    assert np.abs(mixed - full).max() > 1e-4, "mixed precision had no effect: the switch did nothing"
+    assert np.abs(mixed - full).max() > 1e-4, "bf16 had no effect: the switch did nothing"
 
 
-def test_mixed_precision_with_xla_is_refused_by_the_encoder_itself(encoder_dir: Path) -> None:
+def test_bf16_with_xla_is_refused_by_the_tensorflow_encoder_itself(encoder_dir: Path) -> None:
     """Its rewrite does not reach XLA-compiled functions: pooled batches would run fp32 while it said bf16."""
     from embedding_service.buckets import Buckets
     from embedding_service.tf_encoder import TFEncoder
 
     with pytest.raises(ValueError, match="mixed precision needs xla=False"):
-        TFEncoder(encoder_dir, Buckets.default(4, 256), xla=True, mixed_precision=True)
+        TFEncoder(encoder_dir, Buckets.default(4, 256), xla=True, precision="bf16")

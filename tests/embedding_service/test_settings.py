@@ -5,12 +5,18 @@ import pytest
 from embedding_service.settings import EmbeddingSettings
 
 
-def test_mixed_precision_with_xla_is_refused_at_start_up() -> None:
-    with pytest.raises(ValueError, match="mixed_precision needs xla=false"):
-        EmbeddingSettings(backend="tensorflow", mixed_precision=True, xla=True)
-    assert EmbeddingSettings(backend="tensorflow", mixed_precision=True, xla=False).mixed_precision
+def test_a_precision_the_backend_cannot_run_is_refused_at_start_up() -> None:
+    with pytest.raises(ValueError, match="precision bf16 on the tensorflow backend needs xla=false"):
+        EmbeddingSettings(backend="tensorflow", precision="bf16", xla=True)
+    assert EmbeddingSettings(backend="tensorflow", precision="bf16", xla=False).precision == "bf16"
+    with pytest.raises(ValueError, match="precision int8 runs on the openvino backend"):
+        EmbeddingSettings(backend="tensorflow", precision="int8", xla=False)
     # OpenVINO's bf16 is a precision hint of its own: XLA does not apply to it.
-    assert EmbeddingSettings(backend="openvino", mixed_precision=True, xla=True).mixed_precision
+    assert EmbeddingSettings(backend="openvino", precision="bf16", xla=True).precision == "bf16"
+    # auto measures only where it may choose bf16 (OpenVINO): on TensorFlow with XLA it is fp32.
+    assert EmbeddingSettings(backend="tensorflow", precision="auto", xla=True).precision == "auto"
+    with pytest.raises(ValueError, match="precision"):
+        EmbeddingSettings(precision="fp16")  # type: ignore[arg-type]
 
 
 def test_auto_is_openvino_on_a_cpu_and_tensorflow_on_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -25,3 +31,9 @@ def test_auto_is_openvino_on_a_cpu_and_tensorflow_on_a_gpu(monkeypatch: pytest.M
 def test_a_request_larger_than_the_queue_is_refused_at_start_up() -> None:
     with pytest.raises(ValueError, match="max_texts_per_request must not exceed max_queue_texts"):
         EmbeddingSettings(max_texts_per_request=300, max_queue_texts=256)
+
+
+def test_the_default_precision_is_chosen_by_measurement(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The suite pins fp32 for its own servers (tests/conftest.py); the product's default is auto.
+    monkeypatch.delenv("EMBEDDING_PRECISION", raising=False)
+    assert EmbeddingSettings().precision == "auto"

@@ -239,10 +239,12 @@ def model_config(base_path: Path, *versions: int) -> model_server_config_pb2.Mod
 
 async def test_a_changed_base_path_or_version_policy_takes_effect(default_head: Path, tmp_path: Path) -> None:
     """In-process: each version of the new base path replaces the old path's once it has loaded; the version
-    policy applies at once; a model left out is unloaded, and a caller holding a version can still run it."""
+    policy applies at once; a model left out is unloaded, and a caller holding a version can still run it.
+    Each load is counted, by its directory (TF Serving's load_attempt_count)."""
     for base, version in [("a", 1), ("b", 1), ("b", 2)]:
         shutil.copytree(default_head / "1", tmp_path / base / str(version))
-    manager = ModelManager([model_config(tmp_path / "a")])
+    loads: list[tuple[str, bool]] = []
+    manager = ModelManager([model_config(tmp_path / "a")], lambda path, loaded: loads.append((path, loaded)))
     await manager.sync()
     held = manager.resolve("m", None, None)
     assert held.path == tmp_path / "a" / "1"
@@ -260,3 +262,4 @@ async def test_a_changed_base_path_or_version_policy_takes_effect(default_head: 
     assert {s.state for s in manager.model("m").status(None)} == {END}
     signature = held.signature("serving_default")
     assert signature is not None and signature.run({"embeddings": ROWS}, [])["probabilities"].shape[0] == len(ROWS)
+    assert loads == [(str(tmp_path / base / str(version)), True) for base, version in [("a", 1), ("b", 1), ("b", 2)]]

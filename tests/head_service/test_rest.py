@@ -127,6 +127,8 @@ def test_prometheus_metrics_use_tf_serving_names(head_server: HeadServer) -> Non
     assert "# TYPE :tensorflow:serving:request_count counter" in text
     assert ':tensorflow:serving:request_count{model_name="sentiment",status="OK"}' in text
     assert ':tensorflow:serving:request_count{model_name="nope",status="NOT_FOUND"}' in text
+    loaded = f'{{model_path="{head_server.base_path / "1"}",status="success"}} '
+    assert f":tensorflow:cc:saved_model:load_attempt_count{loaded}" in text  # what dashboards list versions by
     assert (
         ':tensorflow:serving:request_latency_bucket{model_name="sentiment",API="predict",entrypoint="REST",le=' in text
     )

@@ -22,7 +22,7 @@ async def test_odd_directory_names_are_ignored_once_and_real_versions_still_load
     for name in NOT_VERSIONS:
         shutil.copytree(default_head / "1", base / name)
     shutil.copytree(default_head / "1", base / "1")
-    model = Model(model_server_config_pb2.ModelConfig(name="head", base_path=str(base)))
+    model = Model(model_server_config_pb2.ModelConfig(name="head", base_path=str(base)), lambda path, loaded: None)
 
     with caplog.at_level(logging.WARNING, logger="head_service.manager"):
         await model.sync()

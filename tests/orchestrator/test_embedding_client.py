@@ -6,8 +6,8 @@ import base64
 import json
 from pathlib import Path
 
-import httpx
 import numpy as np
+import orjson
 import pytest
 
 from orchestrator.clients.embedding import ENCODER_HEADER, Embedded, EmbeddingClient
@@ -15,6 +15,7 @@ from orchestrator.limits import CALL_OVERHEAD_BYTES
 from orchestrator.settings import OrchestratorSettings
 from service_common.deadline import Deadline
 from service_common.errors import BadGatewayError
+from tests.http_stub import Received, Reply, serving
 
 TEXTS = ["first", "second"]
 
@@ -24,27 +25,22 @@ IDENTITY = "0123456789abcdef"
 
 async def exchange(
     settings: OrchestratorSettings, *, chunk: bool = False, identity: str | None = IDENTITY
-) -> tuple[httpx.Request, Embedded]:
-    """The /v1/embeddings request the client makes for TEXTS, through its own headers, and what it makes
+) -> tuple[Received, Embedded]:
+    """The /v1/embeddings request the client makes for TEXTS, as a server receives it, and what it makes
     of an answer naming `identity` as its encoder (None: naming none)."""
-    requests: list[httpx.Request] = []
 
-    def answer(request: httpx.Request) -> httpx.Response:
-        requests.append(request)
+    def answer(request: Received) -> Reply:
         vector = base64.b64encode(np.zeros(4, dtype="<f4").tobytes()).decode()
         body = {"data": [{"index": i, "embedding": vector} for i in range(len(TEXTS))]}
-        return httpx.Response(200, json=body, headers={ENCODER_HEADER: identity} if identity else None)
+        return Reply(200, orjson.dumps(body), {ENCODER_HEADER: identity} if identity else {})
 
-    async with EmbeddingClient(settings, "http://127.0.0.1:1") as client:
-        headers = client._client.headers  # as the client set them up: the key is on every call
-        await client._client.aclose()
-        client._client = httpx.AsyncClient(base_url=client.url, headers=headers, transport=httpx.MockTransport(answer))
+    async with serving(answer) as server, EmbeddingClient(settings, server.url) as client:
         embedded = await client.embed(TEXTS, Deadline(5.0), chunk=chunk)
-    (request,) = requests
+    (request,) = server.received
     return request, embedded
 
 
-async def sent(settings: OrchestratorSettings, *, chunk: bool) -> httpx.Request:
+async def sent(settings: OrchestratorSettings, *, chunk: bool) -> Received:
     return (await exchange(settings, chunk=chunk))[0]
 
 

@@ -1,14 +1,15 @@
 """One table for both head protocols: each failure TF Serving can report over REST (its HTTP status, from
 ToHTTPStatusCode, with its `{"error": ...}` body) and over gRPC (the status it derived it from) gives the same
-error, and is retried exactly as often, through the real clients. No servers: both transports are faked."""
+error, and is retried exactly as often, through the real clients. No head: REST's answers come from a scripted
+server, gRPC's calls are faked."""
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import grpc
-import httpx
 import orjson
 import pytest
+from prometheus_client import REGISTRY
 
 from orchestrator.clients.head import LABELS_SIGNATURE, QUEUE_FULL, ModelNotFoundError
 from orchestrator.clients.head_grpc import HeadGrpcClient
@@ -22,6 +23,8 @@ from service_common.errors import (
     ServiceError,
     UnavailableError,
 )
+from stack.procs import LOOPBACK, free_port
+from tests.http_stub import CLOSE, RESET, Answer, Received, Reply, serving
 
 S = grpc.StatusCode
 RETRIES = 2
@@ -57,21 +60,26 @@ CASES = [
 ]
 
 
-async def _rest_error(answer: Callable[[httpx.Request], httpx.Response]) -> tuple[ServiceError, int]:
+async def _rest_error(answer: Answer) -> tuple[ServiceError, int]:
     """What HeadRestClient raises for a label lookup (one predict call) whose every attempt gets `answer`."""
-    attempts = 0
+    async with serving(answer) as server:
+        error = await _label_lookup_error(server.url)
+    return error, len(server.received)
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        nonlocal attempts
-        attempts += 1
-        return answer(request)
 
-    async with HeadRestClient(SETTINGS) as client:
-        await client._client.aclose()
-        client._client = httpx.AsyncClient(base_url=client.url, transport=httpx.MockTransport(handler))
+async def _label_lookup_error(url: str) -> ServiceError:
+    async with HeadRestClient(SETTINGS.model_copy(update={"head_rest_url": url})) as client:
         with pytest.raises(ServiceError) as caught:
             await client.constants("sentiment", 1, LABELS_SIGNATURE, 4, Deadline(5.0))
-    return caught.value, attempts
+    return caught.value
+
+
+async def _refused_rest_error() -> tuple[ServiceError, int]:
+    """The same with nothing listening: its attempts are the first and each retry the client counts."""
+    retried = REGISTRY.get_sample_value("orchestrator_hop_retries_total", {"hop": "head"}) or 0.0
+    error = await _label_lookup_error(f"http://{LOOPBACK}:{free_port()}")
+    attempts = 1 + (REGISTRY.get_sample_value("orchestrator_hop_retries_total", {"hop": "head"}) or 0.0) - retried
+    return error, int(attempts)
 
 
 async def _grpc_error(fail: Callable[[], Awaitable[object]]) -> tuple[ServiceError, int]:
@@ -111,7 +119,7 @@ def _same(rest: tuple[ServiceError, int], over_grpc: tuple[ServiceError, int]) -
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c.http_status}-{c.code.name}")
 async def test_a_tf_serving_error_is_the_same_error_whatever_the_protocol(case: Case) -> None:
     body = orjson.dumps({"error": case.message}, option=orjson.OPT_INDENT_2)
-    rest = await _rest_error(lambda _: httpx.Response(case.http_status, content=body))
+    rest = await _rest_error(lambda _: Reply(case.http_status, body))
     over_grpc = await _grpc_error(_aborted(case.code, case.message))
     expected = (case.expected, case.expected.status_code, case.error_code, 1 + RETRIES if case.retried else 1)
     assert _same(rest, over_grpc) == expected
@@ -127,36 +135,28 @@ def test_rest_statuses_name_the_grpc_status_tf_serving_derived_them_from() -> No
 
 async def test_a_bare_500_is_a_bad_answer_not_an_unavailable_head() -> None:
     """A 500 that is not TF Serving's body (a web server's own page) is still INTERNAL: a 502, not retried."""
-    error, attempts = await _rest_error(lambda _: httpx.Response(500, text="Internal Server Error"))
+    error, attempts = await _rest_error(lambda _: Reply(500, b"Internal Server Error"))
     assert (type(error), error.code, attempts) == (BadGatewayError, "head_error", 1)
     assert "INTERNAL: Internal Server Error" in str(error)
 
 
-@pytest.mark.parametrize(
-    "transport_error",
-    [
-        httpx.ConnectError("All connection attempts failed"),
-        httpx.ReadError(""),
-        httpx.RemoteProtocolError("Server disconnected without sending a response."),
-    ],
-    ids=lambda e: type(e).__name__,
-)
-async def test_a_refused_or_dropped_connection_is_unavailable_as_over_grpc(transport_error: Exception) -> None:
+@pytest.mark.parametrize("ending", ["refused", RESET, CLOSE])
+async def test_a_refused_or_dropped_connection_is_unavailable_as_over_grpc(ending: str) -> None:
     """gRPC reports a refused, reset or dropped connection as UNAVAILABLE: REST's transport errors are the same."""
-
-    def refuse(request: httpx.Request) -> httpx.Response:
-        raise transport_error
-
-    rest = await _rest_error(refuse)
+    rest = await (_refused_rest_error() if ending == "refused" else _rest_error(lambda _: ending))
     over_grpc = await _grpc_error(_aborted(S.UNAVAILABLE, "Connection reset by peer"))
     assert _same(rest, over_grpc) == (UnavailableError, 503, "head_unavailable", 1 + RETRIES)
 
 
 async def test_an_answer_after_an_unreached_attempt_is_used() -> None:
     """A retried 499 then a 200: the call succeeds, as a CANCELLED then OK does over gRPC."""
-    answers = iter([httpx.Response(499, json={"error": "Cancelled"}), httpx.Response(200, json={"outputs": [["a"]]})])
-    async with HeadRestClient(SETTINGS) as client:
-        await client._client.aclose()
-        transport = httpx.MockTransport(lambda _: next(answers))
-        client._client = httpx.AsyncClient(base_url=client.url, transport=transport)
+    answers = iter([Reply(499, orjson.dumps({"error": "Cancelled"})), Reply(200, orjson.dumps({"outputs": [["a"]]}))])
+
+    def answer(_: Received) -> Reply:
+        return next(answers)
+
+    async with (
+        serving(answer) as server,
+        HeadRestClient(SETTINGS.model_copy(update={"head_rest_url": server.url})) as client,
+    ):
         assert await client.constants("sentiment", 1, LABELS_SIGNATURE, 4, Deadline(5.0)) == ["a"]

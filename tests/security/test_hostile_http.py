@@ -46,7 +46,8 @@ def common_cases(field: str) -> list[Case]:
         ("object", as_json({field: {"a": "b"}}), j, 400, field),
         ("nested-list", as_json({field: [["a"]]}), j, 400, f"{field}[0][0]" if ids else f"{field}[0]"),
         ("bool", as_json({field: True}), j, 400, field),
-        ("unknown-field", as_json({field: ["a"], "extra": 1}), j, 400, "extra"),
+        # OpenAI's route ignores fields it does not know, as OpenAI-compatible servers do; ours refuse them.
+        ("unknown-field", as_json({field: ["a"], "extra": 1}), j, *((200, None) if ids else (400, "extra"))),
         ("root-list", as_json(["a"]), j, 400, "body"),
         ("root-string", as_json("a"), j, 400, "body"),
         ("root-null", b"null", j, 400, "body"),

@@ -1,0 +1,3 @@
+"""The benchmarks, one scenario each; the module's docstring is its description."""
+
+NAMES = ("schemes", "endpoint", "heads", "lanes", "tracing", "backends", "identity", "reliability", "writeup")

@@ -1,0 +1,707 @@
+"""The embedding service's encoder backends and precisions side by side, served and in process, in one run,
+against the FLOP bound of each precision and, given `--infinity FILE`, against Infinity.
+
+A variant is one of our stacks: a label and the embedding service's settings (EMBEDDING_* by lower-case
+name), always with the embedding cache off and log level warning. `today`: TensorFlow at fp32, XLA on (the
+build/xla-cache compile cache), group window 0 (batches in arrival order: the old path); `openvino`:
+OpenVINO at fp32, every other setting at its default (every core, group window 512); `openvino-1-thread`:
+as openvino on one encoder thread (the thread-count choice); `openvino-bf16`, `openvino-int8`: as openvino
+at bf16 and at int8 (build/encoder/int8, which the run builds first as `make models-int8` does where it is
+missing or was quantized from another export: minutes); `openvino-auto`: every setting at its default,
+precision `auto` included, with no memo of an earlier start (EMBEDDING_PRECISION_MEMO_DIR empty), so that
+every start measures fp32 against bf16 before it is ready: its time to ready is a first start's. The
+precisions are compared on single_c64, batch32_c16 and mixed_c64 (issue 23's three workloads).
+
+1. Served: each variant's stack alone on the machine, one after the other, then Infinity's; its time to
+   ready and, for ours, the runtime GET /v1/models reports. Each workload is a closed loop after an
+   unrecorded warm-up run of its own: single_c1/c16/c64 (one short text per request at c1, c16, c64),
+   batch32_c16 (32 short texts per request at c16), mixed_c64 (one text per request at c64, every fourth
+   request sent a long one). Short texts are one sentence, long ones nine (about 130 tokens), each with a
+   counter: nothing sent could be cached. Per run: rates, latency from send, the server's CPU and, for ours,
+   the padding efficiency (the deltas of embedding_tokens_total over embedding_padded_tokens_total).
+2. The load client's headroom: single_c64's requests at c64 against the null server.
+3. In process, once the stacks have stopped: each variant's encoder loaded from its settings as the service
+   loads it (max batch size 32), 2,048 short texts timed at batch 1 and 32 in arrival order, and at 32
+   sorted by length first (the batches length grouping forms); no HTTP, no queue. Beside each, the FLOP
+   bound (perf.ceiling): the matmul rate of the precision the variant runs at, measured here, over the
+   encoder's matmul FLOPs per text, at the texts' real lengths and at the lengths each batch was padded to.
+   The rates: fp32's through TensorFlow, bf16's and int8's through OpenVINO (a square matmul compiled at
+   bf16, and one in NNCF's int8 pattern), each the best of the plan's matmul_repeats; all three measured
+   and reported whichever precisions ran.
+
+Infinity: FILE is JSON {"command": [...], "env": {...}, "model": "<id>", "ready_path": "/models"}, the
+command holding a literal `{port}`; it gets the same workloads on POST /embeddings, its server CPU its own
+process's. Its command must become the server (exec), so that its PID is the server's. For instance
+Infinity 0.0.78 on ONNX Runtime at fp32 (`--engine optimum --device cpu --pooling-method mean`), the same
+checkpoint from disk with HF_HUB_OFFLINE=1, started by a script of its own that takes the port:
+{"command": ["/tmp/infinity-work/start-infinity.sh", "{port}"], "env": {"HF_HUB_OFFLINE": "1"},
+"model": "all-MiniLM-L6-v2", "ready_path": "/models"}
+
+The quick plan exists for the test, its figures mean nothing: short runs; today, openvino and openvino-auto
+only (no int8 build); `today` at EMBEDDING_MAX_BATCH_SIZE=4, so that it XLA-compiles fewer shapes at its
+start."""
+
+import argparse
+import asyncio
+import itertools
+import json
+import statistics
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any, Literal
+
+import httpx
+import orjson
+
+from embedding_service.encoder import Encoder, IntArray
+from embedding_service.int8_manifest import INT8_DIR, Int8Manifest
+from embedding_service.manifest import MANIFEST_FILE, TOKENIZER_DIR, EncoderManifest
+from embedding_service.settings import EmbeddingSettings, chosen_encoder
+from embedding_service.tokenizer import Tokenizer
+from perf.ceiling import EncoderShape, flop_bounds, matmul_gflops, openvino_matmul_gflops
+from perf.harness.client import MakeRequest, http_request, one_hop
+from perf.harness.headroom import headroom, headroom_targets
+from perf.harness.load import closed_calls, closed_run
+from perf.harness.meters import counter
+from perf.harness.progress import say
+from perf.harness.report import Column, Target, at_least, at_most, dig, info, num, table
+from perf.harness.scenario import Context, Scenario
+from perf.harness.stacks import ENCODER_DIR, Started, embedding, outside_server
+from perf.harness.stats import figures, said
+from perf.sentences import distinct_batches, new_texts
+from stack.services import DEFAULT_HEADS_ROOT, ROOT
+
+MAX_REQUESTS = 100_000_000  # per run: every run ends at its duration long before this
+LONG_SENTENCES = 9  # consecutive sentences in a long text: about 130 tokens (the report counts them)
+MIXED_EVERY = 4  # mixed_c64: every fourth request sent holds a long text
+COMMON = {"cache_bytes": "0"}  # every one of our stacks (log level warning: the harness's)
+INFINITY = "infinity"  # its stack's key
+IN_PROCESS_TEXTS = 2048
+# (key, batch size, texts sorted by length first): arrival order, and the batches length grouping forms.
+IN_PROCESS_RUNS = (("batch_1", 1, False), ("batch_32", 32, False), ("batch_32_by_length", 32, True))
+# A precision -> this machine's matmul rate at it (GFLOP/s), the best of `repeats` square matmuls, which
+# bounds the variants of that precision.
+MATMUL_RATES: Mapping[str, Callable[..., float]] = {
+    "fp32": matmul_gflops,
+    **{precision: partial(openvino_matmul_gflops, precision) for precision in ("bf16", "int8")},
+}
+RUNTIME_FIELDS = ("backend", "device", "precision", "encoder_threads", "tokenizer_threads", "group_window", "ready_s")
+RUNTIME_CHECKED = ("backend", "encoder_threads", "group_window")  # a variant's settings the runtime must echo
+
+
+@dataclass(frozen=True)
+class Workload:
+    concurrency: int
+    texts_per_request: int = 1
+    mixed: bool = False  # one text per request, three short to one long
+
+
+WORKLOADS = {"single_c1": Workload(1), "single_c16": Workload(16), "single_c64": Workload(64)}
+WORKLOADS |= {"batch32_c16": Workload(16, texts_per_request=32), "mixed_c64": Workload(64, mixed=True)}
+Goals = Mapping[str, float | None]  # workload -> the goal of a ratio on it (None: reported, no goal)
+PRECISION_WORKLOADS = ("single_c64", "batch32_c16", "mixed_c64")  # where the precisions are compared
+BOUND_RUN, BOUND_GOAL = "batch_32_by_length", 0.75  # each OpenVINO variant's in-process run, its fraction of the bound
+
+
+def each(goal: float | None) -> dict[str, float | None]:
+    """The same goal on each of PRECISION_WORKLOADS."""
+    return dict.fromkeys(PRECISION_WORKLOADS, goal)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One of our stacks: a label and the embedding service's settings, served on its workloads and, where
+    `bound_run` is set, timed in process against the FLOP bound of the precision its encoder runs at.
+    Comparing another precision is one more of these (its settings, workloads and goals), and a matmul rate
+    for that precision in MATMUL_RATES."""
+
+    title: str
+    settings: Mapping[str, str]  # EMBEDDING_* by lower-case name, beside COMMON; in process too
+    xla: bool = False
+    workloads: tuple[str, ...] = tuple(WORKLOADS)
+    ratios: Mapping[str, Goals] = field(default_factory=dict)  # another stack -> texts/s, this one's over its
+    ready_goal: float | None = None  # its time to ready, served (s)
+    bound_run: str | None = None  # the in-process run its FLOP-bound target reads; None: not run in process
+    bound_goal: float | None = None  # that run's fraction of the bound
+
+
+def at_precision(title: str, settings: Mapping[str, str], infinity: Goals, ready_goal: float | None = None) -> Variant:
+    """A precision's stack: on PRECISION_WORKLOADS against fp32's and Infinity's (`infinity`: its goals),
+    and in process against its own bound (issue 23's goal: 0.75 of it)."""
+    ratios = {"openvino": each(None), INFINITY: infinity}
+    return Variant(
+        title,
+        settings,
+        workloads=PRECISION_WORKLOADS,
+        ratios=ratios,
+        ready_goal=ready_goal,
+        bound_run=BOUND_RUN,
+        bound_goal=BOUND_GOAL,
+    )
+
+
+VARIANTS = {
+    "today": Variant(
+        "TensorFlow, XLA, batches in arrival order (the old path)",
+        {"backend": "tensorflow", "precision": "fp32", "group_window": "0"},
+        xla=True,
+        bound_run="batch_32",
+    ),
+    "openvino": Variant(
+        "OpenVINO fp32, every core, group window 512",
+        {"backend": "openvino", "precision": "fp32"},
+        ratios={"today": {"mixed_c64": 2.0}, INFINITY: each(None)},
+        ready_goal=10.0,
+        bound_run=BOUND_RUN,
+        bound_goal=BOUND_GOAL,
+    ),
+    "openvino-1-thread": Variant(
+        "OpenVINO fp32, one encoder thread",
+        {"backend": "openvino", "precision": "fp32", "encoder_threads": "1"},
+        workloads=("single_c64", "batch32_c16"),
+        ratios={"openvino": {"single_c64": None, "batch32_c16": None}},
+    ),
+    "openvino-bf16": at_precision("OpenVINO bf16", {"backend": "openvino", "precision": "bf16"}, each(None)),
+    "openvino-int8": at_precision(
+        "OpenVINO int8 (build/encoder/int8)",
+        {"backend": "openvino", "precision": "int8"},
+        each(None) | {"batch32_c16": 2.0},
+    ),
+    "openvino-auto": at_precision(
+        "the defaults (precision auto), measuring at every start",
+        {"precision": "auto", "precision_memo_dir": ""},
+        each(1.5),
+        ready_goal=5.0,
+    ),
+}
+PRECISIONS = ("openvino", "openvino-bf16", "openvino-int8", "openvino-auto")  # the precisions' table, in order
+INFINITY_STACK = Variant("Infinity (--infinity FILE)", {})
+
+
+@dataclass(frozen=True)
+class Plan:
+    mode: Literal["quick", "full"]
+    variants: tuple[str, ...]  # served in this order (then Infinity); in process those with a bound run
+    overrides: Mapping[str, Mapping[str, str]]  # more settings for a variant's served stack, in this plan
+    warm_s: float  # the unrecorded run before each workload, after its opening requests (0: those alone)
+    run_s: float  # each recorded workload run
+    headroom_s: float
+    in_process_warm_s: float  # per variant and batch size, after each batch shape has run once
+    in_process_s: float  # each in-process timing
+    matmul_repeats: int  # square matmuls per matmul rate, the best counting: a shared machine slows some
+
+
+QUICK = Plan(
+    "quick", ("today", "openvino", "openvino-auto"), {"today": {"max_batch_size": "4"}}, 0.0, 2.0, 1.5, 0.3, 1.0, 5
+)
+FULL = Plan("full", ("today", *PRECISIONS[:1], "openvino-1-thread", *PRECISIONS[1:]), {}, 3.0, 20.0, 4.0, 2.0, 10.0, 50)
+
+
+def infinity_spec(path: str) -> dict[str, Any]:
+    """--infinity FILE, read and checked."""
+    found = json.loads(Path(path).read_text(encoding="utf-8"))
+    if not any("{port}" in str(part) for part in found["command"]):
+        raise ValueError(f"{path}: the command holds no literal {{port}}")
+    return {"env": {}, "ready_path": "/models", **found}
+
+
+def options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--infinity", type=infinity_spec, metavar="FILE", help="JSON: how to start Infinity")
+
+
+# --- served -------------------------------------------------------------------------------------------
+
+
+class Texts:
+    """The run's texts, each new, counted as they go so that those sent can be made again and tokenised."""
+
+    def __init__(self) -> None:
+        self._made = {"short": new_texts(), "long": new_texts(LONG_SENTENCES)}
+        self.sent: Counter[str] = Counter()
+
+    def next(self, kind: str) -> str:
+        self.sent[kind] += 1
+        return next(self._made[kind])
+
+
+def requests_of(workload: Workload, texts: Texts, path: str, model: str) -> MakeRequest:
+    """The workload's next request, whatever the request's number: the mix follows the order of sending."""
+    sent = itertools.count(1)
+
+    def make(_: int) -> bytes:
+        inputs: str | list[str]
+        if workload.texts_per_request > 1:
+            inputs = [texts.next("short") for _ in range(workload.texts_per_request)]
+        else:
+            inputs = texts.next("long" if workload.mixed and next(sent) % MIXED_EVERY == 0 else "short")
+        return http_request("POST", path, orjson.dumps({"model": model, "input": inputs}))
+
+    return make
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    up: Started
+    path: str  # where embeddings are posted
+    model: str
+    runtime: dict[str, Any] | None  # GET /v1/models' data[0].runtime: ours only
+
+
+def settings_of(plan: Plan, key: str) -> dict[str, str]:
+    return {} if key == INFINITY else {**COMMON, **VARIANTS[key].settings, **plan.overrides.get(key, {})}
+
+
+@contextmanager
+def serving(ctx: Context, key: str) -> Iterator[Endpoint]:
+    """The variant's stack (embedding-<key>), or Infinity's, started alone and always stopped."""
+    if key == INFINITY:
+        spec = ctx.args.infinity
+        with ctx.stacks.started(outside_server(key, spec["command"], spec["ready_path"], spec["env"])) as up:
+            yield Endpoint(up, "/embeddings", spec["model"], None)
+        return
+    with ctx.stacks.started(embedding(f"embedding-{key}", xla=VARIANTS[key].xla, **settings_of(ctx.plan, key))) as up:
+        card = httpx.get(f"{up.url}/v1/models", timeout=10.0).json()["data"][0]
+        yield Endpoint(up, "/v1/embeddings", card["id"], card["runtime"])
+
+
+async def token_counts(endpoint: Endpoint) -> dict[str, float]:
+    """Our service's counts of the tokens its encoder ran, real and padded; none for Infinity. A client of
+    its own each time: one kept across a run could find its connection closed by the server meanwhile."""
+    metrics = {"real": "embedding_tokens_total", "padded": "embedding_padded_tokens_total"}
+    if endpoint.runtime is None:
+        return {}
+    async with httpx.AsyncClient(timeout=10.0) as client:
+        return {kind: await counter(client, endpoint.up.url, metric) for kind, metric in metrics.items()}
+
+
+async def measured(endpoint: Endpoint, workload: Workload, texts: Texts, seconds: float) -> dict[str, Any]:
+    """One closed-loop run; the token counters read around it (its opening requests included)."""
+    route = one_hop(endpoint.up.port, requests_of(workload, texts, endpoint.path, endpoint.model))
+    before = await token_counts(endpoint)
+    run = await closed_run(
+        route, concurrency=workload.concurrency, requests=MAX_REQUESTS, duration_s=seconds, pids=[endpoint.up.pid]
+    )
+    tokens = {kind: count - before[kind] for kind, count in (await token_counts(endpoint)).items()}
+    answered = len(run.ok()) * workload.texts_per_request
+    return figures(run, items_per_request=workload.texts_per_request) | {
+        "texts": answered,
+        "errors": len(run.samples) - len(run.ok()),
+        "service_core_ms_per_text": run.usage.service_cpu_s / answered * 1e3 if answered else None,
+        "tokens": tokens or None,
+        "padding_efficiency": tokens["real"] / tokens["padded"] if tokens.get("padded") else None,
+    }
+
+
+async def stack_runs(endpoint: Endpoint, workloads: Sequence[str], texts: Texts, plan: Plan) -> dict[str, Any]:
+    """The stack's workloads in turn, each after an unrecorded warm-up run of its own."""
+    runs: dict[str, Any] = {}
+    for key in workloads:
+        await measured(endpoint, WORKLOADS[key], texts, plan.warm_s)
+        runs[key] = found = await measured(endpoint, WORKLOADS[key], texts, plan.run_s)
+        say(f"{endpoint.up.service.name}, {key}: {said(found)}, padding {num(found['padding_efficiency'], 3)}")
+    return runs
+
+
+# --- in process ---------------------------------------------------------------------------------------
+
+
+def timed(encoder: Encoder, batches: list[list[IntArray]], size: int, plan: Plan) -> dict[str, Any]:
+    """One call of each batch shape the batches pad to (XLA compiles each), a warm-up, then the timing."""
+    pad = encoder.buckets
+    shapes = {(pad.batch_size(len(b)), pad.seq_length(max(len(ids) for ids in b))): b for b in batches}
+    for batch in shapes.values():
+        encoder(batch)
+    cycled = itertools.cycle(batches)
+
+    async def call(_: int) -> tuple[str, bytes]:
+        encoder(next(cycled))
+        return "200", b""
+
+    for seconds in (plan.in_process_warm_s, plan.in_process_s):  # a warm-up, then the timing
+        run = asyncio.run(closed_calls([call], requests=MAX_REQUESTS, duration_s=seconds))
+    found = figures(run, items_per_request=size)
+    timing = {"calls": found["requests"], "texts_per_s": found["throughput_per_s"], "call_ms": found["latency_ms"]}
+    return {"shapes": len(shapes), **timing}
+
+
+class Rates(dict[str, float]):
+    """This machine's matmul rate at each precision (MATMUL_RATES), each measured when first asked for."""
+
+    def __init__(self, repeats: int) -> None:
+        super().__init__()
+        self.repeats = repeats
+
+    def of(self, precision: str) -> float:
+        if precision not in MATMUL_RATES:
+            raise ValueError(f"MATMUL_RATES has no {precision} rate for the bound of an encoder running at it")
+        if precision not in self:
+            self[precision] = MATMUL_RATES[precision](repeats=self.repeats)
+            say(f"in process: {precision} matmul {self[precision]:.0f} GFLOP/s")
+        return self[precision]
+
+
+def timed_variant(key: str, ids: list[IntArray], shape: EncoderShape, rates: Rates, plan: Plan) -> dict[str, Any]:
+    """The variant's encoder as the service loads it from its settings (`auto` measuring as it does), timed
+    in each of IN_PROCESS_RUNS, beside the FLOP bound of the precision it runs at, at the texts' real lengths
+    and at the lengths each batch was padded to. That precision's matmul rate is measured once the first
+    variant that runs at it has been timed."""
+    variant, loading = VARIANTS[key], time.perf_counter()
+    settings = {**variant.settings, "model_dir": ENCODER_DIR, "xla": variant.xla, "max_batch_size": 32}
+    chosen = chosen_encoder(EmbeddingSettings.model_validate(settings))
+    encoder = chosen.encoder
+    found: dict[str, Any] = {"backend": encoder.backend, "device": encoder.device, "precision": encoder.precision}
+    found |= {"threads": encoder.threads, "xla": variant.xla, "load_s": time.perf_counter() - loading}
+    found["choice"] = chosen.choice.model_dump(mode="json")
+    for run_key, size, by_length in IN_PROCESS_RUNS:
+        ordered = sorted(ids, key=len) if by_length else ids
+        found[run_key] = timed(encoder, distinct_batches(ordered, size), size, plan)
+    for run_key, size, by_length in IN_PROCESS_RUNS:
+        lengths = sorted(map(len, ids)) if by_length else [len(i) for i in ids]
+        bounds = flop_bounds(shape, rates.of(encoder.precision), lengths, size, encoder.buckets)
+        done = found[run_key]
+        for prefix, bound in (("", bounds["unpadded"]), ("padded_", bounds[f"padded as batch {size} ran"])):
+            done[f"{prefix}mean_tokens"] = bound["mean_tokens"]
+            done[f"{prefix}bound_texts_per_s"] = bound["bound_texts_per_s"]
+            done[f"fraction_of_{prefix}bound"] = done["texts_per_s"] / bound["bound_texts_per_s"]
+        say(
+            f"in process {key}, {run_key}: {done['texts_per_s']:.1f} texts/s, {done['fraction_of_bound']:.3f} of the "
+            f"FLOP bound ({done['bound_texts_per_s']:.0f}/s), padded to {done['padded_mean_tokens']:.1f} tokens"
+        )
+    return found
+
+
+def in_process(plan: Plan, tokenizer: Tokenizer) -> dict[str, Any]:
+    """Each variant with a bound run in turn on the same tokenised short texts, OpenVINO's before TensorFlow
+    runs anything in this process; then every precision's matmul rate that none of them asked for."""
+    ids = [t.ids for t in tokenizer(list(itertools.islice(new_texts(), IN_PROCESS_TEXTS)))]
+    shape, rates = EncoderShape.read(EncoderManifest.read(ENCODER_DIR)), Rates(plan.matmul_repeats)
+    chosen = [key for key in plan.variants if VARIANTS[key].bound_run]
+    chosen.sort(key=lambda key: VARIANTS[key].settings.get("backend") == "tensorflow")
+    found = {"texts": len(ids), "mean_tokens": statistics.fmean(len(i) for i in ids), "model": asdict(shape)}
+    found["variants"] = {key: timed_variant(key, ids, shape, rates, plan) for key in chosen}
+    return found | {"matmul_gflops": {precision: rates.of(precision) for precision in MATMUL_RATES}}
+
+
+def int8_built(plan: Plan) -> None:
+    """build/encoder/int8, where the plan runs int8 and it is missing or was quantized from another export:
+    built as `make models-int8` builds it (NNCF calibrates, then the build checks every held-out text and
+    head), so that the benchmark needs nothing built by hand."""
+    if not any(VARIANTS[key].settings.get("precision") == "int8" for key in plan.variants):
+        return
+    built = (ENCODER_DIR / INT8_DIR / MANIFEST_FILE).is_file()
+    if built and Int8Manifest.read(ENCODER_DIR).identity == EncoderManifest.read(ENCODER_DIR).identity:
+        return
+    say(f"building the int8 encoder in {ENCODER_DIR / INT8_DIR} (models.quantize_encoder, as make models-int8)")
+    command = ["-m", "models.quantize_encoder", "--encoder", str(ENCODER_DIR), "--heads", str(DEFAULT_HEADS_ROOT)]
+    subprocess.run([sys.executable, *command], cwd=ROOT, check=True, stdout=sys.stderr)
+
+
+def token_figures(tokenizer: Tokenizer, sent: Mapping[str, int]) -> dict[str, Any]:
+    """The texts the stacks were sent, made again and tokenised: their lengths, special tokens included."""
+    found: dict[str, Any] = {}
+    for kind, sentences in (("short", 1), ("long", LONG_SENTENCES)):
+        lengths = [len(t.ids) for t in tokenizer(list(itertools.islice(new_texts(sentences), sent[kind])))]
+        found[kind] = {"texts": len(lengths), "mean_tokens": statistics.fmean(lengths)}
+        found[kind] |= {"min_tokens": min(lengths), "max_tokens": max(lengths)}
+    return found
+
+
+def run(ctx: Context) -> dict[str, Any]:
+    plan: Plan = ctx.plan
+    spec = ctx.args.infinity
+    ctx.settings |= {
+        "variants": {key: asdict(VARIANTS[key]) for key in plan.variants},
+        "workloads": {key: asdict(w) for key, w in WORKLOADS.items()},
+        "texts": {"long_sentences": LONG_SENTENCES, "mixed_every": MIXED_EVERY, "in_process": IN_PROCESS_TEXTS},
+    }
+    int8_built(plan)
+    texts, stacks = Texts(), dict[str, Any]()
+    for key in [*plan.variants, *([INFINITY] if spec else [])]:
+        stack = VARIANTS.get(key, INFINITY_STACK)
+        with serving(ctx, key) as endpoint:
+            runs = asyncio.run(stack_runs(endpoint, stack.workloads, texts, plan))
+        stacks[key] = {"title": stack.title, "settings": settings_of(plan, key), "model": endpoint.model}
+        stacks[key] |= {"ready_after_s": endpoint.up.ready_after_s, "runtime": endpoint.runtime, "runs": runs}
+    sent = dict(texts.sent)
+    make = requests_of(WORKLOADS["single_c64"], texts, "/v1/embeddings", stacks[plan.variants[0]]["model"])
+    found_headroom = headroom(ctx.stacks, make, {}, duration_s=plan.headroom_s)
+    tokenizer = Tokenizer(ENCODER_DIR / TOKENIZER_DIR, EncoderManifest.read(ENCODER_DIR).max_seq_length)
+    return {
+        "infinity": spec,
+        "stacks": stacks,
+        "tokens": token_figures(tokenizer, sent),
+        "headroom": found_headroom,
+        "in_process": in_process(plan, tokenizer),
+    }
+
+
+# --- the report ---------------------------------------------------------------------------------------
+
+
+def over(top: Mapping[str, Any] | None, bottom: Mapping[str, Any] | None) -> float | None:
+    """A run's texts/s over another's; None where either is missing."""
+    if top is None or bottom is None or not bottom["throughput_per_s"]:
+        return None
+    return float(top["throughput_per_s"] / bottom["throughput_per_s"])
+
+
+def aimed(name: str, value: float | None, goal: float | None, at: Callable[..., Target] = at_least) -> Target:
+    return info(name, value) if goal is None else at(name, value, goal)
+
+
+def targets(results: dict[str, Any]) -> list[Target]:
+    stacks, timings = results["stacks"], results["in_process"]["variants"]
+    runs = {key: stack["runs"] for key, stack in stacks.items()}
+    ours = {key: VARIANTS[key] for key in stacks if key in VARIANTS}
+    every_run = [run for found in runs.values() for run in found.values()]
+    openvino, today = runs["openvino"], runs["today"]
+    served = openvino["batch32_c16"]["throughput_per_s"] / timings["openvino"]["batch_32_by_length"]["texts_per_s"]
+    return [
+        at_least("mixed_c64: padding efficiency, openvino", openvino["mixed_c64"]["padding_efficiency"], 0.75),
+        info("mixed_c64: padding efficiency, today", today["mixed_c64"]["padding_efficiency"]),
+        *(
+            aimed(f"{w}: texts/s, {key} / {other}", over(runs[key].get(w), runs[other].get(w)), goal)
+            for key, variant in ours.items()
+            for other, goals in variant.ratios.items()
+            if other in runs
+            for w, goal in goals.items()
+        ),
+        at_least("batch32_c16: texts/s served (openvino) / in process openvino at batch 32 by length", served, 0.95),
+        *(
+            aimed(
+                f"in process {key}, {ours[key].bound_run}: fraction of the {timing['precision']} FLOP bound",
+                timing[ours[key].bound_run]["fraction_of_bound"],
+                ours[key].bound_goal,
+            )
+            for key, timing in timings.items()
+        ),
+        *(
+            aimed(f"{key}: time to ready (s)", stacks[key]["ready_after_s"], v.ready_goal, at_most)
+            for key, v in ours.items()
+        ),
+        *headroom_targets(results["headroom"], max(run["requests_per_s"] for run in every_run)),
+        info("non-200 answers, every recorded run of every stack", sum(run["errors"] for run in every_run)),
+    ]
+
+
+def precision_problems(where: str, key: str, ran: Mapping[str, Any]) -> list[str]:
+    """What an encoder reports it ran at (`precision`, and `choice`: the setting and what it chose), against
+    the variant's EMBEDDING_PRECISION: a precision set is the one that runs, auto's choice is the one that
+    runs."""
+    setting, choice = VARIANTS[key].settings.get("precision", "auto"), ran.get("choice") or {}
+    precision = ran.get("precision")
+    allowed = ("fp32", "bf16") if setting == "auto" else (setting,)
+    if choice.get("setting") == setting and choice.get("chosen") == precision and precision in allowed:
+        return []
+    return [f"{where}: EMBEDDING_PRECISION={setting}, chose {choice.get('chosen')}, runs {ran.get('precision')}"]
+
+
+def checks(results: dict[str, Any]) -> list[str]:
+    problems = []
+    for key, stack in results["stacks"].items():
+        for workload, found in stack["runs"].items():
+            if set(found["outcomes"]) != {"200"}:
+                problems.append(f"{key}, {workload}: answered {found['outcomes']}; nothing else loads it: all 200s")
+            if key != INFINITY and not ((tokens := found["tokens"]) and 0 < tokens["real"] <= tokens["padded"]):
+                problems.append(f"{key}, {workload}: encoder tokens {tokens}: real ones none, or more than padded")
+        runtime = stack["runtime"] or {}
+        for name in RUNTIME_CHECKED:
+            if name in stack["settings"] and str(runtime.get(name)) != stack["settings"][name]:
+                problems.append(f"{key}: runtime {name} {runtime.get(name)}, set {stack['settings'][name]}")
+        if key != INFINITY and not runtime.get("ready_s", 0) > 0:
+            problems.append(f"{key}: the runtime reports no ready_s")
+        problems += precision_problems(key, key, runtime) if key != INFINITY else []
+    short, long = results["tokens"]["short"], results["tokens"]["long"]
+    if not (10 < short["mean_tokens"] < 30 and 110 < long["mean_tokens"] < 150 and short["texts"] > long["texts"]):
+        problems.append(f"texts sent: short {short}, long {long}: not the lengths or the mix meant")
+    for key, timing in results["in_process"]["variants"].items():
+        problems += precision_problems(f"in process {key}", key, timing)
+        for run_key, _, _ in IN_PROCESS_RUNS:
+            if not (done := timing[run_key])["calls"] > 0 or done["padded_mean_tokens"] < done["mean_tokens"]:
+                problems.append(f"in process {key}, {run_key}: {done['calls']} calls, or padded below real tokens")
+    if set(outcomes := results["headroom"]["null_server"]["outcomes"]) != {"429"}:
+        problems.append(f"the null server answered {outcomes}, not only 429s")
+    return problems
+
+
+SERVED_ROWS = (  # a row of the served table, and its figure's path in a run
+    *(("texts/s", "throughput_per_s"), ("p50 ms", "latency_ms.p50"), ("p99 ms", "latency_ms.p99")),
+    *(("requests", "requests"), ("outcomes", "outcomes"), ("server cores", "service_cores")),
+    *(("server core-ms per text", "service_core_ms_per_text"), ("padding efficiency", "padding_efficiency")),
+)
+IN_PROCESS_COLUMNS = (  # a column of the in-process table, and its figure's path in a timing
+    *(("texts/s", "texts_per_s"), ("call p50 ms", "call_ms.p50"), ("call p99 ms", "call_ms.p99")),
+    *(("real tokens", "mean_tokens"), ("padded tokens", "padded_mean_tokens")),
+    *(("bound texts/s", "bound_texts_per_s"), ("fraction of bound", "fraction_of_bound")),
+    *(("padded bound texts/s", "padded_bound_texts_per_s"), ("fraction of padded bound", "fraction_of_padded_bound")),
+)
+FINE = ("padding_efficiency", "fraction_of_bound", "fraction_of_padded_bound")  # shown to 3 decimals
+
+
+def cell(found: Mapping[str, Any] | None, path: str) -> str:
+    """The figure at `path` in a run (dotted): a dash where the run is missing."""
+    if found is None:
+        return "-"
+    value: Any = found
+    for key in path.split("."):
+        value = value[key]
+    if isinstance(value, dict):
+        return ", ".join(f"{outcome}: {count}" for outcome, count in value.items())
+    return str(value) if isinstance(value, int) else num(value, 3 if path in FINE else 1)
+
+
+def row(*cells: object) -> str:
+    return "| " + " | ".join(map(str, cells)) + " |"
+
+
+def chose(stack: Mapping[str, Any]) -> str:
+    """What a stack's EMBEDDING_PRECISION chose, why, and auto's measurement behind it."""
+    choice = stack["runtime"]["choice"]
+    said = f"{choice['chosen']}: {choice['reason']}"
+    if (m := choice["measurement"]) is not None:
+        when = "remembered" if choice["remembered"] else f"measured at its start in {num(choice['measured_s'])} s"
+        said += f"; {when}: its probe batch {m['fp32_ms']} ms at fp32, {m['bf16_ms']} ms at bf16 ({m['texts']} texts)"
+    return said
+
+
+def precisions(results: Mapping[str, Any]) -> list[str]:
+    """The precisions and Infinity on the workloads issue 23 compares them on, each precision in process
+    against its own bound; what auto chose; the int8 build's fidelity."""
+    stacks, in_proc = results["stacks"], results["in_process"]
+    timings, rates = in_proc["variants"], in_proc["matmul_gflops"]
+    keys = [key for key in (*PRECISIONS, INFINITY) if key in stacks]
+
+    def served(w: str, other: str | None = None) -> Callable[[str], float | None]:
+        if other is None:
+            return lambda key: (stacks[key]["runs"].get(w) or {}).get("throughput_per_s")
+        return lambda key: over(stacks[key]["runs"].get(w), stacks[other]["runs"].get(w)) if other in stacks else None
+
+    def bound(path: str) -> Callable[[str], float | None]:
+        return lambda key: dig(timings[key][VARIANTS[key].bound_run or ""], path) if key in timings else None
+
+    columns: list[Column] = [
+        ("stack", str, None),
+        ("runs at", lambda k: (stacks[k]["runtime"] or {}).get("precision", "fp32"), None),
+    ]
+    for w in PRECISION_WORKLOADS:
+        columns += [(f"{w} texts/s", served(w), 1), ("x Infinity", served(w, INFINITY), 2)]
+    columns += [("in process texts/s", bound("texts_per_s"), 1), ("bound texts/s", bound("bound_texts_per_s"), 0)]
+    columns += [("of bound", bound("fraction_of_bound"), 3), ("ready after s", lambda k: stacks[k]["ready_after_s"], 1)]
+    notes = [
+        f"`{key}` chose {chose(stacks[key])}."
+        for key in keys
+        if key != INFINITY and stacks[key]["settings"].get("precision") == "auto"
+    ]
+    if int8 := (stacks.get("openvino-int8", {}).get("runtime") or {}).get("int8"):
+        heads = ", ".join(
+            f"{h['name']} v{h['version']} {h['fp32_accuracy']:.3f} -> {h['int8_accuracy']:.3f}" for h in int8["heads"]
+        )
+        fidelity = int8["fidelity"]
+        notes.append(
+            f"int8's build: min cosine to fp32 {fidelity['min_cosine']:.4f}, mean {fidelity['mean_cosine']:.4f} on "
+            f"{fidelity['texts']} held-out texts; heads' held-out accuracy, fp32 -> int8: {heads or 'none checked'}."
+        )
+    return [
+        "",
+        "## Precisions",
+        "",
+        f"Served texts/s and each over Infinity's; in process, {BOUND_RUN} against the FLOP bound "
+        f"of the precision it ran at. Matmul rates: {', '.join(f'{p} {r:.0f} GFLOP/s' for p, r in rates.items())} "
+        "(fp32 through TensorFlow, bf16 and int8 through OpenVINO).",
+        "",
+        *table(columns, keys),
+        "",
+        *notes,
+    ]
+
+
+def tables(report: dict[str, Any]) -> list[str]:
+    results, plan = report["results"], report["settings"]["plan"]
+    stacks, in_proc, spec = results["stacks"], results["in_process"], results["infinity"]
+    short, long = results["tokens"]["short"], results["tokens"]["long"]
+    infinity = "Infinity was not measured (no `--infinity FILE`): its column and its targets are left out."
+    if spec:
+        infinity = f"Infinity: `{' '.join(spec['command'])}`, model `{spec['model']}`."
+    rates = ", ".join(f"{p} {rate:.0f} GFLOP/s" for p, rate in in_proc["matmul_gflops"].items())
+    return [
+        *precisions(results),
+        "",
+        "## Served",
+        "",
+        "; ".join(f"`{key}`: {stack['title']}" for key, stack in stacks.items()) + f". {infinity}",
+        "",
+        f"Each workload {plan['run_s']:g} s after {plan['warm_s']:g} s of warm-up. Texts sent: {short['texts']:,} "
+        f"short ones of {short['mean_tokens']:.1f} tokens on average ({short['min_tokens']}-{short['max_tokens']}), "
+        f"{long['texts']:,} long ones of {long['mean_tokens']:.1f} ({long['min_tokens']}-{long['max_tokens']}), "
+        "special tokens included. A dash: not run on that stack.",
+        "",
+        row("workload", "figure", *stacks),
+        "|---|---|" + "---:|" * len(stacks),
+        *(
+            row(w, name, *(cell(s["runs"].get(w), path) for s in stacks.values()))
+            for w in WORKLOADS
+            for name, path in SERVED_ROWS
+        ),
+        "",
+        "## In process",
+        "",
+        f"{in_proc['texts']:,} short texts of {in_proc['mean_tokens']:.1f} tokens on average; matmul rates: {rates}. "
+        "Padded: TensorFlow to its buckets, OpenVINO to each batch's longest text.",
+        "",
+        row("variant", "precision", "batches", *(name for name, _ in IN_PROCESS_COLUMNS)),
+        "|---|---|---|" + "---:|" * len(IN_PROCESS_COLUMNS),
+        *(
+            row(key, timing["precision"], run_key, *(cell(timing[run_key], path) for _, path in IN_PROCESS_COLUMNS))
+            for key, timing in in_proc["variants"].items()
+            for run_key, _, _ in IN_PROCESS_RUNS
+        ),
+        "",
+        "## Time to ready and runtime",
+        "",
+        "*ready after*: from the process's start to the first 200 from its ready path; *runtime*: GET /v1/models' "
+        "`data[0].runtime` (its ready_s from the start of loading).",
+        "",
+        row("stack", "ready after s", *(f"runtime: {name}" for name in RUNTIME_FIELDS)),
+        "|---|---:|" + "---|" * len(RUNTIME_FIELDS),
+        *(
+            row(key, f"{s['ready_after_s']:.1f}", *((s["runtime"] or {}).get(name, "-") for name in RUNTIME_FIELDS))
+            for key, s in stacks.items()
+        ),
+    ]
+
+
+BOUNDED = [key for key in QUICK.variants if VARIANTS[key].bound_run]
+FIGURES = (
+    *(f"stacks.{v}.runs.{w}.{path}" for v in QUICK.variants for w in VARIANTS[v].workloads for _, path in SERVED_ROWS),
+    *(f"stacks.{v}.{path}" for v in QUICK.variants for path in ("ready_after_s", "runtime.ready_s", "model")),
+    *(
+        f"in_process.variants.{v}.{r}.{path}"
+        for v in BOUNDED
+        for r, _, _ in IN_PROCESS_RUNS
+        for _, path in IN_PROCESS_COLUMNS
+    ),
+    *(f"tokens.{kind}.mean_tokens" for kind in ("short", "long")),
+    *(f"in_process.matmul_gflops.{precision}" for precision in MATMUL_RATES),
+    *(f"stacks.openvino-auto.runtime.{path}" for path in ("precision", "choice.chosen", "choice.measurement.bf16_ms")),
+    "in_process.variants.openvino-auto.choice.chosen",
+    "headroom.null_server.requests_per_s",
+)
+
+SCENARIO = Scenario(
+    name="backends",
+    title="Encoder backends, served and in process",
+    plans={"quick": QUICK, "full": FULL},
+    run=run,
+    targets=targets,
+    tables=tables,
+    figures=FIGURES,
+    checks=checks,
+    options=options,
+)
