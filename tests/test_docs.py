@@ -196,16 +196,6 @@ def test_no_file_refers_outside_the_repository() -> None:
     assert not offenders, "\n".join(offenders)
 
 
-def test_the_readme_links_to_the_architecture() -> None:
-    readme = ROOT / "README.md"
-    resolved = {
-        (readme.parent / unquote(target.split("#", 1)[0])).resolve()
-        for target in link_targets(readme.read_text(encoding="utf-8"))
-        if not SCHEME.match(target) and not target.startswith("#")
-    }
-    assert ROOT / "docs" / "architecture.md" in resolved
-
-
 def test_the_link_finder_sees_every_kind_of_link() -> None:
     markdown = "\n".join(
         (

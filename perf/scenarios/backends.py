@@ -5,41 +5,38 @@ A variant is one of our stacks: a label and the embedding service's settings (EM
 name), always with the embedding cache off and log level warning. `today`: TensorFlow at fp32, XLA on (the
 build/xla-cache compile cache), group window 0 (batches in arrival order: the old path); `openvino`:
 OpenVINO at fp32, every other setting at its default (every core, group window 512); `openvino-1-thread`:
-as openvino on one encoder thread (the thread-count choice); `openvino-bf16`, `openvino-int8`: as openvino
-at bf16 and at int8 (build/encoder/int8, which the run builds first as `make models-int8` does where it is
-missing or was quantized from another export: minutes); `openvino-auto`: every setting at its default,
-precision `auto` included, with no memo of an earlier start (EMBEDDING_PRECISION_MEMO_DIR empty), so that
-every start measures fp32 against bf16 before it is ready: its time to ready is a first start's. The
-precisions are compared on single_c64, batch32_c16 and mixed_c64 (issue 23's three workloads).
+as openvino on one encoder thread; `openvino-bf16`, `openvino-int8`: as openvino at bf16 and at int8
+(build/encoder/int8, which the run builds first as `make models-int8` does where it is missing or was
+quantized from another export: minutes); `openvino-auto`: every setting at its default, precision `auto`
+included, with no memo of an earlier start (EMBEDDING_PRECISION_MEMO_DIR empty), so that every start
+measures fp32 against bf16 before it is ready. The precisions are compared on single_c64, batch32_c16 and
+mixed_c64 (issue 23's three workloads).
 
 1. Served: each variant's stack alone on the machine, one after the other, then Infinity's; its time to
    ready and, for ours, the runtime GET /v1/models reports. Each workload is a closed loop after an
    unrecorded warm-up run of its own: single_c1/c16/c64 (one short text per request at c1, c16, c64),
    batch32_c16 (32 short texts per request at c16), mixed_c64 (one text per request at c64, every fourth
-   request sent a long one). Short texts are one sentence, long ones nine (about 130 tokens), each with a
+   request a long one). Short texts are one sentence, long ones nine (about 130 tokens), each with a
    counter: nothing sent could be cached. Per run: rates, latency from send, the server's CPU and, for ours,
    the padding efficiency (the deltas of embedding_tokens_total over embedding_padded_tokens_total).
 2. The load client's headroom: single_c64's requests at c64 against the null server.
 3. In process, once the stacks have stopped: each variant's encoder loaded from its settings as the service
    loads it (max batch size 32), 2,048 short texts timed at batch 1 and 32 in arrival order, and at 32
    sorted by length first (the batches length grouping forms); no HTTP, no queue. Beside each, the FLOP
-   bound (perf.ceiling): the matmul rate of the precision the variant runs at, measured here, over the
-   encoder's matmul FLOPs per text, at the texts' real lengths and at the lengths each batch was padded to.
-   The rates: fp32's through TensorFlow, bf16's and int8's through OpenVINO (a square matmul compiled at
-   bf16, and one in NNCF's int8 pattern), each the best of the plan's matmul_repeats; all three measured
-   and reported whichever precisions ran.
+   bound (perf.ceiling): the matmul rate of the variant's precision, measured here (fp32's through
+   TensorFlow; bf16's and int8's through OpenVINO, a square matmul compiled at bf16 and one in NNCF's int8
+   pattern; each the best of the plan's matmul_repeats, all three reported), over the encoder's matmul
+   FLOPs per text, at the texts' real lengths and at the lengths each batch was padded to.
 
 Infinity: FILE is JSON {"command": [...], "env": {...}, "model": "<id>", "ready_path": "/models"}, the
-command holding a literal `{port}`; it gets the same workloads on POST /embeddings, its server CPU its own
-process's. Its command must become the server (exec), so that its PID is the server's. For instance
-Infinity 0.0.78 on ONNX Runtime at fp32 (`--engine optimum --device cpu --pooling-method mean`), the same
-checkpoint from disk with HF_HUB_OFFLINE=1, started by a script of its own that takes the port:
-{"command": ["/tmp/infinity-work/start-infinity.sh", "{port}"], "env": {"HF_HUB_OFFLINE": "1"},
-"model": "all-MiniLM-L6-v2", "ready_path": "/models"}
+command holding a literal `{port}` and becoming the server (exec: its PID is the server's); it gets the
+same workloads on POST /embeddings. For instance Infinity 0.0.78 on ONNX Runtime at fp32 (`--engine optimum
+--device cpu --pooling-method mean`), the same checkpoint from disk with HF_HUB_OFFLINE=1, started by a
+script that takes the port: {"command": ["/tmp/infinity-work/start-infinity.sh", "{port}"], "env":
+{"HF_HUB_OFFLINE": "1"}, "model": "all-MiniLM-L6-v2", "ready_path": "/models"}
 
 The quick plan exists for the test, its figures mean nothing: short runs; today, openvino and openvino-auto
-only (no int8 build); `today` at EMBEDDING_MAX_BATCH_SIZE=4, so that it XLA-compiles fewer shapes at its
-start."""
+only (no int8 build); `today` at EMBEDDING_MAX_BATCH_SIZE=4, so that it XLA-compiles fewer shapes."""
 
 import argparse
 import asyncio
@@ -50,10 +47,11 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import partial
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Literal
 
@@ -71,7 +69,7 @@ from perf.harness.headroom import headroom, headroom_targets
 from perf.harness.load import closed_calls, closed_run
 from perf.harness.meters import counter
 from perf.harness.progress import say
-from perf.harness.report import Column, Target, at_least, at_most, dig, info, num, table
+from perf.harness.report import Column, Target, at_least, at_most, dig, info, num, side_by_side, table
 from perf.harness.scenario import Context, Scenario
 from perf.harness.stacks import ENCODER_DIR, Started, embedding, outside_server
 from perf.harness.stats import figures, said
@@ -79,18 +77,14 @@ from perf.sentences import distinct_batches, new_texts
 from stack.services import DEFAULT_HEADS_ROOT, ROOT
 
 MAX_REQUESTS = 100_000_000  # per run: every run ends at its duration long before this
-LONG_SENTENCES = 9  # consecutive sentences in a long text: about 130 tokens (the report counts them)
-MIXED_EVERY = 4  # mixed_c64: every fourth request sent holds a long text
+LONG_SENTENCES, MIXED_EVERY = 9, 4  # a long text's sentences (about 130 tokens); mixed_c64: every 4th one long
 COMMON = {"cache_bytes": "0"}  # every one of our stacks (log level warning: the harness's)
-INFINITY = "infinity"  # its stack's key
-IN_PROCESS_TEXTS = 2048
+INFINITY, IN_PROCESS_TEXTS = "infinity", 2048  # Infinity's stack's key; the in-process texts
 # (key, batch size, texts sorted by length first): arrival order, and the batches length grouping forms.
 IN_PROCESS_RUNS = (("batch_1", 1, False), ("batch_32", 32, False), ("batch_32_by_length", 32, True))
-# A precision -> this machine's matmul rate at it (GFLOP/s), the best of `repeats` square matmuls, which
-# bounds the variants of that precision.
-MATMUL_RATES: Mapping[str, Callable[..., float]] = {
-    "fp32": matmul_gflops,
-    **{precision: partial(openvino_matmul_gflops, precision) for precision in ("bf16", "int8")},
+# A precision -> this machine's matmul rate at it (GFLOP/s), the best of `repeats` square matmuls.
+MATMUL_RATES: Mapping[str, Callable[..., float]] = {"fp32": matmul_gflops} | {
+    precision: partial(openvino_matmul_gflops, precision) for precision in ("bf16", "int8")
 }
 RUNTIME_FIELDS = ("backend", "device", "precision", "encoder_threads", "tokenizer_threads", "group_window", "ready_s")
 RUNTIME_CHECKED = ("backend", "encoder_threads", "group_window")  # a variant's settings the runtime must echo
@@ -105,76 +99,67 @@ class Workload:
 
 WORKLOADS = {"single_c1": Workload(1), "single_c16": Workload(16), "single_c64": Workload(64)}
 WORKLOADS |= {"batch32_c16": Workload(16, texts_per_request=32), "mixed_c64": Workload(64, mixed=True)}
+ALL, PRECISION_WORKLOADS = tuple(WORKLOADS), ("single_c64", "batch32_c16", "mixed_c64")  # the precisions' ones
 Goals = Mapping[str, float | None]  # workload -> the goal of a ratio on it (None: reported, no goal)
-PRECISION_WORKLOADS = ("single_c64", "batch32_c16", "mixed_c64")  # where the precisions are compared
 BOUND_RUN, BOUND_GOAL = "batch_32_by_length", 0.75  # each OpenVINO variant's in-process run, its fraction of the bound
-
-
-def each(goal: float | None) -> dict[str, float | None]:
-    """The same goal on each of PRECISION_WORKLOADS."""
-    return dict.fromkeys(PRECISION_WORKLOADS, goal)
 
 
 @dataclass(frozen=True)
 class Variant:
     """One of our stacks: a label and the embedding service's settings, served on its workloads and, where
     `bound_run` is set, timed in process against the FLOP bound of the precision its encoder runs at.
-    Comparing another precision is one more of these (its settings, workloads and goals), and a matmul rate
-    for that precision in MATMUL_RATES."""
+    Comparing another precision is one more of these, and its matmul rate in MATMUL_RATES."""
 
     title: str
     settings: Mapping[str, str]  # EMBEDDING_* by lower-case name, beside COMMON; in process too
     xla: bool = False
-    workloads: tuple[str, ...] = tuple(WORKLOADS)
+    workloads: tuple[str, ...] = PRECISION_WORKLOADS
     ratios: Mapping[str, Goals] = field(default_factory=dict)  # another stack -> texts/s, this one's over its
     ready_goal: float | None = None  # its time to ready, served (s)
-    bound_run: str | None = None  # the in-process run its FLOP-bound target reads; None: not run in process
+    bound_run: str | None = BOUND_RUN  # the in-process run its FLOP-bound target reads; None: not run in process
     bound_goal: float | None = None  # that run's fraction of the bound
 
 
-def at_precision(title: str, settings: Mapping[str, str], infinity: Goals, ready_goal: float | None = None) -> Variant:
-    """A precision's stack: on PRECISION_WORKLOADS against fp32's and Infinity's (`infinity`: its goals),
-    and in process against its own bound (issue 23's goal: 0.75 of it)."""
-    ratios = {"openvino": each(None), INFINITY: infinity}
+def each(goal: float | None) -> dict[str, float | None]:
+    return dict.fromkeys(PRECISION_WORKLOADS, goal)
+
+
+def precise(title: str, settings: Mapping[str, str], infinity: Goals, **more: Any) -> Variant:
+    """A precision's stack: against fp32's and Infinity's (`infinity`: its goals), and its bound's goal."""
     return Variant(
-        title,
-        settings,
-        workloads=PRECISION_WORKLOADS,
-        ratios=ratios,
-        ready_goal=ready_goal,
-        bound_run=BOUND_RUN,
-        bound_goal=BOUND_GOAL,
+        title, settings, **({"ratios": {"openvino": each(None), INFINITY: infinity}} | more), bound_goal=0.75
     )
 
 
+FP32, TWO = {"backend": "openvino", "precision": "fp32"}, ("single_c64", "batch32_c16")
 VARIANTS = {
     "today": Variant(
         "TensorFlow, XLA, batches in arrival order (the old path)",
         {"backend": "tensorflow", "precision": "fp32", "group_window": "0"},
         xla=True,
+        workloads=ALL,
         bound_run="batch_32",
     ),
-    "openvino": Variant(
+    "openvino": precise(
         "OpenVINO fp32, every core, group window 512",
-        {"backend": "openvino", "precision": "fp32"},
-        ratios={"today": {"mixed_c64": 2.0}, INFINITY: each(None)},
+        FP32,
+        {},
+        workloads=ALL,
         ready_goal=10.0,
-        bound_run=BOUND_RUN,
-        bound_goal=BOUND_GOAL,
+        ratios={"today": {"mixed_c64": 2.0}, INFINITY: each(None)},
     ),
     "openvino-1-thread": Variant(
         "OpenVINO fp32, one encoder thread",
-        {"backend": "openvino", "precision": "fp32", "encoder_threads": "1"},
-        workloads=("single_c64", "batch32_c16"),
-        ratios={"openvino": {"single_c64": None, "batch32_c16": None}},
+        FP32 | {"encoder_threads": "1"},
+        workloads=TWO,
+        ratios={"openvino": dict.fromkeys(TWO)},
+        bound_run=None,
     ),
-    "openvino-bf16": at_precision("OpenVINO bf16", {"backend": "openvino", "precision": "bf16"}, each(None)),
-    "openvino-int8": at_precision(
-        "OpenVINO int8 (build/encoder/int8)",
-        {"backend": "openvino", "precision": "int8"},
-        each(None) | {"batch32_c16": 2.0},
+    "openvino-bf16": precise("OpenVINO bf16", FP32 | {"precision": "bf16"}, each(None)),
+    "openvino-int8": precise(
+        "OpenVINO int8 (build/encoder/int8)", FP32 | {"precision": "int8"}, each(None) | {"batch32_c16": 2.0}
     ),
-    "openvino-auto": at_precision(
+    "openvino-auto": precise(
         "the defaults (precision auto), measuring at every start",
         {"precision": "auto", "precision_memo_dir": ""},
         each(1.5),
@@ -182,7 +167,7 @@ VARIANTS = {
     ),
 }
 PRECISIONS = ("openvino", "openvino-bf16", "openvino-int8", "openvino-auto")  # the precisions' table, in order
-INFINITY_STACK = Variant("Infinity (--infinity FILE)", {})
+INFINITY_STACK = Variant("Infinity (--infinity FILE)", {}, workloads=ALL, bound_run=None)
 
 
 @dataclass(frozen=True)
@@ -198,9 +183,7 @@ class Plan:
     matmul_repeats: int  # square matmuls per matmul rate, the best counting: a shared machine slows some
 
 
-QUICK = Plan(
-    "quick", ("today", "openvino", "openvino-auto"), {"today": {"max_batch_size": "4"}}, 0.0, 2.0, 1.5, 0.3, 1.0, 5
-)
+QUICK = Plan("quick", ("today", "openvino", "openvino-auto"), {"today": {"max_batch_size": "4"}}, 0, 2, 1.5, 0.3, 1, 5)
 FULL = Plan("full", ("today", *PRECISIONS[:1], "openvino-1-thread", *PRECISIONS[1:]), {}, 3.0, 20.0, 4.0, 2.0, 10.0, 50)
 
 
@@ -219,16 +202,16 @@ def options(parser: argparse.ArgumentParser) -> None:
 # --- served -------------------------------------------------------------------------------------------
 
 
-class Texts:
-    """The run's texts, each new, counted as they go so that those sent can be made again and tokenised."""
+class Texts(Counter[str]):
+    """The run's texts, each new, counted by kind as they go so that those sent can be made again."""
 
     def __init__(self) -> None:
-        self._made = {"short": new_texts(), "long": new_texts(LONG_SENTENCES)}
-        self.sent: Counter[str] = Counter()
+        super().__init__()
+        self.made = {"short": new_texts(), "long": new_texts(LONG_SENTENCES)}
 
     def next(self, kind: str) -> str:
-        self.sent[kind] += 1
-        return next(self._made[kind])
+        self[kind] += 1
+        return next(self.made[kind])
 
 
 def requests_of(workload: Workload, texts: Texts, path: str, model: str) -> MakeRequest:
@@ -236,10 +219,8 @@ def requests_of(workload: Workload, texts: Texts, path: str, model: str) -> Make
     sent = itertools.count(1)
 
     def make(_: int) -> bytes:
-        inputs: str | list[str]
-        if workload.texts_per_request > 1:
-            inputs = [texts.next("short") for _ in range(workload.texts_per_request)]
-        else:
+        inputs: str | list[str] = [texts.next("short") for _ in range(workload.texts_per_request)]
+        if workload.texts_per_request == 1:
             inputs = texts.next("long" if workload.mixed and next(sent) % MIXED_EVERY == 0 else "short")
         return http_request("POST", path, orjson.dumps({"model": model, "input": inputs}))
 
@@ -272,34 +253,32 @@ def serving(ctx: Context, key: str) -> Iterator[Endpoint]:
 
 
 async def token_counts(endpoint: Endpoint) -> dict[str, float]:
-    """Our service's counts of the tokens its encoder ran, real and padded; none for Infinity. A client of
-    its own each time: one kept across a run could find its connection closed by the server meanwhile."""
+    """Our encoder's tokens, real and padded (none for Infinity), on a client of its own each time."""
     metrics = {"real": "embedding_tokens_total", "padded": "embedding_padded_tokens_total"}
-    if endpoint.runtime is None:
-        return {}
     async with httpx.AsyncClient(timeout=10.0) as client:
-        return {kind: await counter(client, endpoint.up.url, metric) for kind, metric in metrics.items()}
+        return {k: await counter(client, endpoint.up.url, m) for k, m in metrics.items() if endpoint.runtime}
 
 
 async def measured(endpoint: Endpoint, workload: Workload, texts: Texts, seconds: float) -> dict[str, Any]:
     """One closed-loop run; the token counters read around it (its opening requests included)."""
-    route = one_hop(endpoint.up.port, requests_of(workload, texts, endpoint.path, endpoint.model))
+    route, each_ = (
+        one_hop(endpoint.up.port, requests_of(workload, texts, endpoint.path, endpoint.model)),
+        workload.texts_per_request,
+    )
     before = await token_counts(endpoint)
-    run = await closed_run(
+    load = closed_run(
         route, concurrency=workload.concurrency, requests=MAX_REQUESTS, duration_s=seconds, pids=[endpoint.up.pid]
     )
+    run = await load
     tokens = {kind: count - before[kind] for kind, count in (await token_counts(endpoint)).items()}
-    answered = len(run.ok()) * workload.texts_per_request
-    return figures(run, items_per_request=workload.texts_per_request) | {
-        "texts": answered,
-        "errors": len(run.samples) - len(run.ok()),
-        "service_core_ms_per_text": run.usage.service_cpu_s / answered * 1e3 if answered else None,
-        "tokens": tokens or None,
-        "padding_efficiency": tokens["real"] / tokens["padded"] if tokens.get("padded") else None,
-    }
+    texts_ok, cpu_s = len(run.ok()) * each_, run.usage.service_cpu_s
+    found = figures(run, items_per_request=each_) | {"texts": texts_ok, "errors": len(run.samples) - len(run.ok())}
+    found["service_core_ms_per_text"] = cpu_s / texts_ok * 1e3 if texts_ok else None
+    efficiency = tokens["real"] / tokens["padded"] if tokens.get("padded") else None
+    return found | {"tokens": tokens or None, "padding_efficiency": efficiency}
 
 
-async def stack_runs(endpoint: Endpoint, workloads: Sequence[str], texts: Texts, plan: Plan) -> dict[str, Any]:
+async def stack_runs(endpoint: Endpoint, workloads: tuple[str, ...], texts: Texts, plan: Plan) -> dict[str, Any]:
     """The stack's workloads in turn, each after an unrecorded warm-up run of its own."""
     runs: dict[str, Any] = {}
     for key in workloads:
@@ -315,7 +294,7 @@ async def stack_runs(endpoint: Endpoint, workloads: Sequence[str], texts: Texts,
 def timed(encoder: Encoder, batches: list[list[IntArray]], size: int, plan: Plan) -> dict[str, Any]:
     """One call of each batch shape the batches pad to (XLA compiles each), a warm-up, then the timing."""
     pad = encoder.buckets
-    shapes = {(pad.batch_size(len(b)), pad.seq_length(max(len(ids) for ids in b))): b for b in batches}
+    shapes = {(pad.batch_size(len(b)), pad.seq_length(max(map(len, b)))): b for b in batches}
     for batch in shapes.values():
         encoder(batch)
     cycled = itertools.cycle(batches)
@@ -327,72 +306,62 @@ def timed(encoder: Encoder, batches: list[list[IntArray]], size: int, plan: Plan
     for seconds in (plan.in_process_warm_s, plan.in_process_s):  # a warm-up, then the timing
         run = asyncio.run(closed_calls([call], requests=MAX_REQUESTS, duration_s=seconds))
     found = figures(run, items_per_request=size)
-    timing = {"calls": found["requests"], "texts_per_s": found["throughput_per_s"], "call_ms": found["latency_ms"]}
-    return {"shapes": len(shapes), **timing}
-
-
-class Rates(dict[str, float]):
-    """This machine's matmul rate at each precision (MATMUL_RATES), each measured when first asked for."""
-
-    def __init__(self, repeats: int) -> None:
-        super().__init__()
-        self.repeats = repeats
-
-    def of(self, precision: str) -> float:
-        if precision not in MATMUL_RATES:
-            raise ValueError(f"MATMUL_RATES has no {precision} rate for the bound of an encoder running at it")
-        if precision not in self:
-            self[precision] = MATMUL_RATES[precision](repeats=self.repeats)
-            say(f"in process: {precision} matmul {self[precision]:.0f} GFLOP/s")
-        return self[precision]
-
-
-def timed_variant(key: str, ids: list[IntArray], shape: EncoderShape, rates: Rates, plan: Plan) -> dict[str, Any]:
-    """The variant's encoder as the service loads it from its settings (`auto` measuring as it does), timed
-    in each of IN_PROCESS_RUNS, beside the FLOP bound of the precision it runs at, at the texts' real lengths
-    and at the lengths each batch was padded to. That precision's matmul rate is measured once the first
-    variant that runs at it has been timed."""
-    variant, loading = VARIANTS[key], time.perf_counter()
-    settings = {**variant.settings, "model_dir": ENCODER_DIR, "xla": variant.xla, "max_batch_size": 32}
-    chosen = chosen_encoder(EmbeddingSettings.model_validate(settings))
-    encoder = chosen.encoder
-    found: dict[str, Any] = {"backend": encoder.backend, "device": encoder.device, "precision": encoder.precision}
-    found |= {"threads": encoder.threads, "xla": variant.xla, "load_s": time.perf_counter() - loading}
-    found["choice"] = chosen.choice.model_dump(mode="json")
-    for run_key, size, by_length in IN_PROCESS_RUNS:
-        ordered = sorted(ids, key=len) if by_length else ids
-        found[run_key] = timed(encoder, distinct_batches(ordered, size), size, plan)
-    for run_key, size, by_length in IN_PROCESS_RUNS:
-        lengths = sorted(map(len, ids)) if by_length else [len(i) for i in ids]
-        bounds = flop_bounds(shape, rates.of(encoder.precision), lengths, size, encoder.buckets)
-        done = found[run_key]
-        for prefix, bound in (("", bounds["unpadded"]), ("padded_", bounds[f"padded as batch {size} ran"])):
-            done[f"{prefix}mean_tokens"] = bound["mean_tokens"]
-            done[f"{prefix}bound_texts_per_s"] = bound["bound_texts_per_s"]
-            done[f"fraction_of_{prefix}bound"] = done["texts_per_s"] / bound["bound_texts_per_s"]
-        say(
-            f"in process {key}, {run_key}: {done['texts_per_s']:.1f} texts/s, {done['fraction_of_bound']:.3f} of the "
-            f"FLOP bound ({done['bound_texts_per_s']:.0f}/s), padded to {done['padded_mean_tokens']:.1f} tokens"
-        )
-    return found
+    return {"shapes": len(shapes), "calls": found["requests"], "texts_per_s": found["throughput_per_s"]} | {
+        "call_ms": found["latency_ms"]
+    }
 
 
 def in_process(plan: Plan, tokenizer: Tokenizer) -> dict[str, Any]:
     """Each variant with a bound run in turn on the same tokenised short texts, OpenVINO's before TensorFlow
     runs anything in this process; then every precision's matmul rate that none of them asked for."""
     ids = [t.ids for t in tokenizer(list(itertools.islice(new_texts(), IN_PROCESS_TEXTS)))]
-    shape, rates = EncoderShape.read(EncoderManifest.read(ENCODER_DIR)), Rates(plan.matmul_repeats)
-    chosen = [key for key in plan.variants if VARIANTS[key].bound_run]
-    chosen.sort(key=lambda key: VARIANTS[key].settings.get("backend") == "tensorflow")
+    shape, rates = EncoderShape.read(EncoderManifest.read(ENCODER_DIR)), dict[str, float]()
+
+    def rate(precision: str) -> float:  # measured when first asked for
+        if precision not in rates:
+            rates[precision] = MATMUL_RATES[precision](repeats=plan.matmul_repeats)
+            say(f"in process: {precision} matmul {rates[precision]:.0f} GFLOP/s")
+        return rates[precision]
+
+    def timed_variant(key: str) -> dict[str, Any]:
+        """The variant's encoder as the service loads it (`auto` measuring as it does), timed in each of
+        IN_PROCESS_RUNS, then set beside the FLOP bound of its precision, at the texts' real lengths and
+        at the lengths each batch was padded to."""
+        variant, loading = VARIANTS[key], time.perf_counter()
+        settings = {**variant.settings, "model_dir": ENCODER_DIR, "xla": variant.xla, "max_batch_size": 32}
+        chosen = chosen_encoder(EmbeddingSettings.model_validate(settings))
+        encoder = chosen.encoder
+        found: dict[str, Any] = {"backend": encoder.backend, "device": encoder.device, "precision": encoder.precision}
+        found |= {"threads": encoder.threads, "xla": variant.xla, "load_s": time.perf_counter() - loading}
+        found["choice"] = chosen.choice.model_dump(mode="json")
+        for run_key, size, by_length in IN_PROCESS_RUNS:
+            found[run_key] = timed(
+                encoder, distinct_batches(sorted(ids, key=len) if by_length else ids, size), size, plan
+            )
+        for run_key, size, by_length in IN_PROCESS_RUNS:
+            lengths = sorted(map(len, ids)) if by_length else [len(i) for i in ids]
+            bounds, done = flop_bounds(shape, rate(encoder.precision), lengths, size, encoder.buckets), found[run_key]
+            for prefix, bound in (("", bounds["unpadded"]), ("padded_", bounds[f"padded as batch {size} ran"])):
+                done[f"{prefix}mean_tokens"], per_s = bound["mean_tokens"], bound["bound_texts_per_s"]
+                done[f"{prefix}bound_texts_per_s"], done[f"fraction_of_{prefix}bound"] = (
+                    per_s,
+                    done["texts_per_s"] / per_s,
+                )
+            say(f"in process {key}, {run_key}: {done['texts_per_s']:.1f}/s, {done['fraction_of_bound']:.3f} of bound")
+        return found
+
+    chosen = sorted(
+        (k for k in plan.variants if VARIANTS[k].bound_run),
+        key=lambda k: VARIANTS[k].settings.get("backend") == "tensorflow",
+    )
     found = {"texts": len(ids), "mean_tokens": statistics.fmean(len(i) for i in ids), "model": asdict(shape)}
-    found["variants"] = {key: timed_variant(key, ids, shape, rates, plan) for key in chosen}
-    return found | {"matmul_gflops": {precision: rates.of(precision) for precision in MATMUL_RATES}}
+    found["variants"] = {key: timed_variant(key) for key in chosen}
+    return found | {"matmul_gflops": {precision: rate(precision) for precision in MATMUL_RATES}}
 
 
 def int8_built(plan: Plan) -> None:
-    """build/encoder/int8, where the plan runs int8 and it is missing or was quantized from another export:
-    built as `make models-int8` builds it (NNCF calibrates, then the build checks every held-out text and
-    head), so that the benchmark needs nothing built by hand."""
+    """build/encoder/int8, where the plan runs int8 and it is missing or was quantized from another export,
+    built as `make models-int8` builds it (NNCF calibrates; the build checks every held-out text and head)."""
     if not any(VARIANTS[key].settings.get("precision") == "int8" for key in plan.variants):
         return
     built = (ENCODER_DIR / INT8_DIR / MANIFEST_FILE).is_file()
@@ -414,12 +383,13 @@ def token_figures(tokenizer: Tokenizer, sent: Mapping[str, int]) -> dict[str, An
 
 
 def run(ctx: Context) -> dict[str, Any]:
-    plan: Plan = ctx.plan
-    spec = ctx.args.infinity
-    ctx.settings |= {
-        "variants": {key: asdict(VARIANTS[key]) for key in plan.variants},
-        "workloads": {key: asdict(w) for key, w in WORKLOADS.items()},
-        "texts": {"long_sentences": LONG_SENTENCES, "mixed_every": MIXED_EVERY, "in_process": IN_PROCESS_TEXTS},
+    plan, spec = ctx.plan, ctx.args.infinity
+    ctx.settings["variants"] = {key: asdict(VARIANTS[key]) for key in plan.variants}
+    ctx.settings["workloads"] = {key: asdict(w) for key, w in WORKLOADS.items()}
+    ctx.settings["texts"] = {
+        "long_sentences": LONG_SENTENCES,
+        "mixed_every": MIXED_EVERY,
+        "in_process": IN_PROCESS_TEXTS,
     }
     int8_built(plan)
     texts, stacks = Texts(), dict[str, Any]()
@@ -429,17 +399,15 @@ def run(ctx: Context) -> dict[str, Any]:
             runs = asyncio.run(stack_runs(endpoint, stack.workloads, texts, plan))
         stacks[key] = {"title": stack.title, "settings": settings_of(plan, key), "model": endpoint.model}
         stacks[key] |= {"ready_after_s": endpoint.up.ready_after_s, "runtime": endpoint.runtime, "runs": runs}
-    sent = dict(texts.sent)
+    sent = dict(texts)
     make = requests_of(WORKLOADS["single_c64"], texts, "/v1/embeddings", stacks[plan.variants[0]]["model"])
-    found_headroom = headroom(ctx.stacks, make, {}, duration_s=plan.headroom_s)
-    tokenizer = Tokenizer(ENCODER_DIR / TOKENIZER_DIR, EncoderManifest.read(ENCODER_DIR).max_seq_length)
-    return {
+    results = {
         "infinity": spec,
         "stacks": stacks,
-        "tokens": token_figures(tokenizer, sent),
-        "headroom": found_headroom,
-        "in_process": in_process(plan, tokenizer),
+        "headroom": headroom(ctx.stacks, make, {}, duration_s=plan.headroom_s),
     }
+    tokenizer = Tokenizer(ENCODER_DIR / TOKENIZER_DIR, EncoderManifest.read(ENCODER_DIR).max_seq_length)
+    return results | {"tokens": token_figures(tokenizer, sent), "in_process": in_process(plan, tokenizer)}
 
 
 # --- the report ---------------------------------------------------------------------------------------
@@ -459,10 +427,13 @@ def aimed(name: str, value: float | None, goal: float | None, at: Callable[..., 
 def targets(results: dict[str, Any]) -> list[Target]:
     stacks, timings = results["stacks"], results["in_process"]["variants"]
     runs = {key: stack["runs"] for key, stack in stacks.items()}
-    ours = {key: VARIANTS[key] for key in stacks if key in VARIANTS}
-    every_run = [run for found in runs.values() for run in found.values()]
+    ours, every_run = (
+        {k: VARIANTS[k] for k in stacks if k in VARIANTS},
+        [r for rs in runs.values() for r in rs.values()],
+    )
     openvino, today = runs["openvino"], runs["today"]
-    served = openvino["batch32_c16"]["throughput_per_s"] / timings["openvino"]["batch_32_by_length"]["texts_per_s"]
+    served = openvino["batch32_c16"]["throughput_per_s"] / timings["openvino"][BOUND_RUN]["texts_per_s"]
+    bounds = {k: (ours[k].bound_run or "", t["precision"], ours[k].bound_goal) for k, t in timings.items()}
     return [
         at_least("mixed_c64: padding efficiency, openvino", openvino["mixed_c64"]["padding_efficiency"], 0.75),
         info("mixed_c64: padding efficiency, today", today["mixed_c64"]["padding_efficiency"]),
@@ -475,49 +446,45 @@ def targets(results: dict[str, Any]) -> list[Target]:
         ),
         at_least("batch32_c16: texts/s served (openvino) / in process openvino at batch 32 by length", served, 0.95),
         *(
-            aimed(
-                f"in process {key}, {ours[key].bound_run}: fraction of the {timing['precision']} FLOP bound",
-                timing[ours[key].bound_run]["fraction_of_bound"],
-                ours[key].bound_goal,
-            )
-            for key, timing in timings.items()
+            aimed(f"in process {k}, {r}: fraction of the {p} FLOP bound", timings[k][r]["fraction_of_bound"], goal)
+            for k, (r, p, goal) in bounds.items()
         ),
-        *(
-            aimed(f"{key}: time to ready (s)", stacks[key]["ready_after_s"], v.ready_goal, at_most)
-            for key, v in ours.items()
-        ),
+        *(aimed(f"{k}: time to ready (s)", stacks[k]["ready_after_s"], v.ready_goal, at_most) for k, v in ours.items()),
         *headroom_targets(results["headroom"], max(run["requests_per_s"] for run in every_run)),
         info("non-200 answers, every recorded run of every stack", sum(run["errors"] for run in every_run)),
     ]
 
 
 def precision_problems(where: str, key: str, ran: Mapping[str, Any]) -> list[str]:
-    """What an encoder reports it ran at (`precision`, and `choice`: the setting and what it chose), against
-    the variant's EMBEDDING_PRECISION: a precision set is the one that runs, auto's choice is the one that
-    runs."""
-    setting, choice = VARIANTS[key].settings.get("precision", "auto"), ran.get("choice") or {}
-    precision = ran.get("precision")
-    allowed = ("fp32", "bf16") if setting == "auto" else (setting,)
-    if choice.get("setting") == setting and choice.get("chosen") == precision and precision in allowed:
+    """What an encoder reports it ran at and chose, against its EMBEDDING_PRECISION: a precision set is the
+    one that runs; auto's choice (fp32 or bf16) is the one that runs."""
+    setting, choice, runs = (
+        VARIANTS[key].settings.get("precision", "auto"),
+        ran.get("choice") or {},
+        ran.get("precision"),
+    )
+    if (
+        choice.get("setting") == setting
+        and choice.get("chosen") == runs
+        and runs in ({"fp32", "bf16"} if setting == "auto" else {setting})
+    ):
         return []
-    return [f"{where}: EMBEDDING_PRECISION={setting}, chose {choice.get('chosen')}, runs {ran.get('precision')}"]
+    return [f"{where}: EMBEDDING_PRECISION={setting}, chose {choice.get('chosen')}, runs {runs}"]
 
 
 def checks(results: dict[str, Any]) -> list[str]:
     problems = []
     for key, stack in results["stacks"].items():
+        ours, runtime, settings = key != INFINITY, stack["runtime"] or {}, stack["settings"]
         for workload, found in stack["runs"].items():
             if set(found["outcomes"]) != {"200"}:
                 problems.append(f"{key}, {workload}: answered {found['outcomes']}; nothing else loads it: all 200s")
-            if key != INFINITY and not ((tokens := found["tokens"]) and 0 < tokens["real"] <= tokens["padded"]):
+            if ours and not ((tokens := found["tokens"]) and 0 < tokens["real"] <= tokens["padded"]):
                 problems.append(f"{key}, {workload}: encoder tokens {tokens}: real ones none, or more than padded")
-        runtime = stack["runtime"] or {}
-        for name in RUNTIME_CHECKED:
-            if name in stack["settings"] and str(runtime.get(name)) != stack["settings"][name]:
-                problems.append(f"{key}: runtime {name} {runtime.get(name)}, set {stack['settings'][name]}")
-        if key != INFINITY and not runtime.get("ready_s", 0) > 0:
-            problems.append(f"{key}: the runtime reports no ready_s")
-        problems += precision_problems(key, key, runtime) if key != INFINITY else []
+        wrong = [name for name in RUNTIME_CHECKED if name in settings and str(runtime.get(name)) != settings[name]]
+        problems += [f"{key}: runtime {name} {runtime.get(name)}, set {settings[name]}" for name in wrong]
+        problems += [f"{key}: the runtime reports no ready_s"] if ours and not runtime.get("ready_s", 0) > 0 else []
+        problems += precision_problems(key, key, runtime) if ours else []
     short, long = results["tokens"]["short"], results["tokens"]["long"]
     if not (10 < short["mean_tokens"] < 30 and 110 < long["mean_tokens"] < 150 and short["texts"] > long["texts"]):
         problems.append(f"texts sent: short {short}, long {long}: not the lengths or the mix meant")
@@ -531,107 +498,104 @@ def checks(results: dict[str, Any]) -> list[str]:
     return problems
 
 
-SERVED_ROWS = (  # a row of the served table, and its figure's path in a run
-    *(("texts/s", "throughput_per_s"), ("p50 ms", "latency_ms.p50"), ("p99 ms", "latency_ms.p99")),
-    *(("requests", "requests"), ("outcomes", "outcomes"), ("server cores", "service_cores")),
-    *(("server core-ms per text", "service_core_ms_per_text"), ("padding efficiency", "padding_efficiency")),
+# A served run's figures (the served table's rows) and an in-process timing's (that table's columns): a name,
+# its path, its decimals. The precisions table's columns: a header and its decimals (None: text).
+SERVED_ROWS = (
+    *(("texts/s", "throughput_per_s", 1), ("p50 ms", "latency_ms.p50", 1), ("p99 ms", "latency_ms.p99", 1)),
+    *(("requests", "requests", 0), ("outcomes", "outcomes", 0), ("server cores", "service_cores", 1)),
+    *(("server core-ms per text", "service_core_ms_per_text", 1), ("padding efficiency", "padding_efficiency", 3)),
 )
-IN_PROCESS_COLUMNS = (  # a column of the in-process table, and its figure's path in a timing
-    *(("texts/s", "texts_per_s"), ("call p50 ms", "call_ms.p50"), ("call p99 ms", "call_ms.p99")),
-    *(("real tokens", "mean_tokens"), ("padded tokens", "padded_mean_tokens")),
-    *(("bound texts/s", "bound_texts_per_s"), ("fraction of bound", "fraction_of_bound")),
-    *(("padded bound texts/s", "padded_bound_texts_per_s"), ("fraction of padded bound", "fraction_of_padded_bound")),
+IN_PROCESS_COLUMNS = (
+    *(("texts/s", "texts_per_s", 1), ("call p50 ms", "call_ms.p50", 1), ("call p99 ms", "call_ms.p99", 1)),
+    *(("real tokens", "mean_tokens", 1), ("padded tokens", "padded_mean_tokens", 1)),
+    *(("bound texts/s", "bound_texts_per_s", 1), ("fraction of bound", "fraction_of_bound", 3)),
+    *(
+        ("padded bound texts/s", "padded_bound_texts_per_s", 1),
+        ("fraction of padded bound", "fraction_of_padded_bound", 3),
+    ),
 )
-FINE = ("padding_efficiency", "fraction_of_bound", "fraction_of_padded_bound")  # shown to 3 decimals
+SERVED_COLUMNS = (((f"{w} texts/s", 1), ("x Infinity", 2)) for w in PRECISION_WORKLOADS)
+PRECISION_COLUMNS = (("stack", None), ("runs at", None), *itertools.chain(*SERVED_COLUMNS), ("in process texts/s", 1))
+PRECISION_COLUMNS += (("bound texts/s", 0), ("of bound", 3), ("ready after s", 1))
 
 
-def cell(found: Mapping[str, Any] | None, path: str) -> str:
-    """The figure at `path` in a run (dotted): a dash where the run is missing."""
-    if found is None:
-        return "-"
-    value: Any = found
-    for key in path.split("."):
-        value = value[key]
-    if isinstance(value, dict):
-        return ", ".join(f"{outcome}: {count}" for outcome, count in value.items())
-    return str(value) if isinstance(value, int) else num(value, 3 if path in FINE else 1)
+def chose(choice: Mapping[str, Any]) -> str:
+    """What an EMBEDDING_PRECISION chose, why, and auto's measurement behind it."""
+    said, m = f"{choice['chosen']}: {choice['reason']}", choice["measurement"]
+    when = "remembered" if choice["remembered"] else f"measured at its start in {num(choice['measured_s'])} s"
+    return said + (
+        f"; {when}: its probe batch {m['fp32_ms']} ms at fp32, {m['bf16_ms']} ms at bf16 ({m['texts']} texts)"
+        if m
+        else ""
+    )
 
 
-def row(*cells: object) -> str:
-    return "| " + " | ".join(map(str, cells)) + " |"
+def precisions(stacks: Mapping[str, Any], timings: Mapping[str, Any]) -> list[str]:
+    """The precisions and Infinity on issue 23's workloads, each precision in process against its own bound;
+    what auto chose; the int8 build's fidelity."""
+    infinity = stacks.get(INFINITY, {"runs": {}})["runs"]
 
+    def row(key: str) -> list[Any]:
+        runs, bound, runtime = (
+            stacks[key]["runs"],
+            timings.get(key, {}).get(BOUND_RUN, {}),
+            stacks[key]["runtime"] or {},
+        )
+        served = [v for w in PRECISION_WORKLOADS for v in (runs[w]["throughput_per_s"], over(runs[w], infinity.get(w)))]
+        bounds = [bound.get(figure) for figure in ("texts_per_s", "bound_texts_per_s", "fraction_of_bound")]
+        return [key, runtime.get("precision", "fp32"), *served, *bounds, stacks[key]["ready_after_s"]]
 
-def chose(stack: Mapping[str, Any]) -> str:
-    """What a stack's EMBEDDING_PRECISION chose, why, and auto's measurement behind it."""
-    choice = stack["runtime"]["choice"]
-    said = f"{choice['chosen']}: {choice['reason']}"
-    if (m := choice["measurement"]) is not None:
-        when = "remembered" if choice["remembered"] else f"measured at its start in {num(choice['measured_s'])} s"
-        said += f"; {when}: its probe batch {m['fp32_ms']} ms at fp32, {m['bf16_ms']} ms at bf16 ({m['texts']} texts)"
-    return said
-
-
-def precisions(results: Mapping[str, Any]) -> list[str]:
-    """The precisions and Infinity on the workloads issue 23 compares them on, each precision in process
-    against its own bound; what auto chose; the int8 build's fidelity."""
-    stacks, in_proc = results["stacks"], results["in_process"]
-    timings, rates = in_proc["variants"], in_proc["matmul_gflops"]
-    keys = [key for key in (*PRECISIONS, INFINITY) if key in stacks]
-
-    def served(w: str, other: str | None = None) -> Callable[[str], float | None]:
-        if other is None:
-            return lambda key: (stacks[key]["runs"].get(w) or {}).get("throughput_per_s")
-        return lambda key: over(stacks[key]["runs"].get(w), stacks[other]["runs"].get(w)) if other in stacks else None
-
-    def bound(path: str) -> Callable[[str], float | None]:
-        return lambda key: dig(timings[key][VARIANTS[key].bound_run or ""], path) if key in timings else None
-
-    columns: list[Column] = [
-        ("stack", str, None),
-        ("runs at", lambda k: (stacks[k]["runtime"] or {}).get("precision", "fp32"), None),
-    ]
-    for w in PRECISION_WORKLOADS:
-        columns += [(f"{w} texts/s", served(w), 1), ("x Infinity", served(w, INFINITY), 2)]
-    columns += [("in process texts/s", bound("texts_per_s"), 1), ("bound texts/s", bound("bound_texts_per_s"), 0)]
-    columns += [("of bound", bound("fraction_of_bound"), 3), ("ready after s", lambda k: stacks[k]["ready_after_s"], 1)]
+    columns = [(header, itemgetter(i), digits) for i, (header, digits) in enumerate(PRECISION_COLUMNS)]
     notes = [
-        f"`{key}` chose {chose(stacks[key])}."
-        for key in keys
-        if key != INFINITY and stacks[key]["settings"].get("precision") == "auto"
+        f"`{k}` chose {chose(s['runtime']['choice'])}."
+        for k, s in stacks.items()
+        if s["settings"].get("precision") == "auto"
     ]
     if int8 := (stacks.get("openvino-int8", {}).get("runtime") or {}).get("int8"):
-        heads = ", ".join(
+        heads = [
             f"{h['name']} v{h['version']} {h['fp32_accuracy']:.3f} -> {h['int8_accuracy']:.3f}" for h in int8["heads"]
-        )
-        fidelity = int8["fidelity"]
+        ]
+        cosine, heads_said = int8["fidelity"], ", ".join(heads) or "none checked"
         notes.append(
-            f"int8's build: min cosine to fp32 {fidelity['min_cosine']:.4f}, mean {fidelity['mean_cosine']:.4f} on "
-            f"{fidelity['texts']} held-out texts; heads' held-out accuracy, fp32 -> int8: {heads or 'none checked'}."
+            f"int8's build: min cosine to fp32 {cosine['min_cosine']:.4f}, mean {cosine['mean_cosine']:.4f} on "
+            f"{cosine['texts']} held-out texts; heads' held-out accuracy, fp32 -> int8: {heads_said}."
         )
-    return [
-        "",
-        "## Precisions",
-        "",
-        f"Served texts/s and each over Infinity's; in process, {BOUND_RUN} against the FLOP bound "
-        f"of the precision it ran at. Matmul rates: {', '.join(f'{p} {r:.0f} GFLOP/s' for p, r in rates.items())} "
-        "(fp32 through TensorFlow, bf16 and int8 through OpenVINO).",
-        "",
-        *table(columns, keys),
-        "",
-        *notes,
-    ]
+    return [*table(columns, [row(key) for key in (*PRECISIONS, INFINITY) if key in stacks]), "", *notes]
+
+
+def served_figures(runs: Mapping[str, Any]) -> dict[str, Any]:
+    """A stack's served figures by "<workload> <figure>" (no dots: side_by_side reads dotted paths)."""
+    found = {f"{w} {name}": dig(runs[w], path) if w in runs else None for w in ALL for name, path, _ in SERVED_ROWS}
+    return {k: ", ".join(f"{o}: {n}" for o, n in v.items()) if isinstance(v, dict) else v for k, v in found.items()}
 
 
 def tables(report: dict[str, Any]) -> list[str]:
     results, plan = report["results"], report["settings"]["plan"]
     stacks, in_proc, spec = results["stacks"], results["in_process"], results["infinity"]
     short, long = results["tokens"]["short"], results["tokens"]["long"]
-    infinity = "Infinity was not measured (no `--infinity FILE`): its column and its targets are left out."
-    if spec:
-        infinity = f"Infinity: `{' '.join(spec['command'])}`, model `{spec['model']}`."
+    infinity = f"Infinity: `{' '.join(spec['command'])}`, model `{spec['model']}`." if spec else "Infinity was not "
+    infinity += "" if spec else "measured (no `--infinity FILE`): its column and its targets are left out."
     rates = ", ".join(f"{p} {rate:.0f} GFLOP/s" for p, rate in in_proc["matmul_gflops"].items())
+    served = [(f"{w} {name}", f"{w} {name}", digits) for w in ALL for name, _, digits in SERVED_ROWS]
+    in_process: list[Column] = [("variant", itemgetter(0), None), ("precision", lambda r: r[1]["precision"], None)]
+    in_process += [
+        ("batches", itemgetter(2), None),
+        *((n, lambda r, p=p: dig(r[1][r[2]], p), d) for n, p, d in IN_PROCESS_COLUMNS),
+    ]
+    timings = [
+        (key, timing, run_key) for key, timing in in_proc["variants"].items() for run_key, _, _ in IN_PROCESS_RUNS
+    ]
+    runtime: list[Column] = [
+        *(("stack", itemgetter(0), None), ("ready after s", lambda s: s[1]["ready_after_s"], 1)),
+        *((f"runtime: {n}", lambda s, n=n: (s[1]["runtime"] or {}).get(n, "-"), None) for n in RUNTIME_FIELDS),
+    ]
     return [
-        *precisions(results),
+        "## Precisions",
+        "",
+        f"Served texts/s and each over Infinity's; in process, {BOUND_RUN} against the FLOP bound of the precision it "
+        f"ran at. Matmul rates: {rates} (fp32 through TensorFlow, bf16 and int8 through OpenVINO).",
+        "",
+        *precisions(stacks, in_proc["variants"]),
         "",
         "## Served",
         "",
@@ -640,52 +604,35 @@ def tables(report: dict[str, Any]) -> list[str]:
         f"Each workload {plan['run_s']:g} s after {plan['warm_s']:g} s of warm-up. Texts sent: {short['texts']:,} "
         f"short ones of {short['mean_tokens']:.1f} tokens on average ({short['min_tokens']}-{short['max_tokens']}), "
         f"{long['texts']:,} long ones of {long['mean_tokens']:.1f} ({long['min_tokens']}-{long['max_tokens']}), "
-        "special tokens included. A dash: not run on that stack.",
+        "special tokens included. n/a: not run on that stack (padding: not ours).",
         "",
-        row("workload", "figure", *stacks),
-        "|---|---|" + "---:|" * len(stacks),
-        *(
-            row(w, name, *(cell(s["runs"].get(w), path) for s in stacks.values()))
-            for w in WORKLOADS
-            for name, path in SERVED_ROWS
-        ),
+        *side_by_side(served, {key: served_figures(stack["runs"]) for key, stack in stacks.items()}),
         "",
         "## In process",
         "",
-        f"{in_proc['texts']:,} short texts of {in_proc['mean_tokens']:.1f} tokens on average; matmul rates: {rates}. "
-        "Padded: TensorFlow to its buckets, OpenVINO to each batch's longest text.",
+        f"{in_proc['texts']:,} short texts of {in_proc['mean_tokens']:.1f} tokens on average. Padded: TensorFlow to "
+        "its buckets, OpenVINO to each batch's longest text.",
         "",
-        row("variant", "precision", "batches", *(name for name, _ in IN_PROCESS_COLUMNS)),
-        "|---|---|---|" + "---:|" * len(IN_PROCESS_COLUMNS),
-        *(
-            row(key, timing["precision"], run_key, *(cell(timing[run_key], path) for _, path in IN_PROCESS_COLUMNS))
-            for key, timing in in_proc["variants"].items()
-            for run_key, _, _ in IN_PROCESS_RUNS
-        ),
+        *table(in_process, timings),
         "",
         "## Time to ready and runtime",
         "",
         "*ready after*: from the process's start to the first 200 from its ready path; *runtime*: GET /v1/models' "
         "`data[0].runtime` (its ready_s from the start of loading).",
         "",
-        row("stack", "ready after s", *(f"runtime: {name}" for name in RUNTIME_FIELDS)),
-        "|---|---:|" + "---|" * len(RUNTIME_FIELDS),
-        *(
-            row(key, f"{s['ready_after_s']:.1f}", *((s["runtime"] or {}).get(name, "-") for name in RUNTIME_FIELDS))
-            for key, s in stacks.items()
-        ),
+        *table(runtime, stacks.items()),
     ]
 
 
 BOUNDED = [key for key in QUICK.variants if VARIANTS[key].bound_run]
 FIGURES = (
-    *(f"stacks.{v}.runs.{w}.{path}" for v in QUICK.variants for w in VARIANTS[v].workloads for _, path in SERVED_ROWS),
+    *(f"stacks.{v}.runs.{w}.{p}" for v in QUICK.variants for w in VARIANTS[v].workloads for _, p, _ in SERVED_ROWS),
     *(f"stacks.{v}.{path}" for v in QUICK.variants for path in ("ready_after_s", "runtime.ready_s", "model")),
     *(
-        f"in_process.variants.{v}.{r}.{path}"
+        f"in_process.variants.{v}.{r}.{p}"
         for v in BOUNDED
         for r, _, _ in IN_PROCESS_RUNS
-        for _, path in IN_PROCESS_COLUMNS
+        for _, p, _ in IN_PROCESS_COLUMNS
     ),
     *(f"tokens.{kind}.mean_tokens" for kind in ("short", "long")),
     *(f"in_process.matmul_gflops.{precision}" for precision in MATMUL_RATES),
@@ -693,15 +640,5 @@ FIGURES = (
     "in_process.variants.openvino-auto.choice.chosen",
     "headroom.null_server.requests_per_s",
 )
-
-SCENARIO = Scenario(
-    name="backends",
-    title="Encoder backends, served and in process",
-    plans={"quick": QUICK, "full": FULL},
-    run=run,
-    targets=targets,
-    tables=tables,
-    figures=FIGURES,
-    checks=checks,
-    options=options,
-)
+TITLE = "Encoder backends, served and in process"
+SCENARIO = Scenario("backends", TITLE, {"quick": QUICK, "full": FULL}, run, targets, tables, FIGURES, checks, options)

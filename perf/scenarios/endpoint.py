@@ -108,29 +108,16 @@ def summarise(load: str, run: Run, baseline_cores: float = 0.0, *, only_refusals
     # Microseconds per refusal (= core-ms per 1,000 refusals), and the share of one core at 1,000 refusals/s.
     per = {"raw": cpu / len(refused) * 1e6, "net": net / len(refused) * 1e6} if refused and only_refusals else None
     client_us = client / len(samples) * 1e6 if samples else None
-    return {
-        "load": load,
-        "requests": len(samples),
-        "outcomes": dict(Counter(s.outcome for s in samples)),
-        "wall_s": wall,
-        "refusals": len(refused),
-        "refusals_per_s": len(refused) / wall,
-        "refusal_ms_from_send": ms([s.service_s for s in refused]),
-        "refusal_ms_from_due": ms([s.latency_s for s in refused]),
-        "admitted": len(ok),
-        "admitted_per_s": len(ok) / wall,
-        "admitted_ms_from_send": ms([s.service_s for s in ok]),
-        "service_cpu_s": cpu,
-        "service_cores": cpu / wall,
-        "baseline_cpu_per_s": baseline_cores,
-        "service_net_cores": net / wall,
-        "service_us_per_refusal": per,
-        "core_fraction_at_1000_per_s": per and {k: v / 1e3 for k, v in per.items()},
-        "client_cpu_s": client,
-        "client_cores": client / wall,
-        "client_us_per_request": client_us,
-        "client_ceiling_per_s": 1e6 / client_us if client_us else None,  # with one core to itself
-    }
+    found = {"load": load, "requests": len(samples), "outcomes": dict(Counter(s.outcome for s in samples))}
+    found |= {"wall_s": wall, "refusals": len(refused), "refusals_per_s": len(refused) / wall}
+    sent, due = ms([s.service_s for s in refused]), ms([s.latency_s for s in refused])
+    found |= {"refusal_ms_from_send": sent, "refusal_ms_from_due": due, "admitted": len(ok)}
+    found |= {"admitted_per_s": len(ok) / wall, "admitted_ms_from_send": ms([s.service_s for s in ok])}
+    found |= {"service_cpu_s": cpu, "service_cores": cpu / wall, "baseline_cpu_per_s": baseline_cores}
+    found |= {"service_net_cores": net / wall, "service_us_per_refusal": per}
+    found["core_fraction_at_1000_per_s"] = per and {k: v / 1e3 for k, v in per.items()}
+    found |= {"client_cpu_s": client, "client_cores": client / wall, "client_us_per_request": client_us}
+    return found | {"client_ceiling_per_s": 1e6 / client_us if client_us else None}  # with one core to itself
 
 
 async def _refusals(service: Started, release: Callable[[], None], plan: Plan) -> dict[str, Any]:
@@ -230,20 +217,13 @@ async def _batch(service: Started, plan: Plan) -> dict[str, Any]:
         for connection, _ in (pair for send in sends.values() for pair in send):
             connection.close()
     rate, found = itemgetter("texts_per_s"), ratio(runs, *KINDS, itemgetter("texts_per_s"))
-    per = {kind: per_round(runs, kind, rate) for kind in KINDS}
+    per, words = {kind: per_round(runs, kind, rate) for kind in KINDS}, statistics.mean(len(t.split()) for t in texts)
     rounds = [{"round": r, **{f"{k}_texts_per_s": per[k][r] for k in KINDS}} for r in per[KINDS[0]]]
-    return {
-        "texts": BIG_TEXTS,
-        "distinct_texts": len(set(texts)),
-        "mean_words_per_text": statistics.mean(len(t.split()) for t in texts),
-        "small_concurrency": len(parts[KINDS[1]]),
-        "runs": runs,
-        "rounds": [r | {"ratio": r[f"{KINDS[0]}_texts_per_s"] / r[f"{KINDS[1]}_texts_per_s"]} for r in rounds],
-        **{f"{k}_texts_per_s": statistics.median(rate(r) for r in runs if r["variant"] == k) for k in KINDS},
-        "ratio": found["median"],
-        "ratio_per_round": found["per_round"],
-        "ratio_spread": found["spread"],
-    }
+    batch = {"texts": BIG_TEXTS, "distinct_texts": len(set(texts)), "mean_words_per_text": words, "runs": runs}
+    batch |= {"small_concurrency": len(parts[KINDS[1]])}
+    batch["rounds"] = [r | {"ratio": r[f"{KINDS[0]}_texts_per_s"] / r[f"{KINDS[1]}_texts_per_s"]} for r in rounds]
+    batch |= {f"{k}_texts_per_s": statistics.median(rate(r) for r in runs if r["variant"] == k) for k in KINDS}
+    return batch | {"ratio": found["median"], "ratio_per_round": found["per_round"], "ratio_spread": found["spread"]}
 
 
 def run(ctx: Context) -> dict[str, Any]:
@@ -270,14 +250,10 @@ def run(ctx: Context) -> dict[str, Any]:
     held, null_per_s = refusals["held"], closed["requests_per_s"]
     offered = max(held["at_rate"]["requests"] / held["at_rate"]["wall_s"], refusals["overload"]["offered_per_s"])
     saturated, ceiling = held["saturated"]["refusals_per_s"], held["saturated"]["client_ceiling_per_s"]
-    client = {
-        "null_server": {"at_rate": null_at_rate},
-        "highest_open_loop_rate_per_s": offered,
-        "null_over_open_loop_rate": null_per_s / offered,
-        "null_over_refusals": null_per_s / saturated,
-        "ceiling_over_refusals": None if ceiling is None else ceiling / saturated,
-        "healthz_over_refusals": held["healthz"]["admitted_per_s"] / saturated,
-    }
+    client = {"null_server": {"at_rate": null_at_rate}, "highest_open_loop_rate_per_s": offered}
+    client |= {"null_over_open_loop_rate": null_per_s / offered, "null_over_refusals": null_per_s / saturated}
+    client["ceiling_over_refusals"] = None if ceiling is None else ceiling / saturated
+    client["healthz_over_refusals"] = held["healthz"]["admitted_per_s"] / saturated
     return {"refusals": refusals, "client": client, "batch": batch, "headroom": {"null_server": closed}}
 
 
@@ -296,16 +272,15 @@ def targets(results: dict[str, Any]) -> list[Target]:
     )
     gate, null = refusals["released"]["gate_cost_under_load_us_per_request"], client["null_server"]["at_rate"]
     highest, null_rate = f"{client['highest_open_loop_rate_per_s']:.0f}/s", client["null_over_open_loop_rate"]
+    sat = f"held, saturated ({saturated['load']})"
     return [
         at_most(f"held at {rate}: 429 p50 from send (ms)", at["refusal_ms_from_send"]["p50"], 2.0),
         info(f"held at {rate}: 429 p99 from send (ms)", at["refusal_ms_from_send"]["p99"]),
         below(f"held at {rate}: CPU per refusal x 1,000/s, share of a core (net of idle)", fraction, 0.1),
         below(f"held at {rate}: CPU per refusal, us = core-ms per 1,000 (net of idle)", net, 100.0),
         info(f"held at {rate}: the same, less the gate's cost under load (estimate)", net and net - gate),
-        info(f"held, saturated ({saturated['load']}): refusals/s", saturated["refusals_per_s"]),
-        info(
-            f"held, saturated ({saturated['load']}): 429 p50 from send (ms)", saturated["refusal_ms_from_send"]["p50"]
-        ),
+        info(f"{sat}: refusals/s", saturated["refusals_per_s"]),
+        info(f"{sat}: 429 p50 from send (ms)", saturated["refusal_ms_from_send"]["p50"]),
         below("held, saturated: CPU per refusal (us, net of idle)", _per(saturated, "net"), 100),
         info(f"null server at {rate}: its CPU per request (us; the asyncio floor)", _per(null, "net")),
         at_most("3x overload: 429 p50 from send (ms)", over["refusal_ms_from_send"]["p50"], 2.0),
@@ -386,15 +361,13 @@ def checks(results: dict[str, Any]) -> list[str]:
 PER_REFUSAL = ("refusal_ms_from_send.p50", "service_us_per_refusal.net", "core_fraction_at_1000_per_s.net")
 FIGURES = (
     *(f"refusals.held.{run}.{figure}" for run in ("at_rate", "saturated") for figure in PER_REFUSAL),
-    *(f"refusals.held.{f}" for f in ("at_rate.client_us_per_request", "saturated.client_ceiling_per_s")),
-    "refusals.held.idle.service_cores",
-    "refusals.released.gate_cost_under_load_us_per_request",
+    *("refusals.held.at_rate.client_us_per_request", "refusals.held.saturated.client_ceiling_per_s"),
+    *("refusals.held.idle.service_cores", "refusals.released.gate_cost_under_load_us_per_request"),
     *(f"refusals.overload.{f}" for f in ("capacity.admitted_per_s", "offered_per_s", "run.refusal_ms_from_send.p50")),
     "refusals.overload.run.attributed.service_us_per_refusal_estimate",
     *(f"client.{f}" for f in ("null_server.at_rate.service_us_per_refusal.net", "null_over_open_loop_rate")),
     *(f"client.{f}" for f in ("null_over_refusals", "ceiling_over_refusals", "healthz_over_refusals")),
-    *(f"batch.{f}_texts_per_s" for f in KINDS),
-    *(f"batch.{f}" for f in ("ratio", "ratio_per_round.0", "runs.0.variant")),
+    *(f"batch.{f}" for f in (*(f"{k}_texts_per_s" for k in KINDS), "ratio", "ratio_per_round.0", "runs.0.variant")),
     "headroom.null_server.requests_per_s",
 )
 TITLE = "Embedding endpoint: refusals, and one request of 2,048 texts"

@@ -61,6 +61,42 @@ CACHE_COUNTERS["shared_in_flight"] = "embedding_inflight_shared_total"
 LANE_COUNTERS = {k: f"embedding_lane_{k}_total" for k in ("texts", "tokens", "refusals")}
 LANE_COUNTERS |= {"queue_s": "embedding_lane_queue_seconds_sum", "queued": "embedding_lane_queue_seconds_count"}
 TITLE = "Fair lanes and the embedding cache"
+# Each stack's embedding settings (EMBEDDING_* overrides by lower-case name), and what they make it.
+POLICIES = {"a": ({"lanes": "true"}, "lanes on, cache on (its default size)")}
+POLICIES["b"] = ({"lanes": "false", "cache_bytes": "0"}, "lanes off, cache off")
+# The weighted share's (its API keys are made for each run). At a fifth of the encoder, bulk's requests of 64
+# long texts can queue past the default 30 s timeout: raised to the client's (a 504 would waste their texts).
+SHARE_SETTINGS = {"lane_weights": SHARE_WEIGHTS, "request_timeout_s": f"{TIMEOUT_S:g}"}
+# name, the plan's duration field, with the callers, with the flood
+PHASES = (("alone", "alone_s", True, False), ("flood", "flood_s", True, True), ("bulk_alone", "bulk_s", False, True))
+NAMES, WHEN, QS = [name for name, *_ in PHASES], (("alone", "alone"), ("flood", "under the flood")), ("p50", "p99")
+SENDERS = (*itertools.product(NAMES[:2], CALLER_NAMES), *itertools.product(NAMES[1:], ["bulk"]))  # phase, who
+PAIRED = (  # a figure's name, its path in a stack's summary, and A's goal (B's for information)
+    ("interactive p99 under the flood (ms)", "interactive.flood_ms.p99", at_most, 250),
+    ("/classify p99 under the flood (ms)", "classify.flood_ms.p99", at_most, 300),
+    ("bulk texts/s under the flood / alone", "bulk.ratio", at_least, 0.6),
+    ("interactive and /classify errors, alone and under the flood", "callers_errors", at_most, 0),
+    ("bulk errors other than 429", "bulk.errors", at_most, 0),
+    ("bulk 429s", "bulk.refusals", None, 0),
+    *((f"{shown} p99, under the flood / alone", f"{c}.p99_ratio", None, 0) for c, shown in CALLER_NAMES.items()),
+)
+NEIGHBOUR = (  # figures of a stack's; those of the targets table left out
+    *((f"{n}: {q} ms {w}", f"summary.{c}.{a}_ms.{q}", 2) for c, n in CALLER_NAMES.items() for a, w in WHEN for q in QS),
+    *((f"bulk: texts/s {when}", f"summary.bulk.{at}_texts_per_s", 2) for at, when in WHEN),
+    ("cache hits over the three phases (every text new: 0)", "summary.cache_hits", 0),
+    *((f"{name}: {who} requests", f"{name}.{who}.requests", 0) for name, who in SENDERS),
+)
+LANE_FIGURES = (("texts", "texts", 0), ("refusals", "refusals", 0), ("mean queue wait ms", "queue_mean_ms", 2))
+REPEATS_ROWS = (  # figures of a repeats run
+    *(("requests/s", "throughput_per_s", 1), ("p50 ms", "latency_ms.p50", 2), ("p99 ms", "latency_ms.p99", 2)),
+    *(("errors", "errors", 0), *((f"cache {k}", f"cache.{k}", 0) for k in (*CACHE_COUNTERS, "bytes"))),
+    ("hit rate", "hit_rate", 3),
+)
+SHARES_ROWS = (  # figures of a keyed lane's
+    *(("workers", "sender.workers", 0), ("texts per request", "sender.texts_per_request", 0)),
+    *(("texts", "texts", 0), ("tokens", "tokens", 0), ("tokens per text", "tokens_per_text", 1)),
+    *(("tokens/s", "tokens_per_s", 0), ("mean queue wait ms", "queue_mean_ms", 2), ("requests", "run.outcomes", 0)),
+)
 
 
 @dataclass(frozen=True)
@@ -80,20 +116,6 @@ class Plan:
 
 QUICK = Plan("quick", False, 1.0, 2.0, 3.0, 2.0, 800, 90.0, 1.0, 5.0, 20.0)
 FULL = Plan("full", True, 5.0, 20.0, 30.0, 20.0, 10_000, 240.0, 4.0, 10.0, 60.0)
-
-
-# Each stack's embedding settings (EMBEDDING_* overrides by lower-case name), and what they make it.
-POLICIES = {
-    "a": ({"lanes": "true"}, "lanes on, cache on (its default size)"),
-    "b": ({"lanes": "false", "cache_bytes": "0"}, "lanes off, cache off"),
-}
-# The weighted share's (its API keys are made for each run). At a fifth of the encoder, bulk's requests of 64
-# long texts can queue past the default 30 s timeout: raised to the client's (a 504 would waste their texts).
-SHARE_SETTINGS = {"lane_weights": SHARE_WEIGHTS, "request_timeout_s": f"{TIMEOUT_S:g}"}
-# name, the plan's duration field, with the callers, with the flood
-PHASES = (("alone", "alone_s", True, False), ("flood", "flood_s", True, True), ("bulk_alone", "bulk_s", False, True))
-NAMES, WHEN, QS = [name for name, *_ in PHASES], (("alone", "alone"), ("flood", "under the flood")), ("p50", "p99")
-SENDERS = (*itertools.product(NAMES[:2], CALLER_NAMES), *itertools.product(NAMES[1:], ["bulk"]))  # phase, who
 
 
 def embeddings_body(texts: str | list[str], user: str) -> bytes:
@@ -149,8 +171,7 @@ async def lane_counts(client: httpx.AsyncClient, url: str, lanes: Sequence[str] 
 
 
 async def phase(client: httpx.AsyncClient, up: dict[str, Started], texts: Iterator[str], s: float, how: Any) -> Any:
-    """The callers (interactive and /classify) for `s` seconds, the flood for `s`, or both (`how`: a PHASES
-    row), the callers then running until the flood's last answer."""
+    """`how` (a PHASES row): the callers for `s` s, the flood for `s` s, or both, the callers until its last answer."""
     encoder, front = (next(v for k, v in up.items() if k.startswith(kind)) for kind in ("embedding", "orchestrator"))
     before, done, start = await lane_counts(client, encoder.url), asyncio.Event(), time.perf_counter()
     found: dict[str, Any] = {}
@@ -191,8 +212,7 @@ async def neighbour(up: dict[str, Started], texts: Iterator[str], plan: Plan) ->
 
 
 async def repeats_run(encoder: Started, plan: Plan) -> tuple[dict[str, Any], dict[str, Any]]:
-    """`plan.repeats` draws and HIGH opening ones, Zipf over ZIPF_TEXTS texts (a sentence and its rank), sent in
-    order at c64, the cache's counters read around: the run's figures, and the workload's."""
+    """`plan.repeats` Zipf draws (and HIGH opening ones) at c64, the cache's counters read around; and the workload."""
     weights = 1.0 / np.arange(1, ZIPF_TEXTS + 1) ** ZIPF_S
     drawn = np.random.default_rng(ZIPF_SEED).choice(ZIPF_TEXTS, size=plan.repeats + HIGH, p=weights / weights.sum())
     draws, work = drawn.tolist(), {"zipf_s": ZIPF_S, "texts": ZIPF_TEXTS, "seed": ZIPF_SEED, "sent": len(drawn)}
@@ -210,8 +230,7 @@ async def repeats_run(encoder: Started, plan: Plan) -> tuple[dict[str, Any], dic
 
 
 async def shares_run(encoder: Started, keys: Mapping[str, str], plan: Plan) -> dict[str, Any]:
-    """Both keyed lanes flooding from the start to past the window's end, so that both stay backlogged
-    through it: a warm-up, then the window, read from the service's per-lane counters."""
+    """Both keyed lanes flooding from before a warm-up to past the window's end, so that both stay backlogged."""
     shapes = {FAST: (16, 16, FAST, keys[FAST]), SLOW: (4, 64, SLOW, keys[SLOW])}  # workers, texts, user, key
     texts = {FAST: new_texts(), SLOW: new_texts(8)}  # bulk's: 8 sentences and a counter, about 120 tokens
     seconds = plan.share_warm_s + plan.share_s + 1.0  # the second: reading the counters
@@ -258,17 +277,6 @@ def run(ctx: Context) -> dict[str, Any]:
         shares = asyncio.run(shares_run(alone, keys, plan))
     repeats["throughput_ratio"] = repeats["a"]["throughput_per_s"] / repeats["b"]["throughput_per_s"]
     return {"stacks": stacks, "repeats": repeats, "headroom": room, "shares": shares}
-
-
-PAIRED = (  # a figure's name, its path in a stack's summary, and A's goal (B's for information)
-    ("interactive p99 under the flood (ms)", "interactive.flood_ms.p99", at_most, 250),
-    ("/classify p99 under the flood (ms)", "classify.flood_ms.p99", at_most, 300),
-    ("bulk texts/s under the flood / alone", "bulk.ratio", at_least, 0.6),
-    ("interactive and /classify errors, alone and under the flood", "callers_errors", at_most, 0),
-    ("bulk errors other than 429", "bulk.errors", at_most, 0),
-    ("bulk 429s", "bulk.refusals", None, 0),
-    *((f"{shown} p99, under the flood / alone", f"{c}.p99_ratio", None, 0) for c, shown in CALLER_NAMES.items()),
-)
 
 
 def targets(results: dict[str, Any]) -> list[Target]:
@@ -319,25 +327,6 @@ def checks(results: dict[str, Any]) -> list[str]:
     }
     problems += [problem for problem, so in wrong.items() if so]
     return problems
-
-
-NEIGHBOUR = (  # figures of a stack's; those of the targets table left out
-    *((f"{n}: {q} ms {w}", f"summary.{c}.{a}_ms.{q}", 2) for c, n in CALLER_NAMES.items() for a, w in WHEN for q in QS),
-    *((f"bulk: texts/s {when}", f"summary.bulk.{at}_texts_per_s", 2) for at, when in WHEN),
-    ("cache hits over the three phases (every text new: 0)", "summary.cache_hits", 0),
-    *((f"{name}: {who} requests", f"{name}.{who}.requests", 0) for name, who in SENDERS),
-)
-LANE_FIGURES = (("texts", "texts", 0), ("refusals", "refusals", 0), ("mean queue wait ms", "queue_mean_ms", 2))
-REPEATS_ROWS = (  # figures of a repeats run
-    *(("requests/s", "throughput_per_s", 1), ("p50 ms", "latency_ms.p50", 2), ("p99 ms", "latency_ms.p99", 2)),
-    *(("errors", "errors", 0), *((f"cache {k}", f"cache.{k}", 0) for k in (*CACHE_COUNTERS, "bytes"))),
-    ("hit rate", "hit_rate", 3),
-)
-SHARES_ROWS = (  # figures of a keyed lane's
-    *(("workers", "sender.workers", 0), ("texts per request", "sender.texts_per_request", 0)),
-    *(("texts", "texts", 0), ("tokens", "tokens", 0), ("tokens per text", "tokens_per_text", 1)),
-    *(("tokens/s", "tokens_per_s", 0), ("mean queue wait ms", "queue_mean_ms", 2), ("requests", "run.outcomes", 0)),
-)
 
 
 def tables(report: dict[str, Any]) -> list[str]:

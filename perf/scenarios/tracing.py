@@ -16,7 +16,7 @@ import os
 import statistics
 import tempfile
 import timeit
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from functools import partial
@@ -52,7 +52,68 @@ OFF_PATH_TARGET = 0.01  # of a /classify's CPU
 SAMPLED_SPAN = "orchestrator: classify"  # the sink's name for the span each sampled /classify makes (api.py)
 HITS = "embedding_cache_hits_total"
 TITLES = {"off": "no OTEL_* variable", "on": "OTLP/HTTP to the sink, " + ", ".join(map("=".join, SAMPLING.items()))}
-TRACE = tracing.TRACERESPONSE
+TRACE, QS = tracing.TRACERESPONSE, ("p50", "p99")
+# Figures by round: the name, a run's, the table's name and digits.
+MEDIANS = [("throughput_per_s", "throughput_per_s", "requests/s", 1)]
+MEDIANS += [(f"{q}_ms", f"latency_ms.{q}", f"{q} ms", 2) for q in QS]
+# Each tracing call on a /classify's way, as its call site makes it (the attribute dicts are built even when
+# tracing is off): key -> the statement, timed in NAMESPACE; then how often one /classify makes it in each of
+# ENGINES (orchestrator, head, embedding), and where.
+STATEMENTS = {
+    "span": 'with tracing.span("classify", attributes={"classify.texts": 1, "classify.heads": ",".join(HEADS)}): pass',
+    "hop_span": 'with _hop_span("embed_call", JOBS, texts=1): pass',
+    "infer_span": "with _infer_span(BATCHER, BATCH): pass",
+    "served": 'with tracing.served("predict", dict(METADATA), {"model.name": "sentiment", "rpc.system": "grpc"}): pass',
+    "enabled": "tracing.enabled()",
+    "current": "tracing.current()",
+    "inject": "tracing.inject({})",
+    "traceresponse": "tracing.traceresponse()",
+    "ids": "tracing.ids()",
+    "caller_headers": (
+        '{n: HEADERS[n.encode()].decode("latin-1") for n in ("traceparent", "tracestate") if n.encode() in HEADERS}'
+    ),
+}
+OFF_PATH = {
+    "span": ((1, 0, 1), "orchestrator: classify (api.py); embedding: tokenize (embedder.py)"),
+    "hop_span": ((2, 0, 0), "orchestrator: embed_call, head_call (coalescer.py's _hop_span)"),
+    "infer_span": ((0, 0, 1), "embedding: infer, per encoder batch (batcher.py's _infer_span; a batch of one text)"),
+    "served": ((0, 1, 0), "head: Predict (grpc_api.py: the metadata dict, the attributes)"),
+    "enabled": ((1, 0, 3), "the middleware (orchestrator, embedding); embedding: batcher.embed, embedder.embed"),
+    "current": ((1, 0, 0), "orchestrator: the coalescer's job"),
+    "inject": ((2, 0, 0), "orchestrator: the embedding call, the head call"),
+    "traceresponse": ((1, 0, 1), "the middleware, on the answer's start"),
+    "ids": ((1, 0, 1), "a log line: the access log's, at info"),
+    "caller_headers": ((1, 0, 1), "the middleware: the caller's traceparent and tracestate looked up"),
+}
+_HEADERS = {b"host": b"bench", b"content-length": b"60", b"content-type": b"application/json"}
+# What the statements run with: the real call sites' helpers, and stand-ins for their arguments.
+NAMESPACE: dict[str, Any] = {"tracing": tracing, "HEADS": [DEFAULT_HEAD], "_hop_span": _hop_span}
+NAMESPACE |= {"_infer_span": DynamicBatcher._infer_span, "JOBS": [SimpleNamespace(trace=tracing.current())]}
+NAMESPACE["BATCHER"] = SimpleNamespace(_buckets=Buckets.default(32, 256))
+NAMESPACE["BATCH"] = [
+    SimpleNamespace(ids=np.zeros(16, np.int32), trace=None, lane=SimpleNamespace(name="orchestrator"))
+]
+NAMESPACE["METADATA"] = (("x-request-id", "0" * 32), ("user-agent", "grpc-python/1.7"))
+NAMESPACE["HEADERS"] = {
+    **_HEADERS,
+    b"x-request-id": b"0" * 32,
+    b"x-request-timeout-ms": b"30000",
+    b"user-agent": b"httpx",
+}
+VARIANT_INFO = [("c64 requests/s", "throughput_per_s"), ("c64 p50 (ms)", "p50_ms"), ("c64 p99 (ms)", "p99_ms")]
+VARIANT_INFO += [("core-ms per /classify, the three services", "core_ms_per_request.three_services")]
+SIDE_BY_SIDE = (  # a figure's name, its path in a variant's figures, its digits
+    *((f"{name} (median)", key, d) for key, _, name, d in MEDIANS),
+    *((f"{name} per round", f"{key}_per_round", d) for key, _, name, d in MEDIANS),
+    *(("requests", "requests", 0), ("errors", "errors", 0), ("embedding cache hits", "cache_hits", 0)),
+    *((f"{n} core-ms per /classify", f"core_ms_per_request.{n}", 3) for n in (*ENGINES, "three_services", "client")),
+)
+OFF_PATH_COLUMNS: list[Column] = [
+    *(("call", lambda c: c[0], None), ("where", lambda c: c[1]["sites"], None)),
+    ("ns per call", lambda c: c[1]["ns_per_call"], 0),
+    *((f"per /classify: {n}", lambda c, n=n: c[1]["per_classify"].get(n, 0), 0) for n in ENGINES),
+    ("us per /classify", lambda c: c[1]["us_per_classify"], 2),
+]
 
 
 @dataclass(frozen=True)
@@ -76,8 +137,7 @@ def classify(text: str) -> bytes:
 
 
 async def measured(client: httpx.AsyncClient, up: dict[str, Started], texts: Iterator[str], s: float) -> dict[str, Any]:
-    """A closed-loop c64 run on the orchestrator, every engine's CPU read around it (its window holds the run's
-    opening requests too, one per connection; service_*: the engines, those left out), the cache's hits."""
+    """A closed-loop c64 run on the orchestrator, every engine's CPU read around it (its opening requests too)."""
     up = {name.rsplit("-", 1)[0]: engine for name, engine in up.items()}  # "embedding-on": "embedding"
     hits, meters = await counter(client, up["embedding"].url, HITS), Meters({n: e.pid for n, e in up.items()})
     route, pids = one_hop(up["orchestrator"].port, lambda _: classify(next(texts))), [e.pid for e in up.values()]
@@ -91,8 +151,7 @@ async def measured(client: httpx.AsyncClient, up: dict[str, Started], texts: Ite
 
 
 async def rounds(stacks: dict[str, dict[str, Started]], texts: Iterator[str], plan: Plan) -> tuple[Any, Any, list[Any]]:
-    """One /classify on each stack: its status, and its traceresponse (only a stack tracing makes one, sampled
-    or not). Then a warm-up run on each (unrecorded), and the rounds: odd ones OFF then ON, even ones ON then OFF."""
+    """One /classify on each stack (its status and traceresponse), a warm-up run on each, then the rounds."""
     async with httpx.AsyncClient(timeout=30.0) as client:
         urls = {k: f"{up[f'orchestrator-{k}'].url}/classify" for k, up in stacks.items()}
         posted = {k: await client.post(url, json={"text": next(texts)}) for k, url in urls.items()}
@@ -104,11 +163,6 @@ async def rounds(stacks: dict[str, dict[str, Started]], texts: Iterator[str], pl
             for k in alternating(list(stacks), r):
                 runs.append({"round": r, "variant": k, **await measured(client, stacks[k], texts, plan.run_s)})
     return answers, warm, runs
-
-
-# Figures by round: the name, a run's, the table's name and digits.
-MEDIANS = [("throughput_per_s", "throughput_per_s", "requests/s", 1), ("p50_ms", "latency_ms.p50", "p50 ms", 2)]
-MEDIANS += [("p99_ms", "latency_ms.p99", "p99 ms", 2)]
 
 
 def variant_figures(runs: Sequence[dict[str, Any]], key: str) -> dict[str, Any]:
@@ -125,62 +179,8 @@ def variant_figures(runs: Sequence[dict[str, Any]], key: str) -> dict[str, Any]:
     return found
 
 
-HTTP = {"orchestrator": 1, "embedding": 1}  # once in each HTTP service
-# Each tracing call on a /classify's way, as its call site makes it (the attribute dicts are built even when
-# tracing is off): key -> the statement, timed in NAMESPACE; where it is made; how often one /classify makes it.
-OFF_PATH: dict[str, tuple[str, str, Mapping[str, int]]] = {
-    "span": (
-        'with tracing.span("classify", attributes={"classify.texts": 1, "classify.heads": ",".join(HEADS)}): pass',
-        "orchestrator: classify (api.py); embedding: tokenize (embedder.py)",
-        HTTP,
-    ),
-    "hop_span": (
-        'with _hop_span("embed_call", JOBS, texts=1): pass',
-        "orchestrator: embed_call, head_call (coalescer.py's _hop_span)",
-        {"orchestrator": 2},
-    ),
-    "infer_span": (
-        "with _infer_span(BATCHER, BATCH): pass",
-        "embedding: infer, per encoder batch (batcher.py's _infer_span; a batch of one text)",
-        {"embedding": 1},
-    ),
-    "served": (
-        'with tracing.served("predict", dict(METADATA), {"model.name": "sentiment", "rpc.system": "grpc"}): pass',
-        "head: Predict (grpc_api.py: the metadata dict, the attributes)",
-        {"head": 1},
-    ),
-    "enabled": (
-        "tracing.enabled()",
-        "the middleware (orchestrator, embedding); embedding: batcher.embed, embedder.embed",
-        {"orchestrator": 1, "embedding": 3},
-    ),
-    "current": ("tracing.current()", "orchestrator: the coalescer's job", {"orchestrator": 1}),
-    "inject": ("tracing.inject({})", "orchestrator: the embedding call, the head call", {"orchestrator": 2}),
-    "traceresponse": ("tracing.traceresponse()", "the middleware, on the answer's start", HTTP),
-    "ids": ("tracing.ids()", "a log line: the access log's, at info", HTTP),
-    "caller_headers": (
-        '{n: HEADERS[n.encode()].decode("latin-1") for n in ("traceparent", "tracestate") if n.encode() in HEADERS}',
-        "the middleware: the caller's traceparent and tracestate looked up",
-        HTTP,
-    ),
-}
-_HEADERS = {b"host": b"bench", b"content-length": b"60", b"content-type": b"application/json"}
-# What the statements run with: the real call sites' helpers, and stand-ins for their arguments.
-NAMESPACE = {
-    "tracing": tracing,
-    "HEADS": [DEFAULT_HEAD],
-    "_hop_span": _hop_span,
-    "JOBS": [SimpleNamespace(trace=tracing.current())],
-    "_infer_span": DynamicBatcher._infer_span,
-    "BATCHER": SimpleNamespace(_buckets=Buckets.default(32, 256)),
-    "BATCH": [SimpleNamespace(ids=np.zeros(16, dtype=np.int32), trace=None, lane=SimpleNamespace(name="orchestrator"))],
-    "METADATA": (("x-request-id", "0" * 32), ("user-agent", "grpc-python/1.7")),
-    "HEADERS": {**_HEADERS, b"x-request-id": b"0" * 32, b"x-request-timeout-ms": b"30000", b"user-agent": b"httpx"},
-}
-
-
 def off_path(plan: Plan) -> dict[str, Any]:
-    """Each OFF_PATH statement's ns per call: the fastest of its timings, less an empty statement's."""
+    """Each STATEMENTS' statement's ns per call: the fastest of its timings, less an empty statement's."""
     if tracing.enabled():
         raise RuntimeError("tracing is on in the scenario's own process")
 
@@ -189,9 +189,10 @@ def off_path(plan: Plan) -> dict[str, Any]:
         return min(timer.repeat(repeat=plan.timing_repeats, number=plan.timing_calls)) / plan.timing_calls * 1e9
 
     empty, calls = best("pass"), dict[str, dict[str, Any]]()
-    for key, (statement, sites, per_classify) in OFF_PATH.items():
-        ns, count = max(0.0, best(statement) - empty), sum(per_classify.values())
-        calls[key] = {"statement": statement, "sites": sites, "ns_per_call": ns, "per_classify": dict(per_classify)}
+    for key, statement in STATEMENTS.items():
+        (counts, sites), ns, count = OFF_PATH[key], max(0.0, best(statement) - empty), sum(OFF_PATH[key][0])
+        per_classify = {e: n for e, n in zip(ENGINES, counts, strict=True) if n}
+        calls[key] = {"statement": statement, "sites": sites, "ns_per_call": ns, "per_classify": per_classify}
         calls[key]["us_per_classify"] = ns * count / 1e3
         say(f"off path, {key}: {ns:.0f} ns per call, x{count} per /classify")
     us = {e: sum(c["ns_per_call"] * c["per_classify"].get(e, 0) for c in calls.values()) / 1e3 for e in ENGINES}
@@ -225,10 +226,6 @@ def run(ctx: Context) -> dict[str, Any]:
     found["sampled_share"] = received["spans_by_name"].get(SAMPLED_SPAN, 0) / on_sent
     found["off_path_share"] = path["us_per_classify"] / (variants["off"]["core_ms_per_request"]["three_services"] * 1e3)
     return found
-
-
-VARIANT_INFO = [("c64 requests/s", "throughput_per_s"), ("c64 p50 (ms)", "p50_ms"), ("c64 p99 (ms)", "p99_ms")]
-VARIANT_INFO += [("core-ms per /classify, the three services", "core_ms_per_request.three_services")]
 
 
 def targets(results: dict[str, Any]) -> list[Target]:
@@ -277,20 +274,6 @@ def checks(results: dict[str, Any]) -> list[str]:
     return found
 
 
-SIDE_BY_SIDE = (  # a figure's name, its path in a variant's figures, its digits
-    *((f"{name} (median)", key, d) for key, _, name, d in MEDIANS),
-    *((f"{name} per round", f"{key}_per_round", d) for key, _, name, d in MEDIANS),
-    *(("requests", "requests", 0), ("errors", "errors", 0), ("embedding cache hits", "cache_hits", 0)),
-    *((f"{n} core-ms per /classify", f"core_ms_per_request.{n}", 3) for n in (*ENGINES, "three_services", "client")),
-)
-OFF_PATH_COLUMNS: list[Column] = [
-    *(("call", lambda c: c[0], None), ("where", lambda c: c[1]["sites"], None)),
-    ("ns per call", lambda c: c[1]["ns_per_call"], 0),
-    *((f"per /classify: {n}", lambda c, n=n: c[1]["per_classify"].get(n, 0), 0) for n in ENGINES),
-    ("us per /classify", lambda c: c[1]["us_per_classify"], 2),
-]
-
-
 def tables(report: dict[str, Any]) -> list[str]:
     results, plan = report["results"], report["settings"]["plan"]
     (off, on), sink, path = results["variants"].values(), results["sink"], results["off_path"]
@@ -298,9 +281,8 @@ def tables(report: dict[str, Any]) -> list[str]:
     by_service = ", ".join(f"{name} {us:.2f}" for name, us in path["us_by_service"].items())
     return [
         "## On against off\n",
-        f"OFF: {off['title']}; ON: {on['title']}. {plan['rounds']} round(s) of {plan['run_s']:g} s per stack. "
-        f"Throughput and latencies (from send, of the 200s): the median over rounds, then each round. CPU over "
-        f"each run, divided by its requests ({HIGH} opening requests included), pooled over rounds.\n",
+        f"OFF: {off['title']}; ON: {on['title']}. {plan['rounds']} round(s) of {plan['run_s']:g} s per stack; "
+        f"latencies from send, of the 200s; CPU per request ({HIGH} opening requests included), pooled over rounds.\n",
         *side_by_side(SIDE_BY_SIDE, {"OFF": off, "ON": on}),
         f"\nON/OFF throughput, the median of the rounds' ratios: {num(results['throughput_ratio'], 3)} (spread "
         f"{num(results['throughput_ratio_spread'], 3)}); per round {per_round}.",
@@ -329,7 +311,7 @@ FIGURES = (
     *(f"variants.{k}.core_ms_per_request.{e}" for k in ("off", "on") for e in (*ENGINES, "three_services", "client")),
     *(f"sink.{name}" for name in ("export_requests", "spans", "traces", "bytes", f"spans_by_name.{SAMPLED_SPAN}")),
     *(f"off_path.calls.{key}.ns_per_call" for key in OFF_PATH),
-    *(f"off_path.us_by_service.{engine}" for engine in ENGINES),
+    *(f"off_path.us_by_service.{e}" for e in ENGINES),
     *(f"headroom.{name}.requests_per_s" for name in ("null_server", "orchestrator_healthz")),
 )
 SCENARIO = Scenario("tracing", TITLE, {"quick": QUICK, "full": FULL}, run, targets, tables, FIGURES, checks)
