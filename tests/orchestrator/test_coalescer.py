@@ -76,7 +76,8 @@ class Hops:
         long = [i for i, t in enumerate(texts) if t.startswith("long") and (encoder != "e2" or len(t) > 12)]
         return Embedded(lengths, encoder, [] if chunk else long, [(i, 2) for i in long] if chunk else [])
 
-    async def score(self, head: str, vectors: np.ndarray, encoder: str, deadline: Deadline) -> Classified:
+    async def score(self, head: str, vectors: np.ndarray, made: Embedded, deadline: Deadline) -> Classified:
+        encoder = made.encoder
         self.scored.append((head, vectors[:, 0].tolist()))
         if head in self.failing_heads:
             raise UnavailableError(f"the head {head} is unavailable", code="head_unavailable")
