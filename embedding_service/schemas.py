@@ -1,6 +1,7 @@
 """Wire schemas of the embedding service: OpenAI's /v1/embeddings and the native /embed."""
 
 import logging
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, WithJsonSchema, model_validator
@@ -43,18 +44,20 @@ OpenAIInput = Annotated[
 
 
 # Unknown fields of /v1/embeddings already logged, by name; past this many, new names are ignored unlogged, so
-# that no caller can fill the log or this set.
+# that no caller can fill the log or this set. A name is logged only if it looks like a field name: a caller's
+# text (a sentence, a key) used as a field name never reaches the log.
 _LOGGED_UNKNOWN: set[str] = set()
 _MAX_LOGGED_UNKNOWN = 100
-_MAX_LOGGED_NAME = 64
+_FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}", re.ASCII)
+_NOT_A_NAME = "(a name that is not an identifier, not logged)"
 
 
 def _log_unknown(names: set[str]) -> None:
-    for name in sorted(names - _LOGGED_UNKNOWN):
+    for name in sorted({name if _FIELD_NAME.fullmatch(name) else _NOT_A_NAME for name in names} - _LOGGED_UNKNOWN):
         if len(_LOGGED_UNKNOWN) >= _MAX_LOGGED_UNKNOWN:
             return
         _LOGGED_UNKNOWN.add(name)
-        logger.warning("/v1/embeddings: ignoring unknown field %r (logged once per name)", name[:_MAX_LOGGED_NAME])
+        logger.warning("/v1/embeddings: ignoring unknown field %s (logged once per name)", name)
 
 
 class EmbeddingsRequest(BaseModel):

@@ -176,7 +176,7 @@ class HeadRegistry:
     async def _reread(self, client: HeadClient, catalog: VersionCatalog, name: str, timeout_s: float) -> None:
         head = await self._look(client, catalog, name, timeout_s)
         self._log_change(head)
-        if name in self._heads or not self._loaded:  # not when a refresh dropped it meanwhile
+        if name in self._heads or not self._loaded:  # kept unless a refresh dropped it meanwhile; any before the first
             self._heads[name] = head
 
     def _log_change(self, head: Head) -> None:

@@ -64,10 +64,6 @@ def noise(runs: Sequence[Run], systems: Sequence[str]) -> float | None:
     return max(spreads) if spreads else None
 
 
-def ratio(a: float | None, b: float | None) -> float | None:
-    return None if a is None or not b else a / b
-
-
 def difference(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else a - b
 

@@ -5,7 +5,6 @@ docs/heads.md every flag of the head with its default."""
 import re
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 from pydantic_settings import BaseSettings
@@ -14,6 +13,7 @@ from embedding_service.settings import EmbeddingSettings
 from head_service.options import parser as head_flags
 from orchestrator.settings import OrchestratorSettings
 from stack.services import ROOT
+from tests.test_docs import documents
 
 SERVICES = [("EMBEDDING_", EmbeddingSettings), ("ORCHESTRATOR_", OrchestratorSettings)]
 README = ROOT / "README.md"
@@ -21,10 +21,6 @@ CONFIGURATION = ROOT / "docs" / "configuration.md"
 HEADS = ROOT / "docs" / "heads.md"
 # The issue's limit for a front page; decimal kilobytes, the stricter reading.
 README_MAX_BYTES = 12_000
-
-
-def documents() -> list[Path]:
-    return [README, *sorted((ROOT / "docs").glob("*.md"))]
 
 
 def _default_text(default: object) -> str:

@@ -110,7 +110,7 @@ class EmbeddingClient:
         response = await self._call("POST", "/v1/embeddings", timeout_s, body)
         if response.status_code != 200:
             raise _as_error(response)
-        encoder = self._learn(response.headers.get(ENCODER_HEADER.lower(), ""))
+        encoder = self._learn(response.header(ENCODER_HEADER))
         try:
             answer = orjson.loads(response.content)
             items = sorted(answer["data"], key=lambda item: item["index"])
@@ -118,7 +118,7 @@ class EmbeddingClient:
                 raise ValueError(f"{len(items)} embeddings for {len(texts)} texts")
             vectors = np.stack([np.frombuffer(base64.b64decode(item["embedding"]), dtype="<f4") for item in items])
             chunked = [(int(c["index"]), int(c["windows"])) for c in answer.get("chunked", [])]
-            int8 = self.int8_heads if response.headers.get(PRECISION_HEADER.lower()) == "int8" else None
+            int8 = self.int8_heads if response.header(PRECISION_HEADER) == "int8" else None
             return Embedded(vectors, encoder, [int(i) for i in answer.get("truncated", [])], chunked, int8)
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             HOP_ERRORS_TOTAL.labels(HOP, "malformed").inc()
@@ -213,7 +213,7 @@ def _as_error(response: HttpResponse) -> ServiceError:
     HOP_ERRORS_TOTAL.labels(HOP, str(status)).inc()
     if status == 429:
         overloaded = OverloadedError(f"the embedding service is overloaded: {message}")
-        overloaded.headers = {"Retry-After": response.headers.get("retry-after", "1")}
+        overloaded.headers = {"Retry-After": response.header("Retry-After", "1")}
         return overloaded
     if status in (400, 413):
         return EmbeddingRefusedError(message, status_code=status, param=param, code=code)

@@ -35,6 +35,10 @@ class HttpResponse:
     def text(self) -> str:
         return self.content.decode("utf-8", "replace")
 
+    def header(self, name: str, default: str = "") -> str:
+        """A header's value, by its name in any case."""
+        return self.headers.get(name.lower(), default)
+
 
 class _Connection:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -3,7 +3,6 @@ stacks and workloads through the harness, and says its targets and tables; the r
 line, makes the results folder, and writes the report once (JSON, markdown, and a chart where it has one)."""
 
 import argparse
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
@@ -41,7 +40,7 @@ class Scenario:
     tables: Callable[[dict[str, Any]], list[str]]  # the report -> its markdown below the targets
     figures: tuple[str, ...]  # dotted paths into results that every run fills (checked by the tests)
     # What a valid run must show, speed aside (every request answered as expected...): results -> problems.
-    checks: Callable[[dict[str, Any]], list[str]] = lambda _: []
+    checks: Callable[[dict[str, Any]], list[str]]
     options: Callable[[argparse.ArgumentParser], None] = lambda _: None  # the scenario's own flags
     chart: Callable[[Path, dict[str, Any]], None] | None = None  # writes <out>/<name>.png from the report
 
@@ -107,7 +106,3 @@ def run(scenario: Scenario, doc: str, argv: list[str]) -> Path:
         scenario.chart(out / f"{scenario.name}.png", report)
     say(f"wrote {out}/{scenario.name}.json and .md")
     return out
-
-
-def main(scenario: Scenario, doc: str) -> None:
-    run(scenario, doc, sys.argv[1:])

@@ -16,7 +16,6 @@ from stack.procs import LOOPBACK, free_port, rss_mb, server_env, start_module, s
 from stack.services import DEFAULT_HEAD, DEFAULT_HEADS_ROOT, ROOT, Service
 
 ENCODER_DIR = ROOT / "build" / "encoder"
-XLA_CACHE = ROOT / "build" / "xla-cache"
 
 
 @dataclass
@@ -90,11 +89,11 @@ class Stacks:
 
 
 def embedding(name: str, *, xla: bool, **settings: str) -> Service:
-    """The embedding service on the built encoder, quiet, its XLA cache shared by every run."""
+    """The embedding service on the built encoder, quiet; its XLA cache is the settings' (EMBEDDING_XLA_CACHE_DIR,
+    else build/xla-cache), shared by every run."""
     found = stack_services.embedding(
         free_port(),
         ENCODER_DIR,
-        xla_cache_dir=str(XLA_CACHE),
         xla=str(xla).lower(),
         log_level="warning",
         **settings,

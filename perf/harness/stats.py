@@ -94,6 +94,11 @@ class Measurement:
         return cls.of(ok, errors, elapsed)
 
 
+def quotient(top: float | None, bottom: float | None) -> float | None:
+    """`top` / `bottom`, or None where either is missing or `bottom` is 0."""
+    return None if top is None or not bottom else top / bottom
+
+
 def per_round(runs: Iterable[dict[str, Any]], key: str, value: Callable[[dict[str, Any]], float]) -> dict[int, float]:
     """The median of `value` over the runs of variant `key` ("variant" field), by "round"."""
     found: dict[int, list[float]] = {}

@@ -42,7 +42,7 @@ from perf.harness.progress import say
 from perf.harness.report import Target, at_least, at_most, dig, info, num, side_by_side
 from perf.harness.scenario import Context, Scenario
 from perf.harness.stacks import Started, embedding, pipeline, running
-from perf.harness.stats import figures, said
+from perf.harness.stats import figures, quotient, said
 from perf.sentences import SENTENCES, new_texts
 from stack.services import ORCHESTRATOR_LANE
 
@@ -126,10 +126,6 @@ def measured(run: Run, items_per_request: int = 1) -> dict[str, Any]:
     return figures(run, items_per_request=items_per_request) | {"errors": len(run.samples) - len(run.ok())}
 
 
-def _ratio(top: float | None, bottom: float | None) -> float | None:
-    return None if top is None or not bottom else top / bottom
-
-
 async def flood(url: str, texts: Iterator[str], seconds: float, shape: tuple[int, int, str, str]) -> dict[str, Any]:
     """`shape`'s workers, each sending its number of new texts as its user (with its bearer key if any) when its
     last request is answered, for `seconds`, a 429 waiting out its Retry-After (at most RETRY_CAP_S) first."""
@@ -166,7 +162,7 @@ async def lane_counts(client: httpx.AsyncClient, url: str, lanes: Sequence[str] 
     d = {key: found[key] - before[key] for key in found}
     per_lane = {n: {k: d[f"{n}/{k}"] for k in ("texts", "tokens", "refusals", "queued")} for n in lanes}
     for n, mine in per_lane.items():
-        mine["queue_mean_ms"] = _ratio(d[f"{n}/queue_s"] * 1e3, d[f"{n}/queued"])
+        mine["queue_mean_ms"] = quotient(d[f"{n}/queue_s"] * 1e3, d[f"{n}/queued"])
     return {"cache_hits": d["cache_hits"], "lanes": per_lane}
 
 
@@ -201,10 +197,10 @@ async def neighbour(up: dict[str, Started], texts: Iterator[str], plan: Plan) ->
     summary: dict[str, Any] = {}
     for caller, (one, two) in ((c, (alone[c], flooded[c])) for c in CALLER_NAMES):
         summary[caller] = {"alone_ms": one["latency_ms"], "flood_ms": two["latency_ms"]}
-        summary[caller] |= {"p99_ratio": _ratio(two["latency_ms"]["p99"], one["latency_ms"]["p99"])}
+        summary[caller] |= {"p99_ratio": quotient(two["latency_ms"]["p99"], one["latency_ms"]["p99"])}
         summary[caller]["errors"] = one["errors"] + two["errors"]
     rates = (flooded["bulk"]["throughput_per_s"], bulk_alone["bulk"]["throughput_per_s"])
-    summary["bulk"] = {"alone_texts_per_s": rates[1], "flood_texts_per_s": rates[0], "ratio": _ratio(*rates)}
+    summary["bulk"] = {"alone_texts_per_s": rates[1], "flood_texts_per_s": rates[0], "ratio": quotient(*rates)}
     summary["bulk"] |= {count: flooded["bulk"][count] + bulk_alone["bulk"][count] for count in ("refusals", "errors")}
     summary["callers_errors"] = sum(summary[caller]["errors"] for caller in CALLER_NAMES)
     summary["cache_hits"] = sum(p["cache_hits"] for p in found.values())
@@ -226,7 +222,7 @@ async def repeats_run(encoder: Started, plan: Plan) -> tuple[dict[str, Any], dic
         run = await closed_run(route, concurrency=HIGH, requests=len(draws) - HIGH, duration_s=plan.repeats_cap_s)
         cache = {key: await counter(client, url, name) - before[key] for key, name in CACHE_COUNTERS.items()}
         cache["bytes"] = await counter(client, url, "embedding_cache_bytes")
-    return measured(run) | {"cache": cache, "hit_rate": _ratio(cache["hits"], cache["hits"] + cache["misses"])}, work
+    return measured(run) | {"cache": cache, "hit_rate": quotient(cache["hits"], cache["hits"] + cache["misses"])}, work
 
 
 async def shares_run(encoder: Started, keys: Mapping[str, str], plan: Plan) -> dict[str, Any]:
@@ -245,9 +241,9 @@ async def shares_run(encoder: Started, keys: Mapping[str, str], plan: Plan) -> d
         mine = found["lanes"][lane]
         mine["sender"], mine["run"] = {"workers": workers, "texts_per_request": size}, run  # run: its warm-up too
         mine["tokens_per_s"] = mine["tokens"] / found["wall_s"]
-        mine["tokens_per_text"] = _ratio(mine["tokens"], mine["texts"])
+        mine["tokens_per_text"] = quotient(mine["tokens"], mine["texts"])
     fast, slow = (found["lanes"][lane]["tokens"] for lane in shapes)
-    found["fast_share"] = _ratio(fast, fast + slow)
+    found["fast_share"] = quotient(fast, fast + slow)
     say(f"weighted share: {FAST} {num(found['fast_share'], 3)} of the tokens")
     return found
 

@@ -25,8 +25,8 @@ from perf.harness.load import Call, closed_calls, closed_run, open_run
 from perf.harness.progress import say
 from perf.harness.report import REPO, Column, Target, at_least, at_most, num, table
 from perf.harness.scenario import Context, Scenario
-from perf.harness.stats import Measurement, alternating
-from perf.scheme_runs import Run, difference, in_process_batch, median_of, noise, ratio, runs_of, saturation, schemes
+from perf.harness.stats import Measurement, alternating, quotient
+from perf.scheme_runs import Run, difference, in_process_batch, median_of, noise, runs_of, saturation, schemes
 from perf.sentences import TEXT_MIXES, texts
 from service_common.deadline import Deadline
 from stack.services import DEFAULT_HEAD, HEADS
@@ -186,11 +186,11 @@ def targets(results: dict[str, Any]) -> list[Target]:
         return median_of(runs, system, mode, load, field)
 
     return [
-        at_least("scheme 4 / scheme 1 throughput at saturation", ratio(s4, s1), 2.5),
+        at_least("scheme 4 / scheme 1 throughput at saturation", quotient(s4, s1), 2.5),
         *(
             Target(
                 f"scheme 4 p99 / scheme 1 p99 at {rate:g} req/s offered",
-                value := ratio(median("4", rate, "p99_ms", "open"), median("1", rate, "p99_ms", "open")),
+                value := quotient(median("4", rate, "p99_ms", "open"), median("1", rate, "p99_ms", "open")),
                 "< 1",
                 None if value is None else value < 1,
             )
@@ -204,7 +204,7 @@ def targets(results: dict[str, Any]) -> list[Target]:
         ),
         at_least(
             f"embedding service c{top} / in-process batch throughput",
-            ratio(median("embedding", top, "throughput_per_s"), median("in-process", batch, "throughput_per_s")),
+            quotient(median("embedding", top, "throughput_per_s"), median("in-process", batch, "throughput_per_s")),
             0.85,
         ),
         at_most(
@@ -219,13 +219,13 @@ def targets(results: dict[str, Any]) -> list[Target]:
         ),
         at_least(
             f"scheme 4 c{top} / embedding service c{top} throughput",
-            ratio(median("4", top, "throughput_per_s"), median("embedding", top, "throughput_per_s")),
+            quotient(median("4", top, "throughput_per_s"), median("embedding", top, "throughput_per_s")),
             0.9,
         ),
         at_most("head gRPC Predict c1 p50 (ms)", median("head gRPC", 1, "p50_ms"), 2.0),
         Target(
             f"load client: /healthz c{top} / fastest scheme's saturation (its headroom)",
-            ratio(median("healthz", top, "throughput_per_s"), max(saturation(runs, key) for key in schemes(runs))),
+            quotient(median("healthz", top, "throughput_per_s"), max(saturation(runs, key) for key in schemes(runs))),
             "several x",
             None,
         ),

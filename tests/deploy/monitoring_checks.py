@@ -20,7 +20,6 @@ DASHBOARD = MONITORING / "dashboard.json"
 PROMETHEUS_CONFIG = MONITORING / "prometheus.yml"
 PROMETHEUS_RULE = ROOT / "k8s" / "components" / "monitoring" / "objects" / "prometheus-rule.yaml"
 SCALED_OBJECT = ROOT / "k8s" / "components" / "autoscale-embedding" / "scaled-object.yaml"
-TOOLS = checks.TOOLS / "prometheus" / "usr" / "bin"
 # The embedding service's and the orchestrator's metrics route (service_common/ops.py).
 METRICS_PATH = "/metrics"
 _MATCHER = re.compile(r'([A-Za-z_]\w*)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"')

@@ -10,7 +10,7 @@ import numpy as np
 import orjson
 import pytest
 
-from orchestrator.clients.embedding import ENCODER_HEADER, Embedded, EmbeddingClient
+from orchestrator.clients.embedding import ENCODER_HEADER, PRECISION_HEADER, Embedded, EmbeddingClient
 from orchestrator.limits import CALL_OVERHEAD_BYTES
 from orchestrator.settings import OrchestratorSettings
 from service_common.deadline import Deadline
@@ -76,3 +76,31 @@ def test_embedding_urls_are_a_comma_separated_list_of_distinct_http_urls() -> No
     for bad in ("a:8081", "http://a:8081,", "http://a:8081,http://a:8081/"):
         with pytest.raises(ValueError, match="embedding_urls"):
             OrchestratorSettings(embedding_urls=bad)
+
+
+async def test_int8_vectors_carry_the_head_versions_the_int8_build_checked_and_others_none() -> None:
+    card = {
+        "data": [
+            {
+                "identity": IDENTITY,
+                "dimensions": 4,
+                "limits": {"max_texts_per_request": 8, "max_chars_per_text": 100, "max_body_bytes": 65536},
+                "runtime": {"precision": "int8", "int8": {"heads": [{"name": "sentiment", "version": 1}]}},
+            }
+        ]
+    }
+    vector = base64.b64encode(np.zeros(4, dtype="<f4").tobytes()).decode()
+    body = orjson.dumps({"data": [{"index": 0, "embedding": vector}]})
+
+    def answer(request: Received) -> Reply:
+        if request.method == "GET":
+            return Reply(200, orjson.dumps(card), {})
+        precision = json.loads(request.content)["input"][0]  # the test names the precision the answer says
+        return Reply(200, body, {ENCODER_HEADER: IDENTITY, PRECISION_HEADER: precision})
+
+    async with serving(answer) as server, EmbeddingClient(OrchestratorSettings(), server.url) as client:
+        await client.describe(5.0)
+        int8 = await client.embed(["int8"], Deadline(5.0))
+        bf16 = await client.embed(["bf16"], Deadline(5.0))
+    assert int8.int8_heads == {("sentiment", 1)}
+    assert bf16.int8_heads is None

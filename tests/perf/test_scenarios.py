@@ -9,10 +9,10 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from perf.harness.report import dig
 from perf.scenarios import NAMES
 from tests.servers import ROOT
 
@@ -20,14 +20,6 @@ pytestmark = pytest.mark.slow
 
 # More flags for a scenario's quick run: the schemes on mixed lengths cover both text kinds.
 QUICK_ARGS = {"schemes": ["--texts", "mixed"]}
-
-
-def found_at(results: dict[str, Any], path: str) -> Any:
-    """`results` at a dotted path; list items by index."""
-    value: Any = results
-    for key in path.split("."):
-        value = value[int(key)] if isinstance(value, list) else value[key]
-    return value
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -45,9 +37,11 @@ def test_the_quick_plan_fills_every_figure(name: str, tmp_path: Path, default_he
     assert done.returncode == 0, done.stderr[-4000:]
     report = json.loads((tmp_path / f"{name}.json").read_text())
     assert (tmp_path / f"{name}.md").read_text().startswith("# ")
-    results = report["results"]
     scenario = importlib.import_module(f"perf.scenarios.{name}").SCENARIO
-    missing = [path for path in scenario.figures if found_at(results, path) is None]
+    if scenario.chart is not None:
+        assert (tmp_path / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    results = report["results"]
+    missing = [path for path in scenario.figures if dig(results, path) is None]
     assert missing == [], missing
     unmeasured = [t["name"] for t in results["targets"] if t["goal"] != "-" and t["value"] is None]
     assert unmeasured == [], unmeasured
