@@ -1,38 +1,74 @@
-"""Bounded retries with full-jitter exponential backoff, for calls that never reached their server."""
+"""Bounded retries with full-jitter exponential backoff, for calls to one hop that never reached its server;
+none while that hop is down.
+
+A retry rides out a blip: a pooled connection the server had closed, a restarting server's first refusal.
+An outage is another matter. Were every call to wait out its backoffs against a server that is gone, each
+would hold one of the coalescer's few call slots for them, and the queue behind would overflow into 429s
+that hide what is wrong. So once a call has failed unreached through all its retries, the hop counts as
+down: later calls try once, and fail at once with the hop's own error, until any call (a readiness check
+included) reaches the server again."""
 
 import asyncio
+import logging
 import random
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from orchestrator.metrics import HOP_RETRIES_TOTAL
+from orchestrator.settings import OrchestratorSettings
 from service_common.deadline import Deadline
 
 T = TypeVar("T")
 
+logger = logging.getLogger(__name__)
 
-async def retry_unreached(
-    call: Callable[[], Awaitable[T]],
-    *,
-    unreached: Callable[[Exception], bool],
-    hop: str,
-    retries: int,
-    backoff_s: float,
-    deadline: Deadline,
-) -> T:
-    """Calls `call`; when it fails with an error `unreached` says never reached the server (so retrying
-    cannot do the work twice), tries again up to `retries` times after a random wait in
-    [0, backoff_s * 2**attempt), never past `deadline`. Any other error goes straight to the caller."""
-    attempt = 0
-    while True:
-        try:
-            return await call()
-        except Exception as exc:
-            if attempt >= retries or not unreached(exc):
-                raise
-            pause_s = random.uniform(0, backoff_s * 2**attempt)
-            if pause_s >= deadline.remaining_s():
-                raise
-            HOP_RETRIES_TOTAL.labels(hop).inc()
-            attempt += 1
-            await asyncio.sleep(pause_s)
+
+class UnreachedRetries:
+    """The retry rule of one hop's client (one server address): `settings`' connect_retries and
+    retry_backoff_ms; `unreached` says whether an error means the call never reached the server, so that
+    trying again cannot do the work twice."""
+
+    def __init__(
+        self, hop: str, where: str, settings: OrchestratorSettings, unreached: Callable[[Exception], bool]
+    ) -> None:
+        self._hop, self._where = hop, where
+        self._unreached = unreached
+        self._retries = settings.connect_retries
+        self._backoff_s = settings.retry_backoff_ms / 1e3
+        self.down = False
+
+    async def call(self, call: Callable[[], Awaitable[T]], deadline: Deadline) -> T:
+        """Calls `call`; after an unreached failure, tries again up to the bound (none while the hop is
+        down) after a random wait in [0, backoff_s * 2**attempt), never past `deadline`. Any other error
+        goes straight to the caller."""
+        retries = 0 if self.down else self._retries
+        attempt = 0
+        while True:
+            try:
+                answer = await call()
+            except Exception as exc:
+                if not self._unreached(exc):
+                    self._reached()  # it answered, if with an error
+                    raise
+                pause_s = random.uniform(0, self._backoff_s * 2**attempt)
+                if attempt >= retries or pause_s >= deadline.remaining_s():
+                    self._unreachable(attempt >= retries)
+                    raise
+                HOP_RETRIES_TOTAL.labels(self._hop).inc()
+                attempt += 1
+                await asyncio.sleep(pause_s)
+            else:
+                self._reached()
+                return answer
+
+    def _unreachable(self, retries_spent: bool) -> None:
+        if retries_spent and not self.down:
+            self.down = True
+            logger.warning(
+                "the %s at %s is down: calls try once, without retries, until it answers", self._hop, self._where
+            )
+
+    def _reached(self) -> None:
+        if self.down:
+            self.down = False
+            logger.info("the %s at %s answers again: calls retry connection failures again", self._hop, self._where)

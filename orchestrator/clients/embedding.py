@@ -79,6 +79,7 @@ class EmbeddingClient:
     def __init__(self, settings: OrchestratorSettings, url: str) -> None:
         self.url = url.rstrip("/")
         self._settings = settings
+        self._retries = http_hop.connect_retries(HOP, self.url, settings)
         self.limits: EmbeddingLimits | None = None  # learned from its /v1/models by `describe`
         self.identity: str | None = None  # its encoder's, as last seen (None: not seen yet)
         self.int8_heads: frozenset[tuple[str, int]] = frozenset()  # from its model card, when it runs int8
@@ -180,9 +181,8 @@ class EmbeddingClient:
                 self._client,
                 method,
                 path,
-                hop=HOP,
+                retries=self._retries,
                 timeout_s=timeout_s,
-                settings=self._settings,
                 headers=headers,
                 content=body,
             )

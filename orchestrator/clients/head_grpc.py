@@ -19,7 +19,7 @@ from orchestrator.clients.head import (
     unreached,
 )
 from orchestrator.metrics import STAGE_SECONDS
-from orchestrator.retry import retry_unreached
+from orchestrator.retry import UnreachedRetries
 from orchestrator.settings import OrchestratorSettings
 from service_common import tracing
 from service_common.deadline import Deadline
@@ -64,6 +64,7 @@ class HeadGrpcClient:
     def __init__(self, settings: OrchestratorSettings) -> None:
         self.target = settings.head_grpc_target
         self._settings = settings
+        self._retries = UnreachedRetries(HOP, self.target, settings, _unreached)
         self._channel = grpc.aio.insecure_channel(self.target, options=_CHANNEL_OPTIONS)
         self._predict = self._channel.unary_unary(
             "/tensorflow.serving.PredictionService/Predict",
@@ -147,13 +148,8 @@ class HeadGrpcClient:
         tracing.inject(carrier)
         metadata = tuple(carrier.items())
         try:
-            return await retry_unreached(
-                lambda: method(request, timeout=hop_deadline.remaining_s(), metadata=metadata),
-                unreached=_unreached,
-                hop=HOP,
-                retries=self._settings.connect_retries,
-                backoff_s=self._settings.retry_backoff_ms / 1e3,
-                deadline=hop_deadline,
+            return await self._retries.call(
+                lambda: method(request, timeout=hop_deadline.remaining_s(), metadata=metadata), hop_deadline
             )
         except grpc.aio.AioRpcError as exc:
             raise head_error(exc.code().name, exc.details() or "", where=self.target, timeout_s=timeout_s) from None

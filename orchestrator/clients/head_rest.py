@@ -27,7 +27,7 @@ from orchestrator.clients.head import (
 )
 from orchestrator.clients.http_client import HttpResponse, PooledHttpClient
 from orchestrator.metrics import STAGE_SECONDS
-from orchestrator.retry import retry_unreached
+from orchestrator.retry import UnreachedRetries
 from orchestrator.settings import OrchestratorSettings
 from service_common import tracing
 from service_common.deadline import Deadline
@@ -91,7 +91,7 @@ class HeadRestClient:
         self._settings = settings
         # One attempt per http_hop call: _call retries every unreached failure (a refused connection
         # included) in one loop, with one count of retries, as the gRPC client does.
-        self._one_try = settings.model_copy(update={"connect_retries": 0})
+        self._retries = UnreachedRetries(HOP, self.url, settings, _unreached)
         self._client = PooledHttpClient(
             self.url, max_connections=HEAD_MAX_CONNECTIONS, keepalive_expiry_s=KEEPALIVE_EXPIRY_S
         )
@@ -160,13 +160,8 @@ class HeadRestClient:
         timeout_s = deadline.budget_s(self._settings.head_timeout_s)
         hop_deadline = Deadline(timeout_s)
         try:
-            response = await retry_unreached(
-                lambda: self._attempt(method, path, hop_deadline, content),
-                unreached=_unreached,
-                hop=HOP,
-                retries=self._settings.connect_retries,
-                backoff_s=self._settings.retry_backoff_ms / 1e3,
-                deadline=hop_deadline,
+            response = await self._retries.call(
+                lambda: self._attempt(method, path, hop_deadline, content), hop_deadline
             )
         except _Failed as failure:
             raise head_error(failure.kind, failure.detail, where=self.url, timeout_s=timeout_s) from None
@@ -183,9 +178,8 @@ class HeadRestClient:
                 self._client,
                 method,
                 path,
-                hop=HOP,
+                retries=None,
                 timeout_s=hop_deadline.remaining_s(),
-                settings=self._one_try,
                 headers=headers,
                 content=content,
             )

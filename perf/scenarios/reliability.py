@@ -140,13 +140,18 @@ class Drill:
         self, name: str, load: str, samples: list[Sample], checks: dict[str, bool], spared: int = 0, **details: Any
     ) -> Phase:
         """A phase's record; `spared`: failures that are refusals, not losses, though alike to the client."""
-        non_200 = {f"{s.outcome} {s.body[:300].decode(errors='replace')}" for s in samples if s.outcome != "200"}
+        non_200: dict[str, list[float]] = {}  # each distinct answer -> when its requests were due
+        for s in samples:
+            if s.outcome != "200":
+                non_200.setdefault(f"{s.outcome} {s.body[:300].decode(errors='replace')}", []).append(s.due_s)
         lost = sum(s.outcome in LOST for s in samples) - spared
         excused = [check for check in checks if check in self.plan.excused]
         passed = lost == 0 and all(met for check, met in checks.items() if check not in excused)
         say(f"{name}: {'passed' if passed else 'FAILED'} {checks} lost={lost}")
         found = {"name": name, "load": load, "fault": FAULTS[name], "summary": summary(samples), "lost": lost}
-        details["non_200"] = sorted(non_200)[:6]
+        details["non_200"] = [
+            f"{len(due)} due {min(due):.1f}-{max(due):.1f} s: {what}" for what, due in sorted(non_200.items())
+        ][:6]
         return found | {"checks": checks, "excused": excused, "details": details, "passed": passed}
 
 

@@ -1,7 +1,8 @@
-"""Connection retries through the real clients: a hop with nothing listening is tried exactly
-1 + ORCHESTRATOR_CONNECT_RETRIES times per call, as orchestrator_hop_retries_total counts, and then the
-request is a 503 naming the hop. Both retry counts differ from the default (2), so a setting that is
-silently dropped fails one of them."""
+"""Connection retries through the real clients: a hop with nothing listening is tried 1 +
+ORCHESTRATOR_CONNECT_RETRIES times (as orchestrator_hop_retries_total counts) by the readiness monitor's
+first check; the hop then counts as down, and a /classify tries it once, without retries, and is a 503
+naming the hop. The retry counts differ from the default (2), so a setting that is silently dropped fails
+one of them."""
 
 import dataclasses
 import time
@@ -57,15 +58,18 @@ def port(url_or_target: str) -> int:
     return int(url_or_target.rsplit(":", 1)[1])
 
 
-def assert_retried(server: Server, hop: str, connect_retries: int, code: str) -> None:
-    """One /classify: a 503 with `code`, after exactly `connect_retries` retries of `hop` (none of the other)."""
+def assert_retried(server: Server, log: Path, hop: str, connect_retries: int, code: str) -> None:
+    """The first check's calls to `hop` (one per shipped head, at once, for the head) retried
+    `connect_retries` times each (none of the other hop's); then one /classify: a 503 with `code`, with
+    no retry of a hop down."""
     other = "head" if hop == "embedding" else "embedding"
-    before, other_before = retries(server.url, hop), retries(server.url, other)
+    checked = connect_retries * (len(stack_services.HEADS) if hop == "head" else 1)
+    assert (retries(server.url, hop), retries(server.url, other)) == (checked, 0)
+    assert f"the {hop} at " in log.read_text() and "is down: calls try once" in log.read_text()
     response = httpx.post(f"{server.url}/classify", json={"text": "nobody will read this"}, timeout=60)
     assert response.status_code == 503, response.text
     assert response.json()["error"]["code"] == code, response.text
-    assert retries(server.url, hop) - before == connect_retries
-    assert retries(server.url, other) - other_before == 0
+    assert (retries(server.url, hop), retries(server.url, other)) == (checked, 0)
 
 
 @pytest.mark.parametrize("connect_retries", RETRIES)
@@ -73,8 +77,9 @@ def test_an_unreachable_embedding_service_is_retried_as_configured(
     head_server: HeadServer, tmp_path: Path, connect_retries: int
 ) -> None:
     dead = f"http://{LOOPBACK}:{free_port()}"
+    log = tmp_path / "orchestrator.log"
     with orchestrator_over(
-        tmp_path / "orchestrator.log",
+        log,
         dead,
         port(head_server.grpc_target),
         port(head_server.rest_url),
@@ -82,7 +87,7 @@ def test_an_unreachable_embedding_service_is_retried_as_configured(
         retry_backoff_ms="1",  # pauses far inside the hop's budget: no retry is skipped for the deadline
     ) as server:
         assert "embedding service" in httpx.get(f"{server.url}/readyz").json()["error"]["message"]
-        assert_retried(server, "embedding", connect_retries, "embedding_unavailable")
+        assert_retried(server, log, "embedding", connect_retries, "embedding_unavailable")
 
 
 @pytest.mark.parametrize("connect_retries", RETRIES)
@@ -91,8 +96,9 @@ def test_an_unreachable_head_is_retried_as_configured(
     embedding_server: Server, tmp_path: Path, protocol: str, connect_retries: int
 ) -> None:
     dead = free_port()
+    log = tmp_path / "orchestrator.log"
     with orchestrator_over(
-        tmp_path / "orchestrator.log",
+        log,
         embedding_server.url,
         dead,
         dead,
@@ -101,4 +107,4 @@ def test_an_unreachable_head_is_retried_as_configured(
         retry_backoff_ms="1",
     ) as server:
         assert "the head" in httpx.get(f"{server.url}/readyz").json()["error"]["message"]
-        assert_retried(server, "head", connect_retries, "head_unavailable")
+        assert_retried(server, log, "head", connect_retries, "head_unavailable")

@@ -1,11 +1,12 @@
-"""Bounded, jittered retries only for calls that never reached their server."""
+"""Bounded, jittered retries only for calls that never reached their server, and none while the hop is down."""
 
 from collections.abc import Coroutine
 from typing import Any
 
 import pytest
 
-from orchestrator.retry import retry_unreached
+from orchestrator.retry import UnreachedRetries
+from orchestrator.settings import OrchestratorSettings
 from service_common.deadline import Deadline
 
 
@@ -25,15 +26,13 @@ class Flaky:
         return "ok"
 
 
+def _rule(retries: int, backoff_s: float = 0.001) -> UnreachedRetries:
+    settings = OrchestratorSettings(connect_retries=retries, retry_backoff_ms=backoff_s * 1e3)
+    return UnreachedRetries("test", "127.0.0.1:1", settings, lambda exc: isinstance(exc, Refused))
+
+
 def _retry(call: Flaky, retries: int, deadline_s: float = 5.0, backoff_s: float = 0.001) -> Coroutine[Any, Any, str]:
-    return retry_unreached(
-        call,
-        unreached=lambda exc: isinstance(exc, Refused),
-        hop="test",
-        retries=retries,
-        backoff_s=backoff_s,
-        deadline=Deadline(deadline_s),
-    )
+    return _rule(retries, backoff_s).call(call, Deadline(deadline_s))
 
 
 async def test_connection_failures_are_retried_up_to_the_bound() -> None:
@@ -58,3 +57,29 @@ async def test_no_retry_that_would_end_past_the_deadline() -> None:
     with pytest.raises(Refused):  # a spent budget leaves no time for any pause
         await _retry(call, retries=2, deadline_s=0.0, backoff_s=10.0)
     assert call.calls == 1
+
+
+async def test_a_hop_down_is_tried_once_a_call_until_it_answers() -> None:
+    rule = _rule(retries=2)
+    outage = Flaky([Refused()] * 3)
+    with pytest.raises(Refused):
+        await rule.call(outage, Deadline(5.0))
+    assert (outage.calls, rule.down) == (3, True)  # the retries spent: down
+    again = Flaky([Refused()])
+    with pytest.raises(Refused):
+        await rule.call(again, Deadline(5.0))
+    assert again.calls == 1  # no retries while down
+    answered = Flaky([ValueError("the server answered an error")])
+    with pytest.raises(ValueError):
+        await rule.call(answered, Deadline(5.0))
+    assert not rule.down  # an answer, even an error, is the hop reached
+    blip = Flaky([Refused(), Refused()])
+    assert await rule.call(blip, Deadline(5.0)) == "ok"
+    assert blip.calls == 3  # retries again
+
+
+async def test_a_deadline_that_cuts_the_retries_short_is_no_outage() -> None:
+    rule = _rule(retries=2, backoff_s=10.0)
+    with pytest.raises(Refused):
+        await rule.call(Flaky([Refused()]), Deadline(0.0))
+    assert not rule.down
