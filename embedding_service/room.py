@@ -115,6 +115,7 @@ class QueueRoom:
                 REJECTED_TOTAL.labels("queue_full").inc(texts)
                 raise self._refusal(lane, "queue_share", f"the encoder queue is full ({self.reserved} texts)")
             for victim in victims:
+                REJECTED_TOTAL.labels("queue_full").inc(victim.texts + len(victim.waiting))  # all its texts fail
                 victim.refused = self._refusal(
                     victim.lane, "pushed_out", "the encoder queue is full and this lane over its share"
                 )

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from orchestrator.clients.embedding import Embedded
-from orchestrator.clients.head import HeadClient, ModelNotFoundError
+from orchestrator.clients.head import HeadClient, ModelNotFoundError, head_error
 from orchestrator.encoders import EmbeddingEndpoints
 from orchestrator.heads import HeadRegistry
 from orchestrator.metrics import CLASSIFIED_TEXTS_TOTAL
@@ -77,7 +77,11 @@ class Pipeline:
     async def route(self, head: str, param: str, deadline: Deadline) -> str:
         """The encoder whose vectors `head` takes now. While no embedding service has named its encoder,
         they are asked first; a head not readable at the last look is looked at again (it may have
-        loaded since); a head whose encoder may be that of a service not named yet is a 503, not a 502."""
+        loaded since); a head whose encoder may be that of a service not named yet is a 503, not a 502.
+        While the head is down, a 503 at once: no embedding is made for a head that cannot take it (the
+        readiness checks find it again)."""
+        if (where := self.head.down) is not None:
+            raise head_error("UNAVAILABLE", "its last calls could not reach it", where=where, timeout_s=0)
         encoders = await self.endpoints.learn(deadline)
         if not encoders:
             raise UnavailableError(

@@ -71,6 +71,12 @@ class HeadClient(Protocol):
 
     async def __aexit__(self, *exc: object) -> None: ...
 
+    @property
+    def down(self) -> str | None:
+        """The head's address while it counts as down (a call failed unreached through all its retries, and
+        none has reached it since: orchestrator.retry); None otherwise."""
+        ...
+
     async def predict(self, model: str, version: int, embeddings: np.ndarray, deadline: Deadline) -> np.ndarray:
         """`serving_default` of exactly `version`: probabilities [texts, classes]; ModelNotFoundError once
         that version is unloaded."""

@@ -85,6 +85,10 @@ class HeadGrpcClient:
     async def __aenter__(self) -> Self:
         return self
 
+    @property
+    def down(self) -> str | None:
+        return self.target if self._retries.down else None
+
     async def __aexit__(self, *exc: object) -> None:
         await self._channel.close()
 

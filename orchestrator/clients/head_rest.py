@@ -99,6 +99,10 @@ class HeadRestClient:
     async def __aenter__(self) -> Self:
         return self
 
+    @property
+    def down(self) -> str | None:
+        return self.url if self._retries.down else None
+
     async def __aexit__(self, *exc: object) -> None:
         await self._client.aclose()
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from prometheus_client import REGISTRY
 from pydantic import ValidationError
 
 from embedding_service.batcher import DynamicBatcher
@@ -121,9 +122,15 @@ async def test_the_weights_bound_holds_for_every_batch(group_window: int) -> Non
                 assert gap <= 2 * lead + longest / weights[i] + longest / weights[j], (i, j, dict(given))
 
 
+def queue_full_texts() -> float:
+    """embedding_rejected_texts_total{reason="queue_full"}: the refusal rate the autoscaler and alerts read."""
+    return REGISTRY.get_sample_value("embedding_rejected_texts_total", {"reason": "queue_full"}) or 0.0
+
+
 async def test_the_lane_over_its_share_is_refused_and_a_lane_within_it_never_is() -> None:
     encoder = CountingEncoder()
     encoder.release.clear()
+    refused_before = queue_full_texts()
     async with make(encoder, max_queue_texts=20) as batcher:
         held = asyncio.create_task(lane_embed(batcher, "bulk", [ids(10_000 + i) for i in range(10)]))
         newest = asyncio.create_task(lane_embed(batcher, "bulk", [ids(10_100 + i) for i in range(10)]))
@@ -135,6 +142,7 @@ async def test_the_lane_over_its_share_is_refused_and_a_lane_within_it_never_is(
         with pytest.raises(OverloadedError) as pushed_out:
             await newest  # bulk's newest request gave its room back
         assert int(pushed_out.value.headers["Retry-After"]) >= 1
+        assert queue_full_texts() - refused_before == 1 + 10  # the refused text and the pushed-out request's
         encoder.release.set()
         assert len(await held) == 10 and len(await web) == 1
     ran = [first_id for batch in encoder.batches for first_id in batch]

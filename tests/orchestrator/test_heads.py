@@ -38,14 +38,15 @@ class Serving:
         self.models = models
         self.reads: list[tuple[str, int]] = []
         self.looks = 0
-        self.down = False
+        self.failing = False  # its calls answer 503 head_unavailable
+        self.down: str | None = None  # the protocol's: never down as a retry rule counts it
         self.release = asyncio.Event()
         self.release.set()
 
     async def versions(self, model: str, timeout_s: float) -> list[int]:
         self.looks += 1
         await self.release.wait()
-        if self.down:
+        if self.failing:
             raise UnavailableError("the head at x is unavailable", code="head_unavailable")
         return sorted(self.models.get(model, {}))
 
@@ -150,7 +151,7 @@ async def test_the_default_heads_problem_is_what_makes_it_not_ready(tmp_path: Pa
 async def test_a_head_that_cannot_be_read_keeps_the_versions_known_before(tmp_path: Path) -> None:
     serving = Serving({"sentiment": {1: "e1"}})
     registry = await refreshed(tmp_path, serving, "sentiment")
-    serving.down = True
+    serving.failing = True
     await refresh(registry, serving)
     head = registry.get("sentiment")
     assert head is not None and "cannot be read" in (head.problem or "")

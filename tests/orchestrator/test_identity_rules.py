@@ -56,6 +56,7 @@ class Serving:
 
     models: dict[str, dict[int, str | None]] = field(default_factory=lambda: {h: {1: ENCODERS[0]} for h in HEADS})
     fed: list[tuple[str, int, str | None, str]] = field(default_factory=list)
+    down: str | None = None  # never down: no call fails unreached
 
     async def versions(self, model: str, timeout_s: float) -> list[int]:
         await asyncio.sleep(0)
