@@ -136,3 +136,22 @@ def test_the_json_logs_carry_the_trace_id(pipeline: Pipeline, otlp: Receiver) ->
         lines = [json.loads(line) for line in server.log.read_text().splitlines() if line.startswith("{")]
         ours = [line for line in lines if line.get("trace_id") == trace_id]
         assert ours and all(len(line["span_id"]) == 16 and line["request_id"] != "-" for line in ours), server.url
+
+
+def test_an_unsampled_trace_is_carried_through_every_hop_and_recorded_by_none(
+    pipeline: Pipeline, otlp: Receiver
+) -> None:
+    """The root's decision holds downstream: no service records a span of a trace its caller did not sample
+    (a hop that re-sampled it, or sent it on as sampled, would), and every hop still carries the trace (one
+    that dropped it would log another trace id)."""
+    url = f"{pipeline.orchestrator.url}/classify"
+    trace_id = secrets.token_hex(16)
+    unsampled = {"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-00"}
+    answer = httpx.post(url, json={"text": f"unsampled, {secrets.token_hex(4)}"}, headers=unsampled)
+    assert trace_of(answer) == trace_id and answer.headers["traceresponse"].endswith("-00")
+    # A sampled request after it: once all of its spans are in, any of the first's would be too.
+    spans_of(otlp, trace_of(httpx.post(url, json={"text": f"sampled, {secrets.token_hex(4)}"})))
+    assert [(s.service, s.name) for s in otlp.spans if s.trace_id == trace_id] == []
+    for server in (pipeline.orchestrator, pipeline.embedding):
+        lines = [json.loads(line) for line in server.log.read_text().splitlines() if line.startswith("{")]
+        assert any(line.get("trace_id") == trace_id for line in lines), server.url
