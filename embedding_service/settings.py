@@ -9,7 +9,7 @@ from pydantic import Field, PrivateAttr, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from embedding_service.backend_choice import BackendSetting, ChosenEncoder, load_chosen, resolve_backend
-from embedding_service.encoder import Backend, Encoder
+from embedding_service.encoder import Backend
 from embedding_service.lanes import ANONYMOUS, OTHER, LanePolicy
 from embedding_service.precision import PrecisionSetting
 from service_common.settings import ServiceSettings, key_digest, read_keys
@@ -148,13 +148,9 @@ def _named_numbers(text: str, setting: str) -> dict[str, float]:
     return numbers
 
 
-def configured_encoder(settings: EmbeddingSettings) -> Encoder:
-    """The encoder these settings describe (backend, model, batch size, threads, precision), loaded."""
-    return chosen_encoder(settings).encoder
-
-
 def chosen_encoder(settings: EmbeddingSettings) -> ChosenEncoder:
-    """configured_encoder, and why it runs at its precision (what the service publishes)."""
+    """The encoder these settings describe (backend, model, batch size, threads, precision), loaded, and
+    why it runs at its precision (what the service publishes)."""
     return load_chosen(
         settings.encoder_backend,
         settings.model_dir,

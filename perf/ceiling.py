@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from embedding_service.buckets import Buckets
 from embedding_service.manifest import TOKENIZER_DIR, EncoderManifest
-from embedding_service.settings import EmbeddingSettings, configured_encoder
+from embedding_service.settings import EmbeddingSettings, chosen_encoder
 from embedding_service.tokenizer import Tokenizer
 from perf.harness.stats import Measurement
 from perf.sentences import distinct_batches
@@ -132,7 +132,7 @@ class InProcess:
     def __init__(self, settings: EmbeddingSettings, texts: Sequence[str]) -> None:
         self.manifest = EncoderManifest.read(settings.model_dir)
         self.batch_sizes = (1, settings.max_batch_size)
-        self._encoder = configured_encoder(settings)
+        self._encoder = chosen_encoder(settings).encoder
         self.buckets = self._encoder.buckets
         self.backend = self._encoder.backend
         self.device = self._encoder.device

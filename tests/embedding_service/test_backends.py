@@ -85,9 +85,9 @@ import sys
 from pathlib import Path
 
 import embedding_service.app
-from embedding_service.settings import EmbeddingSettings, configured_encoder
+from embedding_service.settings import EmbeddingSettings, chosen_encoder
 
-configured_encoder(EmbeddingSettings(backend="openvino", model_dir=Path(sys.argv[1])))
+chosen_encoder(EmbeddingSettings(backend="openvino", model_dir=Path(sys.argv[1])))
 print(sorted({name.split(".")[0] for name in sys.modules} & {"tensorflow", "tf_keras", "keras"}))
 """
 
