@@ -54,7 +54,7 @@ bench-models: models $(WHOLE)/1/saved_model.pb
 # The benchmarks, one scenario each: `make bench-<name>` runs perf/scenarios/<name>.py, whose docstring says
 # what it measures; QUICK=1 runs its quick plan, ARGS passes more flags (e.g. ARGS="--infinity spec.json").
 # Each writes perf/results/<UTC timestamp>/<name>.{json,md}. `make bench` is the four deployment schemes.
-SCENARIOS := schemes endpoint heads lanes tracing backends identity writeup reliability
+SCENARIOS := $(filter-out __init__,$(basename $(notdir $(wildcard perf/scenarios/*.py))))
 BENCHES := $(SCENARIOS:%=bench-%)
 .PHONY: $(BENCHES)
 

@@ -173,18 +173,22 @@ def targets(results: dict[str, Any]) -> list[Target]:
     split_noise = noise(runs, ("3", "4"))
     split_gap = abs(s3 - s4) / ((s3 + s4) / 2)
     fastest = max(saturation(runs, key) for key in schemes(runs))
+    rates = results["open_loop_rates"]
 
     def median(system: str, load: float, field: str = "throughput_per_s", mode: str = "closed") -> float | None:
         return median_of(runs, system, mode, load, field)
 
-    def p99_4_over_1(rate: float) -> float | None:
-        return quotient(median("4", rate, "p99_ms", "open"), median("1", rate, "p99_ms", "open"))
+    def over(system: str, other: str, load: float, *field_and_mode: str) -> float | None:
+        return quotient(median(system, load, *field_and_mode), median(other, load, *field_and_mode))
+
+    def c1_p50_gap(system: str, other: str) -> float | None:
+        return difference(median(system, 1, "p50_ms"), median(other, 1, "p50_ms"))
 
     return [
         at_least("scheme 4 / scheme 1 throughput at saturation", quotient(s4, s1), 2.5),
         *(
-            below(f"scheme 4 p99 / scheme 1 p99 at {r:g} req/s offered", p99_4_over_1(r), 1)
-            for r in results["open_loop_rates"]
+            below(f"scheme 4 p99 / scheme 1 p99 at {r:g} req/s offered", over("4", "1", r, "p99_ms", "open"), 1)
+            for r in rates
         ),
         Target(
             "gap between schemes 3 and 4 (difference / mean), throughput at saturation",
@@ -197,21 +201,9 @@ def targets(results: dict[str, Any]) -> list[Target]:
             quotient(median("embedding", top), median("in-process", batch)),
             0.85,
         ),
-        at_most(
-            "embedding service c1 p50 - in-process batch 1 p50 (ms)",
-            difference(median("embedding", 1, "p50_ms"), median("in-process", 1, "p50_ms")),
-            2.0,
-        ),
-        at_most(
-            "scheme 4 c1 p50 - embedding service c1 p50 (ms)",
-            difference(median("4", 1, "p50_ms"), median("embedding", 1, "p50_ms")),
-            3.0,
-        ),
-        at_least(
-            f"scheme 4 c{top} / embedding service c{top} throughput",
-            quotient(median("4", top), median("embedding", top)),
-            0.9,
-        ),
+        at_most("embedding service c1 p50 - in-process batch 1 p50 (ms)", c1_p50_gap("embedding", "in-process"), 2.0),
+        at_most("scheme 4 c1 p50 - embedding service c1 p50 (ms)", c1_p50_gap("4", "embedding"), 3.0),
+        at_least(f"scheme 4 c{top} / embedding service c{top} throughput", over("4", "embedding", top), 0.9),
         at_most("head gRPC Predict c1 p50 (ms)", median("head gRPC", 1, "p50_ms"), 2.0),
         Target(
             f"load client: /healthz c{top} / fastest scheme's saturation (its headroom)",

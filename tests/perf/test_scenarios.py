@@ -22,6 +22,12 @@ pytestmark = pytest.mark.slow
 QUICK_ARGS = {"schemes": ["--texts", "mixed"]}
 
 
+def test_every_scenario_module_is_named_once() -> None:
+    """NAMES (the order of `python -m perf`'s list) is the scenario modules, which `make bench-<name>` reads."""
+    modules = {path.stem for path in (ROOT / "perf" / "scenarios").glob("*.py")} - {"__init__"}
+    assert sorted(NAMES) == sorted(modules)
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_the_quick_plan_fills_every_figure(name: str, tmp_path: Path, default_head: Path, xla_cache_dir: Path) -> None:
     # The session's XLA cache, which the embedding service's tests have filled: no shape compiles twice.
