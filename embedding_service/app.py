@@ -21,7 +21,6 @@ from embedding_service.cache import EmbeddingCache
 from embedding_service.embedder import Embedder
 from embedding_service.encoder import Encoder
 from embedding_service.encoder_thread import gated
-from embedding_service.int8_manifest import Int8Manifest
 from embedding_service.lanes import Lanes
 from embedding_service.manifest import TOKENIZER_DIR, EncoderManifest
 from embedding_service.metrics import ENCODER_INFO
@@ -70,7 +69,6 @@ class ModelSlot:
         try:
             chosen = await asyncio.to_thread(chosen_encoder, settings)
             encoder: Encoder = chosen.encoder
-            int8 = Int8Manifest.read(settings.model_dir) if encoder.precision == "int8" else None
             # The manifest read with the weights: what the model card, headers, metric and cache say is theirs.
             self.manifest = manifest = encoder.manifest
             tokenizer = await asyncio.to_thread(Tokenizer, settings.model_dir / TOKENIZER_DIR, manifest.max_seq_length)
@@ -114,7 +112,7 @@ class ModelSlot:
             device=encoder.device,
             precision=encoder.precision,
             choice=chosen.choice,
-            int8=int8,
+            int8=encoder.int8,
             encoder_threads=encoder.threads,
             tokenizer_threads=settings.tokenizer_threads,
             group_window=settings.group_window,

@@ -8,6 +8,7 @@ import numpy as np
 import numpy.typing as npt
 
 from embedding_service.buckets import Buckets
+from embedding_service.int8_manifest import Int8Manifest
 from embedding_service.manifest import EncoderManifest
 
 FloatArray = npt.NDArray[np.float32]
@@ -40,6 +41,7 @@ class Encoder(Protocol):
     backend: Backend
     device: str
     precision: Precision  # what it really runs at, which may be less than what was asked for
+    int8: Int8Manifest | None  # at int8: the build it runs (its fidelity, the head versions it checked)
     threads: int  # threads one encoder call uses
 
     def __call__(self, batch: list[IntArray], *, token_vectors: bool = False) -> list[Embedding]:

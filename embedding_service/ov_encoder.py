@@ -28,9 +28,11 @@ _RAN: dict[str, Precision] = {"f32": "fp32", "bf16": "bf16"}
 def read_model(export_dir: Path, precision: Precision) -> ov.Model:
     """The graph to compile: the SavedModel, or for int8 the quantized IR (refused unless it was built from
     this very export)."""
-    if precision != "int8":
-        front_end = FrontEndManager().load_by_framework("tf")
-        return front_end.convert(front_end.load(str(export_dir / SAVED_MODEL_DIR)))
+    return _graph(export_dir, checked_int8(export_dir) if precision == "int8" else None)
+
+
+def checked_int8(export_dir: Path) -> Int8Manifest:
+    """The int8 build's manifest, refused unless it was quantized from this very export."""
     int8 = Int8Manifest.read(export_dir)
     identity = EncoderManifest.read(export_dir).identity
     if int8.identity != identity:
@@ -38,6 +40,13 @@ def read_model(export_dir: Path, precision: Precision) -> ov.Model:
             f"{export_dir / INT8_DIR} was quantized from encoder {int8.identity}, not this export's {identity}: "
             "rebuild it (`make models-int8`)"
         )
+    return int8
+
+
+def _graph(export_dir: Path, int8: Int8Manifest | None) -> ov.Model:
+    if int8 is None:
+        front_end = FrontEndManager().load_by_framework("tf")
+        return front_end.convert(front_end.load(str(export_dir / SAVED_MODEL_DIR)))
     return ov.Core().read_model(str(export_dir / INT8_DIR / INT8_MODEL))
 
 
@@ -59,7 +68,8 @@ class OpenVINOEncoder:
             raise ValueError(f"the openvino backend runs fp32, bf16 or int8, not {precision}")
         self.manifest = EncoderManifest.read(export_dir)
         self.buckets = buckets
-        self._model = model or read_model(export_dir, precision)
+        self.int8 = checked_int8(export_dir) if precision == "int8" else None
+        self._model = model or _graph(export_dir, self.int8)
         self._config: dict[str, Any] = {
             "PERFORMANCE_HINT": "LATENCY",  # one stream: the batcher runs one call at a time
             # OpenVINO's CPU default on bf16-capable CPUs is bf16: fp32 (and int8's float parts) must ask for f32.

@@ -13,6 +13,7 @@ import tensorflow as tf
 from embedding_service.buckets import Buckets
 from embedding_service.encoder import Backend, Embedding, IntArray, Precision, embeddings, padded
 from embedding_service.host import cores
+from embedding_service.int8_manifest import Int8Manifest
 from embedding_service.manifest import SAVED_MODEL_DIR, EncoderManifest
 
 INPUT_SIGNATURE = (tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None, None], tf.int32))
@@ -38,6 +39,7 @@ class TFEncoder:
         gpus = tf.config.list_physical_devices("GPU")
         self.device = "GPU" if gpus else "CPU"
         self.precision: Precision = "fp32"
+        self.int8: Int8Manifest | None = None  # the tensorflow backend runs no int8 build
         if precision == "bf16":
             if xla:
                 # A graph rewrite that does not reach into XLA-compiled functions: pooled batches would run fp32.
