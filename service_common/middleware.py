@@ -90,8 +90,10 @@ class RequestContextMiddleware:
             route = getattr(scope.get("route"), "path", "unmatched")
             REQUEST_SECONDS.labels(scope["method"], route, str(status)).observe(elapsed)
             # Probed every few seconds by orchestrators, kubelets and `make run`: their successes, and /readyz's
-            # 503 while a service warms up (it says why in its own lines), are logged at debug only.
-            quiet = scope["path"] in OPS_PATHS and (status < 400 or status == 503)
+            # 503 while a service warms up (it says why in its own lines), are logged at debug only; so is a
+            # model card read (each orchestrator reads the embedding service's every second for its encoder).
+            probed = scope["path"] in OPS_PATHS or (scope["path"] == "/v1/models" and scope["method"] == "GET")
+            quiet = probed and (status < 400 or status == 503)
             logger.log(
                 logging.DEBUG if quiet else logging.INFO,
                 "%s %s %d %.1fms",

@@ -5,11 +5,13 @@ import io
 import json
 import logging
 import os
+import time
 from collections.abc import Iterator
 
 import pytest
 
 from service_common.logs import configure_logging, request_id_var, tensorflow_banner_dropped
+from tests.conftest import Pipeline
 
 
 class Terminal(io.StringIO):
@@ -60,3 +62,16 @@ def test_the_tensorflow_banner_is_dropped_and_other_lines_kept(capfd: pytest.Cap
     with tensorflow_banner_dropped():
         os.write(2, banner + b"E0000 00:00:1796582597.7 29347 loader.cc:9] a real failure\n")
     assert capfd.readouterr().err == "E0000 00:00:1796582597.7 29347 loader.cc:9] a real failure\n"
+
+
+@pytest.mark.slow
+def test_the_probes_of_a_running_pipeline_leave_no_line_at_info(pipeline: Pipeline) -> None:
+    """Every second the orchestrator reads the embedding service's /readyz and /v1/models: a line each at
+    info would bury the requests in the log."""
+    deadline = time.monotonic() + 10
+    while pipeline.embedding.metric("http_request_duration_seconds_count") < 4:  # probes have been answered
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    lines = [json.loads(line) for line in pipeline.embedding.log.read_text().splitlines() if line.startswith("{")]
+    probes = [line["msg"] for line in lines if line["msg"].startswith(("GET /readyz 200", "GET /v1/models 200"))]
+    assert probes == []
