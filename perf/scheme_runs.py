@@ -30,17 +30,13 @@ def schemes(runs: Sequence[Run]) -> list[str]:
     return [key for key in SCHEME_ORDER if key in present]
 
 
-def _by_round(runs: Sequence[Run], system: str, mode: str, load: float | None = None) -> dict[int, list[Run]]:
-    found: dict[int, list[Run]] = {}
-    for r in runs:
-        if r.system == system and r.mode == mode and (load is None or r.load == load):
-            found.setdefault(r.round, []).append(r)
-    return found
-
-
 def saturation_per_round(runs: Sequence[Run], system: str) -> list[float]:
     """Per round, the highest closed-loop throughput over the concurrency levels: at saturation."""
-    return [max(r.measurement.throughput_per_s for r in rs) for rs in _by_round(runs, system, "closed").values()]
+    found: dict[int, float] = {}
+    for r in runs:
+        if r.system == system and r.mode == "closed":
+            found[r.round] = max(found.get(r.round, 0.0), r.measurement.throughput_per_s)
+    return list(found.values())
 
 
 def saturation(runs: Sequence[Run], system: str) -> float:
@@ -48,7 +44,7 @@ def saturation(runs: Sequence[Run], system: str) -> float:
 
 
 def median_of(runs: Sequence[Run], system: str, mode: str, load: float, field: str) -> float | None:
-    values = [getattr(r.measurement, field) for rs in _by_round(runs, system, mode, load).values() for r in rs]
+    values = [getattr(r.measurement, field) for r in runs if (r.system, r.mode, r.load) == (system, mode, load)]
     present = [v for v in values if v is not None]
     return statistics.median(present) if present else None
 
@@ -56,16 +52,8 @@ def median_of(runs: Sequence[Run], system: str, mode: str, load: float, field: s
 def noise(runs: Sequence[Run], systems: Sequence[str]) -> float | None:
     """The largest round-to-round spread of saturation throughput, (max - min) / median, over `systems`:
     how much the same scheme moves between two runs on this machine. None with one round."""
-    spreads = []
-    for system in systems:
-        values = saturation_per_round(runs, system)
-        if len(values) >= 2:
-            spreads.append((max(values) - min(values)) / statistics.median(values))
-    return max(spreads) if spreads else None
-
-
-def difference(a: float | None, b: float | None) -> float | None:
-    return None if a is None or b is None else a - b
+    per_system = [saturation_per_round(runs, system) for system in systems]
+    return max(((max(v) - min(v)) / statistics.median(v) for v in per_system if len(v) >= 2), default=None)
 
 
 def in_process_batch(runs: Sequence[Run]) -> float:

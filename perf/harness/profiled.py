@@ -33,10 +33,6 @@ TOP = 15  # functions listed by cumulative and by own time
 
 _STDLIB = Path(sysconfig.get_paths()["stdlib"])
 _BUILTIN = re.compile(r"of '([\w.]+)' objects|<built-in method ([\w.]+)>")
-# Standard-library modules that do a job of their own in a service (the event loop, sockets, JSON, logging):
-# the others (re, contextlib, typing, enum, ...) are helpers, whose time goes to their callers.
-_STDLIB_OWN = {"asyncio", "_asyncio", "socket", "_socket", "select", "selectors", "json", "_json", "logging"}
-_STDLIB_OWN |= {"base64", "binascii", "ssl", "_ssl"}
 Key = tuple[str, int, str]  # pstats: (file, line, function)
 
 
@@ -59,10 +55,10 @@ def _place(filename: str) -> tuple[str, str]:
     return "", filename
 
 
-def _package(key: Key) -> str | None:
+def _package(key: Key, areas: Mapping[str, str]) -> str | None:
     """The library (site-packages top level), our package, or the standard-library module a function is
     in; None for a helper whose time goes to its callers (a generic built-in such as list.append, or a
-    standard-library helper such as re)."""
+    standard-library module that no area names, such as re)."""
     filename, _, name = key
     if filename != "~":
         place, path = _place(filename)
@@ -73,10 +69,10 @@ def _package(key: Key) -> str | None:
         module = method.split(".")[0]  # a module's built-in (time.sleep), not a type's (dict.get) nor isinstance
     else:
         return None
-    return module if module and (module not in sys.stdlib_module_names or module in _STDLIB_OWN) else None
+    return module if module and (module not in sys.stdlib_module_names or module in areas) else None
 
 
-def _owners(entries: dict[Key, Any]) -> Callable[[Key], dict[str, float]]:
+def _owners(entries: dict[Key, Any], areas: Mapping[str, str]) -> Callable[[Key], dict[str, float]]:
     """For each function, the packages its own time counts for: its own, or for a helper, its callers'
     (in proportion to the time it spent for each, up through helpers calling helpers)."""
     memo: dict[Key, dict[str, float]] = {}
@@ -84,7 +80,7 @@ def _owners(entries: dict[Key, Any]) -> Callable[[Key], dict[str, float]]:
     def owners(key: Key, seen: frozenset[Key]) -> dict[str, float]:
         if key in memo:
             return memo[key]
-        if (package := _package(key)) is not None:
+        if (package := _package(key, areas)) is not None:
             return memo.setdefault(key, {package: 1.0})
         callers = {c: v[2] for c, v in entries[key][4].items() if c in entries and c not in seen}
         whole = sum(callers.values())
@@ -101,10 +97,11 @@ def _owners(entries: dict[Key, Any]) -> Callable[[Key], dict[str, float]]:
 
 def analysed(path: Path, requests: int, clock: str, areas: Mapping[str, str]) -> dict[str, Any]:
     """The top functions by cumulative and own time, and the own time by package and by area (`areas`:
-    package -> area; others are "other: <package>"), each per request of the `requests` profiled."""
+    package -> area, the only standard-library modules that count as packages, not helpers; others are
+    "other: <package>"), each per request of the `requests` profiled."""
     stats: dict[Key, Any] = pstats.Stats(str(path)).stats  # type: ignore[attr-defined]
     entries = {key: value for key, value in stats.items() if key[0] != __file__}  # but the profiler's own
-    total, owners, us = sum(value[2] for value in entries.values()), _owners(entries), 1e6 / requests
+    total, owners, us = sum(value[2] for value in entries.values()), _owners(entries, areas), 1e6 / requests
 
     def row(key: Key) -> dict[str, Any]:
         (filename, line, name), (_, calls, own, cumulative, _) = key, entries[key]
@@ -152,15 +149,14 @@ def tables(profiles: Mapping[str, dict[str, Any]], unprofiled_core_ms: float) ->
     areas: list[Column] = [("area", str, None), *(by_clock(c, *column) for c in done for column in columns)]
     main = next(iter(done.values()))
     package: list[Column] = [("package", itemgetter("name"), None), ("%", lambda p: p["share"] * 100, 1)]
+    runs = "; ".join(
+        f"{clock} clock: {p['run']['profiled_requests']} requests at {p['run']['throughput_per_s']:.0f}/s, the "
+        f"process {p['run']['process_core_ms_per_request']:.2f} core-ms per request, its main thread "
+        f"{p['us_per_request']:.0f} us as profiled"
+        for clock, p in done.items()
+    )
     return [
-        f"Unprofiled, it took {unprofiled_core_ms:.2f} core-ms per request; "
-        + "; ".join(
-            f"{clock} clock: {p['run']['profiled_requests']} requests at {p['run']['throughput_per_s']:.0f}/s, the "
-            f"process {p['run']['process_core_ms_per_request']:.2f} core-ms per request, its main thread "
-            f"{p['us_per_request']:.0f} us as profiled"
-            for clock, p in done.items()
-        )
-        + ".",
+        f"Unprofiled, it took {unprofiled_core_ms:.2f} core-ms per request; {runs}.",
         "",
         "Own time by area (a helper's time, such as list.append's or re's, counts for its callers):",
         "",

@@ -72,7 +72,7 @@ from perf.harness.progress import say
 from perf.harness.report import Column, Target, at_least, at_most, dig, info, num, side_by_side, table
 from perf.harness.scenario import Context, Scenario
 from perf.harness.stacks import ENCODER_DIR, Started, embedding, outside_server
-from perf.harness.stats import figures, said
+from perf.harness.stats import figures, quotient, said
 from perf.sentences import distinct_batches, new_texts
 from stack.services import DEFAULT_HEADS_ROOT, ROOT
 
@@ -126,9 +126,7 @@ def each(goal: float | None) -> dict[str, float | None]:
 
 def precise(title: str, settings: Mapping[str, str], infinity: Goals, **more: Any) -> Variant:
     """A precision's stack: against fp32's and Infinity's (`infinity`: its goals), and its bound's goal."""
-    return Variant(
-        title, settings, **({"ratios": {"openvino": each(None), INFINITY: infinity}} | more), bound_goal=0.75
-    )
+    return Variant(title, settings, ratios={"openvino": each(None), INFINITY: infinity}, bound_goal=BOUND_GOAL, **more)
 
 
 FP32, TWO = {"backend": "openvino", "precision": "fp32"}, ("single_c64", "batch32_c16")
@@ -140,13 +138,13 @@ VARIANTS = {
         workloads=ALL,
         bound_run="batch_32",
     ),
-    "openvino": precise(
+    "openvino": Variant(
         "OpenVINO fp32, every core, group window 512",
         FP32,
-        {},
         workloads=ALL,
-        ready_goal=10.0,
         ratios={"today": {"mixed_c64": 2.0}, INFINITY: each(None)},
+        ready_goal=10.0,
+        bound_goal=BOUND_GOAL,
     ),
     "openvino-1-thread": Variant(
         "OpenVINO fp32, one encoder thread",
@@ -218,9 +216,11 @@ def requests_of(workload: Workload, texts: Texts, path: str, model: str) -> Make
     sent = itertools.count(1)
 
     def make(_: int) -> bytes:
-        inputs: str | list[str] = [texts.next("short") for _ in range(workload.texts_per_request)]
-        if workload.texts_per_request == 1:
+        inputs: str | list[str]
+        if workload.texts_per_request == 1:  # one text, as a string: a long one every MIXED_EVERY when mixed
             inputs = texts.next("long" if workload.mixed and next(sent) % MIXED_EVERY == 0 else "short")
+        else:
+            inputs = [texts.next("short") for _ in range(workload.texts_per_request)]
         return http_request("POST", path, orjson.dumps({"model": model, "input": inputs}))
 
     return make
@@ -260,19 +260,15 @@ async def token_counts(endpoint: Endpoint) -> dict[str, float]:
 
 async def measured(endpoint: Endpoint, workload: Workload, texts: Texts, seconds: float) -> dict[str, Any]:
     """One closed-loop run; the token counters read around it (its opening requests included)."""
-    route, each_ = (
-        one_hop(endpoint.up.port, requests_of(workload, texts, endpoint.path, endpoint.model)),
-        workload.texts_per_request,
-    )
-    before = await token_counts(endpoint)
-    load = closed_run(
+    route = one_hop(endpoint.up.port, requests_of(workload, texts, endpoint.path, endpoint.model))
+    before, each_ = await token_counts(endpoint), workload.texts_per_request
+    run = await closed_run(
         route, concurrency=workload.concurrency, requests=MAX_REQUESTS, duration_s=seconds, pids=[endpoint.up.pid]
     )
-    run = await load
     tokens = {kind: count - before[kind] for kind, count in (await token_counts(endpoint)).items()}
-    texts_ok, cpu_s = len(run.ok()) * each_, run.usage.service_cpu_s
+    texts_ok = len(run.ok()) * each_
     found = figures(run, items_per_request=each_) | {"texts": texts_ok, "errors": len(run.samples) - len(run.ok())}
-    found["service_core_ms_per_text"] = cpu_s / texts_ok * 1e3 if texts_ok else None
+    found["service_core_ms_per_text"] = run.usage.service_cpu_s / texts_ok * 1e3 if texts_ok else None
     efficiency = tokens["real"] / tokens["padded"] if tokens.get("padded") else None
     return found | {"tokens": tokens or None, "padding_efficiency": efficiency}
 
@@ -305,15 +301,15 @@ def timed(encoder: Encoder, batches: list[list[IntArray]], size: int, plan: Plan
     for seconds in (plan.in_process_warm_s, plan.in_process_s):  # a warm-up, then the timing
         run = asyncio.run(closed_calls([call], requests=MAX_REQUESTS, duration_s=seconds))
     found = figures(run, items_per_request=size)
-    return {"shapes": len(shapes), "calls": found["requests"], "texts_per_s": found["throughput_per_s"]} | {
-        "call_ms": found["latency_ms"]
-    }
+    timing = {"calls": found["requests"], "texts_per_s": found["throughput_per_s"], "call_ms": found["latency_ms"]}
+    return {"shapes": len(shapes), **timing}
 
 
 def in_process(plan: Plan, tokenizer: Tokenizer) -> dict[str, Any]:
     """Each variant with a bound run in turn on the same tokenised short texts, OpenVINO's before TensorFlow
     runs anything in this process; then every precision's matmul rate that none of them asked for."""
     ids = [t.ids for t in tokenizer(list(itertools.islice(new_texts(), IN_PROCESS_TEXTS)))]
+    by_length = sorted(ids, key=len)
     shape, rates = EncoderShape.read(EncoderManifest.read(ENCODER_DIR)), dict[str, float]()
 
     def rate(precision: str) -> float:  # measured when first asked for
@@ -333,26 +329,20 @@ def in_process(plan: Plan, tokenizer: Tokenizer) -> dict[str, Any]:
         found: dict[str, Any] = {"backend": encoder.backend, "device": encoder.device, "precision": encoder.precision}
         found |= {"threads": encoder.threads, "xla": variant.xla, "load_s": time.perf_counter() - loading}
         found["choice"] = chosen.choice.model_dump(mode="json")
-        for run_key, size, by_length in IN_PROCESS_RUNS:
-            found[run_key] = timed(
-                encoder, distinct_batches(sorted(ids, key=len) if by_length else ids, size), size, plan
-            )
-        for run_key, size, by_length in IN_PROCESS_RUNS:
-            lengths = sorted(map(len, ids)) if by_length else [len(i) for i in ids]
-            bounds, done = flop_bounds(shape, rate(encoder.precision), lengths, size, encoder.buckets), found[run_key]
+        for run_key, size, sort in IN_PROCESS_RUNS:
+            found[run_key] = timed(encoder, distinct_batches(by_length if sort else ids, size), size, plan)
+        for run_key, size, sort in IN_PROCESS_RUNS:
+            lengths, done = list(map(len, by_length if sort else ids)), found[run_key]
+            bounds = flop_bounds(shape, rate(encoder.precision), lengths, size, encoder.buckets)
             for prefix, bound in (("", bounds["unpadded"]), ("padded_", bounds[f"padded as batch {size} ran"])):
-                done[f"{prefix}mean_tokens"], per_s = bound["mean_tokens"], bound["bound_texts_per_s"]
-                done[f"{prefix}bound_texts_per_s"], done[f"fraction_of_{prefix}bound"] = (
-                    per_s,
-                    done["texts_per_s"] / per_s,
-                )
+                per_s = bound["bound_texts_per_s"]
+                done |= {f"{prefix}mean_tokens": bound["mean_tokens"], f"{prefix}bound_texts_per_s": per_s}
+                done[f"fraction_of_{prefix}bound"] = done["texts_per_s"] / per_s
             say(f"in process {key}, {run_key}: {done['texts_per_s']:.1f}/s, {done['fraction_of_bound']:.3f} of bound")
         return found
 
-    chosen = sorted(
-        (k for k in plan.variants if VARIANTS[k].bound_run),
-        key=lambda k: VARIANTS[k].settings.get("backend") == "tensorflow",
-    )
+    bounded = [key for key in plan.variants if VARIANTS[key].bound_run]
+    chosen = sorted(bounded, key=lambda key: VARIANTS[key].settings.get("backend") == "tensorflow")
     found = {"texts": len(ids), "mean_tokens": statistics.fmean(len(i) for i in ids), "model": asdict(shape)}
     found["variants"] = {key: timed_variant(key) for key in chosen}
     return found | {"matmul_gflops": {precision: rate(precision) for precision in MATMUL_RATES}}
@@ -383,13 +373,11 @@ def token_figures(tokenizer: Tokenizer, sent: Mapping[str, int]) -> dict[str, An
 
 def run(ctx: Context) -> dict[str, Any]:
     plan, spec = ctx.plan, ctx.args.infinity
-    ctx.settings["variants"] = {key: asdict(VARIANTS[key]) for key in plan.variants}
-    ctx.settings["workloads"] = {key: asdict(w) for key, w in WORKLOADS.items()}
-    ctx.settings["texts"] = {
-        "long_sentences": LONG_SENTENCES,
-        "mixed_every": MIXED_EVERY,
-        "in_process": IN_PROCESS_TEXTS,
-    }
+    ctx.settings.update(
+        variants={key: asdict(VARIANTS[key]) for key in plan.variants},
+        workloads={key: asdict(w) for key, w in WORKLOADS.items()},
+        texts={"long_sentences": LONG_SENTENCES, "mixed_every": MIXED_EVERY, "in_process": IN_PROCESS_TEXTS},
+    )
     int8_built(plan)
     texts, stacks = Texts(), dict[str, Any]()
     for key in [*plan.variants, *([INFINITY] if spec else [])]:
@@ -400,13 +388,10 @@ def run(ctx: Context) -> dict[str, Any]:
         stacks[key] |= {"ready_after_s": endpoint.up.ready_after_s, "runtime": endpoint.runtime, "runs": runs}
     sent = dict(texts)
     make = requests_of(WORKLOADS["single_c64"], texts, "/v1/embeddings", stacks[plan.variants[0]]["model"])
-    results = {
-        "infinity": spec,
-        "stacks": stacks,
-        "headroom": headroom(ctx.stacks, make, {}, duration_s=plan.headroom_s),
-    }
+    room = headroom(ctx.stacks, make, {}, duration_s=plan.headroom_s)
     tokenizer = Tokenizer(ENCODER_DIR / TOKENIZER_DIR, EncoderManifest.read(ENCODER_DIR).max_seq_length)
-    return results | {"tokens": token_figures(tokenizer, sent), "in_process": in_process(plan, tokenizer)}
+    tokens, timings = token_figures(tokenizer, sent), in_process(plan, tokenizer)
+    return {"infinity": spec, "stacks": stacks, "headroom": room, "tokens": tokens, "in_process": timings}
 
 
 # --- the report ---------------------------------------------------------------------------------------
@@ -414,9 +399,7 @@ def run(ctx: Context) -> dict[str, Any]:
 
 def over(top: Mapping[str, Any] | None, bottom: Mapping[str, Any] | None) -> float | None:
     """A run's texts/s over another's; None where either is missing."""
-    if top is None or bottom is None or not bottom["throughput_per_s"]:
-        return None
-    return float(top["throughput_per_s"] / bottom["throughput_per_s"])
+    return quotient(*(run["throughput_per_s"] if run else None for run in (top, bottom)))
 
 
 def aimed(name: str, value: float | None, goal: float | None, at: Callable[..., Target] = at_least) -> Target:
@@ -426,10 +409,8 @@ def aimed(name: str, value: float | None, goal: float | None, at: Callable[..., 
 def targets(results: dict[str, Any]) -> list[Target]:
     stacks, timings = results["stacks"], results["in_process"]["variants"]
     runs = {key: stack["runs"] for key, stack in stacks.items()}
-    ours, every_run = (
-        {k: VARIANTS[k] for k in stacks if k in VARIANTS},
-        [r for rs in runs.values() for r in rs.values()],
-    )
+    ours = {k: VARIANTS[k] for k in stacks if k in VARIANTS}
+    every_run = [r for rs in runs.values() for r in rs.values()]
     openvino, today = runs["openvino"], runs.get("today")
     served = openvino["batch32_c16"]["throughput_per_s"] / timings["openvino"][BOUND_RUN]["texts_per_s"]
     bounds = {k: (ours[k].bound_run or "", t["precision"], ours[k].bound_goal) for k, t in timings.items()}
@@ -457,16 +438,9 @@ def targets(results: dict[str, Any]) -> list[Target]:
 def precision_problems(where: str, key: str, ran: Mapping[str, Any]) -> list[str]:
     """What an encoder reports it ran at and chose, against its EMBEDDING_PRECISION: a precision set is the
     one that runs; auto's choice (fp32 or bf16) is the one that runs."""
-    setting, choice, runs = (
-        VARIANTS[key].settings.get("precision", "auto"),
-        ran.get("choice") or {},
-        ran.get("precision"),
-    )
-    if (
-        choice.get("setting") == setting
-        and choice.get("chosen") == runs
-        and runs in ({"fp32", "bf16"} if setting == "auto" else {setting})
-    ):
+    setting, choice = VARIANTS[key].settings.get("precision", "auto"), ran.get("choice") or {}
+    runs, allowed = ran.get("precision"), {"fp32", "bf16"} if setting == "auto" else {setting}
+    if choice.get("setting") == setting and choice.get("chosen") == runs and runs in allowed:
         return []
     return [f"{where}: EMBEDDING_PRECISION={setting}, chose {choice.get('chosen')}, runs {runs}"]
 
@@ -508,10 +482,8 @@ IN_PROCESS_COLUMNS = (
     *(("texts/s", "texts_per_s", 1), ("call p50 ms", "call_ms.p50", 1), ("call p99 ms", "call_ms.p99", 1)),
     *(("real tokens", "mean_tokens", 1), ("padded tokens", "padded_mean_tokens", 1)),
     *(("bound texts/s", "bound_texts_per_s", 1), ("fraction of bound", "fraction_of_bound", 3)),
-    *(
-        ("padded bound texts/s", "padded_bound_texts_per_s", 1),
-        ("fraction of padded bound", "fraction_of_padded_bound", 3),
-    ),
+    ("padded bound texts/s", "padded_bound_texts_per_s", 1),
+    ("fraction of padded bound", "fraction_of_padded_bound", 3),
 )
 SERVED_COLUMNS = (((f"{w} texts/s", 1), ("x Infinity", 2)) for w in PRECISION_WORKLOADS)
 PRECISION_COLUMNS = (("stack", None), ("runs at", None), *itertools.chain(*SERVED_COLUMNS), ("in process texts/s", 1))
@@ -521,12 +493,10 @@ PRECISION_COLUMNS += (("bound texts/s", 0), ("of bound", 3), ("ready after s", 1
 def chose(choice: Mapping[str, Any]) -> str:
     """What an EMBEDDING_PRECISION chose, why, and auto's measurement behind it."""
     said, m = f"{choice['chosen']}: {choice['reason']}", choice["measurement"]
+    if not m:
+        return said
     when = "remembered" if choice["remembered"] else f"measured at its start in {num(choice['measured_s'])} s"
-    return said + (
-        f"; {when}: its probe batch {m['fp32_ms']} ms at fp32, {m['bf16_ms']} ms at bf16 ({m['texts']} texts)"
-        if m
-        else ""
-    )
+    return f"{said}; {when}: its probe batch {m['fp32_ms']} ms at fp32, {m['bf16_ms']} ms at bf16 ({m['texts']} texts)"
 
 
 def precisions(stacks: Mapping[str, Any], timings: Mapping[str, Any]) -> list[str]:
@@ -535,21 +505,15 @@ def precisions(stacks: Mapping[str, Any], timings: Mapping[str, Any]) -> list[st
     infinity = stacks.get(INFINITY, {"runs": {}})["runs"]
 
     def row(key: str) -> list[Any]:
-        runs, bound, runtime = (
-            stacks[key]["runs"],
-            timings.get(key, {}).get(BOUND_RUN, {}),
-            stacks[key]["runtime"] or {},
-        )
+        runs, runtime = stacks[key]["runs"], stacks[key]["runtime"] or {}
+        bound = timings.get(key, {}).get(BOUND_RUN, {})
         served = [v for w in PRECISION_WORKLOADS for v in (runs[w]["throughput_per_s"], over(runs[w], infinity.get(w)))]
         bounds = [bound.get(figure) for figure in ("texts_per_s", "bound_texts_per_s", "fraction_of_bound")]
         return [key, runtime.get("precision", "fp32"), *served, *bounds, stacks[key]["ready_after_s"]]
 
     columns = [(header, itemgetter(i), digits) for i, (header, digits) in enumerate(PRECISION_COLUMNS)]
-    notes = [
-        f"`{k}` chose {chose(s['runtime']['choice'])}."
-        for k, s in stacks.items()
-        if s["settings"].get("precision") == "auto"
-    ]
+    auto = [key for key, stack in stacks.items() if stack["settings"].get("precision") == "auto"]
+    notes = [f"`{key}` chose {chose(stacks[key]['runtime']['choice'])}." for key in auto]
     if int8 := (stacks.get("openvino-int8", {}).get("runtime") or {}).get("int8"):
         heads = [
             f"{h['name']} v{h['version']} {h['fp32_accuracy']:.3f} -> {h['int8_accuracy']:.3f}" for h in int8["heads"]
@@ -576,13 +540,10 @@ def tables(report: dict[str, Any]) -> list[str]:
     infinity += "" if spec else "measured (no `--infinity FILE`): its column and its targets are left out."
     rates = ", ".join(f"{p} {rate:.0f} GFLOP/s" for p, rate in in_proc["matmul_gflops"].items())
     served = [(f"{w} {name}", f"{w} {name}", digits) for w in ALL for name, _, digits in SERVED_ROWS]
-    in_process: list[Column] = [("variant", itemgetter(0), None), ("precision", lambda r: r[1]["precision"], None)]
-    in_process += [
-        ("batches", itemgetter(2), None),
-        *((n, lambda r, p=p: dig(r[1][r[2]], p), d) for n, p, d in IN_PROCESS_COLUMNS),
-    ]
-    timings = [
-        (key, timing, run_key) for key, timing in in_proc["variants"].items() for run_key, _, _ in IN_PROCESS_RUNS
+    timings = [(k, t["precision"], r, t[r]) for k, t in in_proc["variants"].items() for r, _, _ in IN_PROCESS_RUNS]
+    in_process: list[Column] = [
+        *((h, itemgetter(i), None) for i, h in enumerate(("variant", "precision", "batches"))),
+        *((n, lambda r, p=p: dig(r[3], p), d) for n, p, d in IN_PROCESS_COLUMNS),
     ]
     runtime: list[Column] = [
         *(("stack", itemgetter(0), None), ("ready after s", lambda s: s[1]["ready_after_s"], 1)),
@@ -623,16 +584,11 @@ def tables(report: dict[str, Any]) -> list[str]:
     ]
 
 
-BOUNDED = [key for key in QUICK.variants if VARIANTS[key].bound_run]
+TIMING_FIGURES = [f"{r}.{p}" for r, _, _ in IN_PROCESS_RUNS for _, p, _ in IN_PROCESS_COLUMNS]  # an in-process timing's
 FIGURES = (
     *(f"stacks.{v}.runs.{w}.{p}" for v in QUICK.variants for w in VARIANTS[v].workloads for _, p, _ in SERVED_ROWS),
     *(f"stacks.{v}.{path}" for v in QUICK.variants for path in ("ready_after_s", "runtime.ready_s", "model")),
-    *(
-        f"in_process.variants.{v}.{r}.{p}"
-        for v in BOUNDED
-        for r, _, _ in IN_PROCESS_RUNS
-        for _, p, _ in IN_PROCESS_COLUMNS
-    ),
+    *(f"in_process.variants.{v}.{path}" for v in QUICK.variants if VARIANTS[v].bound_run for path in TIMING_FIGURES),
     *(f"tokens.{kind}.mean_tokens" for kind in ("short", "long")),
     *(f"in_process.matmul_gflops.{precision}" for precision in MATMUL_RATES),
     *(f"stacks.openvino-auto.runtime.{path}" for path in ("precision", "choice.chosen", "choice.measurement.bf16_ms")),

@@ -38,7 +38,7 @@ from perf.harness.progress import say
 from perf.harness.report import Target, at_least, at_most, below, info, num
 from perf.harness.scenario import Context, Scenario
 from perf.harness.stacks import Started, embedding, helper_server
-from perf.harness.stats import alternating, figures, ms, per_round, ratio
+from perf.harness.stats import alternating, figures, ms, per_round, quotient, ratio
 from perf.sentences import SENTENCES, distinct_texts
 from stack.procs import LOOPBACK
 
@@ -47,6 +47,9 @@ KINDS = ("one_of_2048", "64_of_32")
 REFUSED = "429"
 QUEUE_TEXTS = 64  # the refusal phase's small queue
 CONNECTIONS = 96  # an open loop's at most: under the small service's uvicorn limit (QUEUE_TEXTS + 64)
+HELD_RATE = 1000.0  # requests/s: the held open-loop runs' offered rate (the rate the CPU target names)
+HELD_CONCURRENCY = 16  # the held saturating runs' and the null server's closed loops
+OVERLOAD = 3.0  # the overload's offered rate, in times the capacity run's admitted rate
 Load = tuple[str, Coroutine[Any, Any, Run]]  # what a load is, and its run
 
 
@@ -55,22 +58,19 @@ class Plan:
     mode: Literal["quick", "full"]
     xla: bool  # the services' encoder XLA-compiled (quick: off, so they start in seconds)
     idle_s: float  # the held service's CPU with no load: the gate's polling thread, subtracted
-    refusal_rate_per_s: float  # the held open-loop runs' offered rate (the rate the CPU target names)
     refusal_open_s: float
-    closed_concurrency: int  # the held saturating runs and the null server's
     closed_s: float
     closed_requests: int
     capacity_s: float  # the closed-loop c64 run that sets the overload rate
     capacity_requests: int
-    overload_factor: float
     overload_s: float
     rounds: int  # of the batch comparison, alternating which kind goes first
     repeats: int  # sends of each kind per round
     warm_up: bool  # one unrecorded send of each kind first
 
 
-QUICK = Plan("quick", False, 1.5, 1000.0, 3.0, 16, 2.0, 40_000, 3.0, 1500, 3.0, 3.0, 1, 1, False)
-FULL = Plan("full", True, 4.0, 1000.0, 8.0, 16, 5.0, 100_000, 8.0, 5000, 3.0, 8.0, 3, 3, True)
+QUICK = Plan("quick", False, 1.5, 3.0, 2.0, 40_000, 3.0, 1500, 3.0, 1, 1, False)
+FULL = Plan("full", True, 4.0, 8.0, 5.0, 100_000, 8.0, 5000, 8.0, 3, 3, True)
 
 
 def _post(texts: str | list[str]) -> bytes:
@@ -87,14 +87,14 @@ one, cycled, healthz = cycling(ONE_TEXT[:1]), cycling(ONE_TEXT), cycling([HEALTH
 
 def open_loop(target: Started, make: MakeRequest, plan: Plan, rate: float = 0.0, seconds: float = 0.0) -> Load:
     """An open loop, at the held runs' rate and length unless told otherwise."""
-    rate, route, seconds = rate or plan.refusal_rate_per_s, one_hop(target.port, make), seconds or plan.refusal_open_s
+    rate, route, seconds = rate or HELD_RATE, one_hop(target.port, make), seconds or plan.refusal_open_s
     run = open_run(route, rate_per_s=rate, duration_s=seconds, pids=(target.pid,), max_connections=CONNECTIONS)
     return f"{'GET /healthz, ' if make is healthz else ''}open loop {rate:g}/s", run
 
 
 def closed_loop(target: Started, make: MakeRequest, plan: Plan, c: int = 0, requests: int = 0, s: float = 0.0) -> Load:
     """A closed loop, at the held saturating runs' concurrency and length unless told otherwise."""
-    c, route, requests = c or plan.closed_concurrency, one_hop(target.port, make), requests or plan.closed_requests
+    c, route, requests = c or HELD_CONCURRENCY, one_hop(target.port, make), requests or plan.closed_requests
     run = closed_run(route, concurrency=c, requests=requests, duration_s=s or plan.closed_s, pids=(target.pid,))
     return f"{'GET /healthz, ' if make is healthz else ''}closed loop c{c}", run
 
@@ -156,7 +156,7 @@ async def _refusals(service: Started, release: Callable[[], None], plan: Plan) -
         say(f"queue held full ({QUEUE_TEXTS} texts); idle, the service uses {baseline:.3f} cores (subtracted)")
         held["at_rate"] = await counted("held", open_loop(service, one, plan), baseline)
         held["saturated"] = await counted("held", closed_loop(service, one, plan), baseline)
-        held["saturated"]["unmeasured_opening_requests"] = plan.closed_concurrency  # in the server's counts only
+        held["saturated"]["unmeasured_opening_requests"] = HELD_CONCURRENCY  # in the server's counts only
         held["healthz"] = await counted("held", closed_loop(service, healthz, plan))
         held["healthz_at_rate"] = await counted("held", open_loop(service, healthz, plan))
         release()
@@ -172,14 +172,12 @@ async def _refusals(service: Started, release: Callable[[], None], plan: Plan) -
         load = closed_loop(service, cycled, plan, QUEUE_TEXTS, plan.capacity_requests, plan.capacity_s)
         capacity = await counted("capacity", load, note=", one text per request")
         each_s = capacity["service_cpu_s"] / capacity["admitted"] if capacity["admitted"] else 0.0
-        offered = round(plan.overload_factor * capacity["admitted_per_s"], 1)
+        offered = round(OVERLOAD * capacity["admitted_per_s"], 1)
         load = open_loop(service, cycled, plan, offered, plan.overload_s)
-        over = await counted("overload", load, note=f" ({plan.overload_factor:g}x capacity)")
+        over = await counted("overload", load, note=f" ({OVERLOAD:g}x capacity)")
         rest = over["service_cpu_s"] - over["admitted"] * each_s
         over["attributed"] = {"admitted_cpu_s_each_from_capacity_run": each_s}
-        over["attributed"]["service_us_per_refusal_estimate"] = (
-            rest / over["refusals"] * 1e6 if over["refusals"] else None
-        )
+        over["attributed"]["service_us_per_refusal_estimate"] = quotient(rest * 1e6, over["refusals"])
     overload = {"capacity": capacity, "offered_per_s": offered, "run": over}
     return {"held": held, "released": released, "overload": overload}
 
@@ -228,6 +226,7 @@ async def _batch(service: Started, plan: Plan) -> dict[str, Any]:
 
 def run(ctx: Context) -> dict[str, Any]:
     plan: Plan = ctx.plan
+    ctx.settings.update(refusal_rate_per_s=HELD_RATE, closed_concurrency=HELD_CONCURRENCY, overload_factor=OVERLOAD)
     gate = ctx.logs / "encoder.gate"  # while it exists, the encoder waits
     ctx.logs.mkdir(parents=True, exist_ok=True)
     settings = {"max_queue_texts": str(QUEUE_TEXTS), "max_texts_per_request": str(QUEUE_TEXTS)}
@@ -265,11 +264,8 @@ def _per(run: dict[str, Any], kind: str, key: str = "service_us_per_refusal") ->
 def targets(results: dict[str, Any]) -> list[Target]:
     refusals, client = results["refusals"], results["client"]
     at, saturated, over = refusals["held"]["at_rate"], refusals["held"]["saturated"], refusals["overload"]["run"]
-    rate, net, fraction = (
-        f"{at['refusals_per_s']:.0f}/s",
-        _per(at, "net"),
-        _per(at, "net", "core_fraction_at_1000_per_s"),
-    )
+    rate = f"{at['refusals_per_s']:.0f}/s"
+    net, fraction = _per(at, "net"), _per(at, "net", "core_fraction_at_1000_per_s")
     gate, null = refusals["released"]["gate_cost_under_load_us_per_request"], client["null_server"]["at_rate"]
     highest, null_rate = f"{client['highest_open_loop_rate_per_s']:.0f}/s", client["null_over_open_loop_rate"]
     sat = f"held, saturated ({saturated['load']})"
@@ -303,15 +299,13 @@ def tables(report: dict[str, Any]) -> list[str]:
     rows += [("released", released["healthz_at_rate"]), ("capacity", over["capacity"]), ("3x overload", over["run"])]
     rows += [("null server (*service*: it)", results["client"]["null_server"]["at_rate"])]
     return [
-        f"## Refusals (small queue: max_queue_texts {QUEUE_TEXTS})",
-        "",
+        f"## Refusals (small queue: max_queue_texts {QUEUE_TEXTS})\n",
         f"Idle CPU, subtracted for *net*: {held['idle']['service_cores']:.3f} cores held, "
         f"{released['idle']['service_cores']:.3f} released; the held gate's extra cost under load: "
         f"{num(released['gate_cost_under_load_us_per_request'], 1)} us per request. 3x overload, refused before "
         f"the body was read: {counted['before_body_requests']:.0f} requests, after it (the route's reservation): "
         f"{counted['after_body_texts']:.0f} texts; CPU per refusal, estimated: "
-        f"{num(over['run']['attributed']['service_us_per_refusal_estimate'], 1)} us.",
-        "",
+        f"{num(over['run']['attributed']['service_us_per_refusal_estimate'], 1)} us.\n",
         "| phase | load | requests | 429/s | 429 p50 ms | 429 p99 ms | 200/s | 200 p50 ms | service us/429 | "
         "net us/429 | service cores | client us/request | client cores |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -323,13 +317,10 @@ def tables(report: dict[str, Any]) -> list[str]:
             f"{r['client_cores']:.3f} |"
             for name, r in rows
         ),
-        "",
-        "## One request of 2,048 texts against 64 requests of 32",
-        "",
+        "\n## One request of 2,048 texts against 64 requests of 32\n",
         f"The same {batch['texts']:,} distinct texts ({batch['mean_words_per_text']:.1f} words on average), "
         f"the 64 requests at once (c{batch['small_concurrency']}), encoder XLA {'on' if plan['xla'] else 'off'}; "
-        f"per round, the median of {plan['repeats']} send(s) of each kind.",
-        "",
+        f"per round, the median of {plan['repeats']} send(s) of each kind.\n",
         "| round | one of 2,048: texts/s | 64 of 32: texts/s | ratio |",
         "|---|---:|---:|---:|",
         *(f"| {r['round']} | {r[big]:.0f} | {r[small]:.0f} | {r['ratio']:.3f} |" for r in batch["rounds"]),

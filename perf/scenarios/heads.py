@@ -38,7 +38,7 @@ from perf.harness.meters import Meter, Meters, counter, thread_cpu_s, thread_del
 from perf.harness.profiled import CLOCKS, TOP, analysed, profiled
 from perf.harness.profiled import tables as profile_tables
 from perf.harness.progress import say
-from perf.harness.report import Target, at_least, at_most, info, num
+from perf.harness.report import Target, at_least, at_most, dig, info, num
 from perf.harness.scenario import Context, Scenario
 from perf.harness.stacks import Stacks, Started, pipeline, port_of, running, wait_for_heads
 from perf.harness.stats import figures, ms, per_round, ratio, rotated, said
@@ -88,7 +88,8 @@ VARIANTS = (
 )
 ONE, TWO, THREE, EMBEDDINGS = VARIANTS
 PAIRS = (("b", "a"), ("c", "a"), ("a", "e"))  # compared: top over bottom
-# The orchestrator's profile: its own time by area, each area's packages (others: "other: <package>").
+# The orchestrator's profile: its own time by area, each area's packages (others: "other: <package>"); a
+# standard-library module named here does a job of its own, the others (re, typing...) are helpers.
 AREAS = {
     "HTTP server: connections, request parsing (uvicorn, httptools)": "uvicorn httptools",
     "web framework: routing, middleware, dependencies, body validation (starlette, fastapi, pydantic)": (
@@ -107,6 +108,7 @@ AREAS = {
     "TLS set-up (ssl)": "ssl _ssl",
 }
 AREA_OF = {package: area for area, packages in AREAS.items() for package in packages.split()}
+Latencies = dict[tuple[str, int], list[float]]  # (variant, concurrency) -> its successes' latencies (s), every round
 
 
 @dataclass(frozen=True)
@@ -164,11 +166,11 @@ async def measured(
     return found, [s.service_s for s in run.ok()]
 
 
-async def rounds(up: dict[str, Started], plan: Plan) -> tuple[list[dict[str, Any]], dict[tuple[str, int], list[float]]]:
+async def rounds(up: dict[str, Started], plan: Plan) -> tuple[list[dict[str, Any]], Latencies]:
     """Round 0, the warm-up (each variant at c64, then at c1 for a third as long), unrecorded; then the rounds:
     all variants at c1, then all at c64, in an order that rotates by round."""
     runs: list[dict[str, Any]] = []
-    latencies: dict[tuple[str, int], list[float]] = {}
+    latencies: Latencies = {}
     async with httpx.AsyncClient(timeout=10.0) as client:
         for round_ in range(plan.rounds + 1):
             levels = ((1, plan.c1_s), (HIGH, plan.c64_s)) if round_ else ((HIGH, plan.warm_s), (1, plan.warm_s / 3))
@@ -202,18 +204,11 @@ def pooled_cpu(runs: Sequence[dict[str, Any]], idle: dict[str, float]) -> dict[s
     calls = {name: sum(r["hop_calls"][name] for r in runs) for name in runs[0]["hop_calls"]}
     per_call = {"requests_per_embedding_call": "coalesced_requests", "head_calls_per_embedding_call": "head_calls"}
     hops = {k: calls[v] / calls["embedding_calls"] if calls["embedding_calls"] else None for k, v in per_call.items()}
-    return {
-        "requests": count,
-        "core_ms_per_request": raw,
-        "net_of_idle": net,
-        "by_thread": threads,
-        "hop_calls": hops | calls,
-    }
+    found = {"requests": count, "core_ms_per_request": raw, "net_of_idle": net, "by_thread": threads}
+    return found | {"hop_calls": hops | calls}
 
 
-def variant_figures(
-    runs: Sequence[dict[str, Any]], latencies: dict[tuple[str, int], list[float]], idle: dict[str, float]
-) -> dict[str, Any]:
+def variant_figures(runs: Sequence[dict[str, Any]], latencies: Latencies, idle: dict[str, float]) -> dict[str, Any]:
     """Each variant at c1 and c64: throughput (median over rounds), latency pooled over rounds, CPU."""
     found: dict[str, Any] = {}
     for variant in VARIANTS:
@@ -346,15 +341,7 @@ def targets(results: dict[str, Any]) -> list[Target]:
         info("(b) two heads, c64: orchestrator + head core-ms per /classify", both["b"]),
         info("(c) three heads, c64: orchestrator + head core-ms per /classify", both["c"]),
         *headroom_targets(results["headroom"], fastest, "/classify c64"),
-        *(
-            info(f"({key}) {x['title']}: {name}", value)
-            for key, x in v.items()
-            for name, value in (
-                *((f"c1 {p} (ms)", x["c1"]["latency_ms"][p]) for p in ("p50", "p99")),
-                ("c64 requests/s", x["c64"]["throughput_per_s"]),
-                *((f"c64 {p} (ms)", x["c64"]["latency_ms"][p]) for p in ("p50", "p99")),
-            )
-        ),
+        *(info(f"({key}) {x['title']}: {name}", dig(x, path)) for key, x in v.items() for name, path in REPORTED),
     ]
 
 
@@ -392,24 +379,26 @@ def checks(results: dict[str, Any]) -> list[str]:
 
 def tables(report: dict[str, Any]) -> list[str]:
     results = report["results"]
-    v, cmp, idle = results["variants"], results["comparisons"], results["idle"]["cores"]
+    v, cmp = results["variants"], results["comparisons"]
+    idle = ", ".join(f"{name} {cores:.3f}" for name, cores in results["idle"]["cores"].items()) + " cores"
 
-    def cpu(
-        x: dict[str, Any], part: str, digits: int = 3, level: str = "c64", kind: str = "core_ms_per_request"
-    ) -> str:
-        return num(x[level]["cpu"][kind][part], digits)
+    def cpu(x: dict[str, Any], part: str, digits: int = 3, level: str = "c64") -> str:
+        return num(x[level]["cpu"]["core_ms_per_request"][part], digits)
 
     def threads(x: dict[str, Any], engine: str) -> str:  # the top five
         top = list(x["c64"]["cpu"]["by_thread"][engine].items())[:5]
         return ", ".join(f"{name} {value:.3f}" for name, value in top if value > 0) or "-"
 
+    at_c1 = "; ".join(
+        f"({k}) orchestrator {cpu(x, 'orchestrator', 2, 'c1')}, head {cpu(x, 'head', 2, 'c1')}"
+        for k, x in v.items()
+        if x["heads"]
+    )
     return [
         "## The variants",
         "",
         "Latencies from send, over every round's requests; throughput: the median over rounds. CPU over each "
-        f"c64 run (its {HIGH} opening requests included), pooled over rounds, in core-ms per request; idle: "
-        + ", ".join(f"{name} {cores:.3f}" for name, cores in idle.items())
-        + " cores.",
+        f"c64 run (its {HIGH} opening requests included), pooled over rounds, in core-ms per request; idle: {idle}.",
         "",
         "| variant | heads | c1 p50 ms | c1 p99 ms | c64 req/s | c64 p50 ms | c64 p99 ms | orchestrator | head | "
         "orch + head | embedding | client | requests per embedding call | head calls per embedding call | errors |",
@@ -419,8 +408,8 @@ def tables(report: dict[str, Any]) -> list[str]:
             f"{num(x['c1']['latency_ms']['p99'])} | {x['c64']['throughput_per_s']:.1f} | "
             f"{num(x['c64']['latency_ms']['p50'])} | {num(x['c64']['latency_ms']['p99'])} | {cpu(x, 'orchestrator')} | "
             f"{cpu(x, 'head')} | {cpu(x, 'orchestrator_plus_head')} | {cpu(x, 'embedding', 2)} | {cpu(x, 'client')} | "
-            f"{cpu(x, 'requests_per_embedding_call', 1, kind='hop_calls')} | "
-            f"{cpu(x, 'head_calls_per_embedding_call', 2, kind='hop_calls')} | "
+            f"{num(x['c64']['cpu']['hop_calls']['requests_per_embedding_call'], 1)} | "
+            f"{num(x['c64']['cpu']['hop_calls']['head_calls_per_embedding_call'], 2)} | "
             f"{x['c1']['errors'] + x['c64']['errors']} |"
             for key, x in v.items()
         ),
@@ -444,13 +433,7 @@ def tables(report: dict[str, Any]) -> list[str]:
         "|---|---|---|",
         *(f"| ({key}) | {threads(x, 'orchestrator')} | {threads(x, 'head')} |" for key, x in v.items()),
         "",
-        "At c1 (no coalescing: every request its own embedding call and Predicts), core-ms per /classify: "
-        + "; ".join(
-            f"({k}) orchestrator {cpu(x, 'orchestrator', 2, 'c1')}, head {cpu(x, 'head', 2, 'c1')}"
-            for k, x in v.items()
-            if x["heads"]
-        )
-        + ".",
+        f"At c1 (no coalescing: every request its own embedding call and Predicts), core-ms per /classify: {at_c1}.",
         "",
         "## Profile of the orchestrator (c64, one head)",
         "",
@@ -464,6 +447,12 @@ def tables(report: dict[str, Any]) -> list[str]:
     ]
 
 
+# Each variant's figures reported as targets too: a name and a path.
+REPORTED = (
+    *((f"c1 {p} (ms)", f"c1.latency_ms.{p}") for p in ("p50", "p99")),
+    ("c64 requests/s", "c64.throughput_per_s"),
+    *((f"c64 {p} (ms)", f"c64.latency_ms.{p}") for p in ("p50", "p99")),
+)
 _LEVEL_FIGURES = (
     *(f"c{c}.latency_ms.{p}" for c in (1, HIGH) for p in ("p50", "p99")),
     *(f"c{c}.throughput_per_s" for c in (1, HIGH)),

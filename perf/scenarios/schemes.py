@@ -21,12 +21,12 @@ from orchestrator.settings import OrchestratorSettings
 from perf import chart
 from perf.ceiling import InProcess, matmul_gflops
 from perf.deployments import PRECISION, System, services, systems
-from perf.harness.load import Call, closed_calls, closed_run, open_run
+from perf.harness.load import closed_calls, closed_run, open_run
 from perf.harness.progress import say
 from perf.harness.report import REPO, Column, Target, at_least, at_most, below, num, table
 from perf.harness.scenario import Context, Scenario
 from perf.harness.stats import Measurement, alternating, quotient
-from perf.scheme_runs import Run, difference, in_process_batch, median_of, noise, runs_of, saturation, schemes
+from perf.scheme_runs import Run, in_process_batch, median_of, noise, runs_of, saturation, schemes
 from perf.sentences import TEXT_MIXES, texts
 from service_common.deadline import Deadline
 from stack.services import DEFAULT_HEAD, HEADS
@@ -83,8 +83,7 @@ def head_grpc_c1(target: str, plan: Plan, dim: int, round_: int) -> Run:
                 await client.predict(DEFAULT_HEAD, 1, row, Deadline(5.0))
                 return "200", b""
 
-            calls: list[Call] = [call]
-            return Measurement.of_run(await closed_calls(calls, requests=plan.run_requests, duration_s=plan.run_s))
+            return Measurement.of_run(await closed_calls([call], requests=plan.run_requests, duration_s=plan.run_s))
 
     return Run("head gRPC", "closed", 1, round_, asyncio.run(run()))
 
@@ -182,7 +181,8 @@ def targets(results: dict[str, Any]) -> list[Target]:
         return quotient(median(system, load, *field_and_mode), median(other, load, *field_and_mode))
 
     def c1_p50_gap(system: str, other: str) -> float | None:
-        return difference(median(system, 1, "p50_ms"), median(other, 1, "p50_ms"))
+        mine, theirs = median(system, 1, "p50_ms"), median(other, 1, "p50_ms")
+        return None if mine is None or theirs is None else mine - theirs
 
     return [
         at_least("scheme 4 / scheme 1 throughput at saturation", quotient(s4, s1), 2.5),
@@ -251,8 +251,7 @@ def ceiling_lines(results: dict[str, Any]) -> list[str]:
         f"{num(median_of(runs, 'in-process', 'closed', batch, 'throughput_per_s'), 0)} texts/s. FLOP bound: the "
         f"best fp32 matmul rate of the rounds ({flops['matmul_gflops']:.0f} GFLOP/s; per round: "
         f"{', '.join(f'{g:.0f}' for g in found['matmul_gflops_per_round'])}) over the encoder's matmul FLOPs per "
-        f"text ({flops['model']['layers']} layers, hidden {flops['model']['hidden']}).",
-        "",
+        f"text ({flops['model']['layers']} layers, hidden {flops['model']['hidden']}).\n",
         *table(columns, bounds),
     ]
 
@@ -273,31 +272,21 @@ def tables(report: dict[str, Any]) -> list[str]:
     results = report["results"]
     runs = runs_of(results)
     return [
-        f"## Schemes (medians over rounds; {report['settings']['texts']} texts, one per request)",
-        "",
+        f"## Schemes (medians over rounds; {report['settings']['texts']} texts, one per request)\n",
         *schemes_table(results),
-        "",
-        "![latency and throughput per scheme](schemes.png)",
-        "",
-        "## Closed loop: concurrency sweep",
-        "",
+        "\n![latency and throughput per scheme](schemes.png)\n",
+        "## Closed loop: concurrency sweep\n",
         *runs_table(runs, "closed"),
-        "",
-        "`in-process`: the load is the batch size, throughput is texts/s and latency is per encoder call.",
-        "",
-        "## Open loop: fixed offered rates (latency from each request's due time)",
-        "",
+        "\n`in-process`: the load is the batch size, throughput is texts/s and latency is per encoder call.\n",
+        "## Open loop: fixed offered rates (latency from each request's due time)\n",
         *runs_table(runs, "open"),
-        "",
-        "## Ceiling",
-        "",
+        "\n## Ceiling\n",
         *ceiling_lines(results),
     ]
 
 
 def checks(results: dict[str, Any]) -> list[str]:
-    """Every system measured, every scheme closed-loop (and open-loop where the plan has rates), no
-    request failed."""
+    """Every system measured; every scheme closed-loop, and open-loop where the plan has rates; no request failed."""
     runs = runs_of(results)
     problems = [
         f"{r.system} at {r.mode} load {r.load:g}, round {r.round}: {r.measurement.error_kinds}"

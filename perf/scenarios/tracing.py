@@ -85,7 +85,6 @@ OFF_PATH = {
     "ids": ((1, 0, 1), "a log line: the access log's, at info"),
     "caller_headers": ((1, 0, 1), "the middleware: the caller's traceparent and tracestate looked up"),
 }
-_HEADERS = {b"host": b"bench", b"content-length": b"60", b"content-type": b"application/json"}
 # What the statements run with: the real call sites' helpers, and stand-ins for their arguments.
 NAMESPACE: dict[str, Any] = {"tracing": tracing, "HEADS": [DEFAULT_HEAD], "_hop_span": _hop_span}
 NAMESPACE |= {"_infer_span": DynamicBatcher._infer_span, "JOBS": [SimpleNamespace(trace=tracing.current())]}
@@ -94,12 +93,8 @@ NAMESPACE["BATCH"] = [
     SimpleNamespace(ids=np.zeros(16, np.int32), trace=None, lane=SimpleNamespace(name="orchestrator"))
 ]
 NAMESPACE["METADATA"] = (("x-request-id", "0" * 32), ("user-agent", "grpc-python/1.7"))
-NAMESPACE["HEADERS"] = {
-    **_HEADERS,
-    b"x-request-id": b"0" * 32,
-    b"x-request-timeout-ms": b"30000",
-    b"user-agent": b"httpx",
-}
+NAMESPACE["HEADERS"] = {b"host": b"bench", b"content-length": b"60", b"content-type": b"application/json"}
+NAMESPACE["HEADERS"] |= {b"x-request-id": b"0" * 32, b"x-request-timeout-ms": b"30000", b"user-agent": b"httpx"}
 VARIANT_INFO = [("c64 requests/s", "throughput_per_s"), ("c64 p50 (ms)", "p50_ms"), ("c64 p99 (ms)", "p99_ms")]
 VARIANT_INFO += [("core-ms per /classify, the three services", "core_ms_per_request.three_services")]
 SIDE_BY_SIDE = (  # a figure's name, its path in a variant's figures, its digits
