@@ -31,7 +31,6 @@ async def request(
     content: bytes = b"",
 ) -> HttpResponse:
     """Raises TimeoutError past `timeout_s`, HopUnreachable on a transport failure; `retries` None: one try."""
-
     try:
         async with asyncio.timeout(timeout_s):
             if retries is None:
