@@ -160,6 +160,9 @@ def test_compose_monitoring_runs_the_official_images_on_deploy_monitorings_files
     prometheus, grafana = services["prometheus"], services["grafana"]
     assert prometheus["profiles"] == grafana["profiles"] == ["monitoring"]
     assert prometheus["image"].startswith("prom/prometheus:v") and grafana["image"].startswith("grafana/grafana:")
+    # The Prometheus that compose runs is the version the tests evaluate every rule and panel with.
+    tested = promtool("--version").stdout.split()[2].split("+")[0]  # "promtool, version 2.42.0+ds (...)"
+    assert prometheus["image"] == f"prom/prometheus:v{tested}"
     files = mounts(prometheus)
     config_file = next(a.split("=", 1)[1] for a in prometheus["command"] if a.startswith("--config.file="))
     assert files[config_file] == monitoring_checks.PROMETHEUS_CONFIG
