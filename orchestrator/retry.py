@@ -65,10 +65,10 @@ class UnreachedRetries:
         if retries_spent and not self.down:
             self.down = True
             logger.warning(
-                "the %s at %s is down: calls try once, without retries, until it answers", self._hop, self._where
+                "the %s hop at %s is down: calls try once, without retries, until it answers", self._hop, self._where
             )
 
     def _reached(self) -> None:
         if self.down:
             self.down = False
-            logger.info("the %s at %s answers again: calls retry connection failures again", self._hop, self._where)
+            logger.info("the %s hop at %s answers again: calls retry connection failures again", self._hop, self._where)

@@ -6,7 +6,7 @@ client timeout, a reset, a cut-off answer) but connections the front door refuse
 
 - soak (70%): no errors; the last fifth's p99 within 20% of the first's; no service's RSS growing 5%.
 - overload (3x, then 0.5x): only 200, 429 or 503; refusals answered in under half the soak's p50; the
-  accepted within the budget; the orchestrator's queue at most 256 texts; all 200 a second after.
+  accepted within the budget; the orchestrator's queue within its bound; all 200 a second after.
 - faults (0.5x): kill -9 the head, restart it; then the embedding service. Every failure a 503/504
   naming the hop that was down, only while it was; none past the budget; all 200 after.
 - SIGTERM to each service in turn, then a restart: it exits by itself within its 10 s grace, with
@@ -36,6 +36,7 @@ from typing import Any, cast
 
 import httpx
 
+from orchestrator.settings import OrchestratorSettings
 from perf.harness.client import Route, http_request, one_hop
 from perf.harness.load import Sample, closed_run, open_run, windows
 from perf.harness.meters import counter
@@ -63,6 +64,7 @@ FAULTS |= {"head swap": "a new head version dropped in"}
 FAULTS["encoder swap"] = "the embedding service restarted on a re-exported encoder"
 TAKEN_DOWN = {"kill": "killed", "term": "sent SIGTERM", "swap": "stopped"}  # how a service goes down: the event
 TITLE = "Reliability drill"
+QUEUE_BOUND = OrchestratorSettings().max_queue_texts  # the drill's orchestrator runs the default
 
 
 @dataclass(frozen=True)
@@ -221,7 +223,7 @@ def overload(drill: Drill, capacity: float, normal_p50_ms: float) -> Phase:
         "some requests refused": bool(refusals),
         "refusals answered (p50) in under half the normal p50": (refused["p50"] or 0.0) < normal_p50_ms / 2,
         f"accepted p99 within the {BUDGET_MS} ms budget": (accepted["ok_p99_ms"] or 0) <= BUDGET_MS,
-        "queues bounded (orchestrator <= 256 texts)": peaks["orchestrator_queue_texts"] <= 256,
+        f"queues bounded (orchestrator <= {QUEUE_BOUND} texts)": peaks["orchestrator_queue_texts"] <= QUEUE_BOUND,
         "all 200 one second after load drops": all(s.outcome == "200" for s in low if s.due_s >= 1.0),
     }
     more: dict[str, Any] = {"refused": len(refusals), "refused_p50_ms": refused["p50"]}

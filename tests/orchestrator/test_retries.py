@@ -65,7 +65,7 @@ def assert_retried(server: Server, log: Path, hop: str, connect_retries: int, co
     other = "head" if hop == "embedding" else "embedding"
     checked = connect_retries * (len(stack_services.HEADS) if hop == "head" else 1)
     assert (retries(server.url, hop), retries(server.url, other)) == (checked, 0)
-    assert f"the {hop} at " in log.read_text() and "is down: calls try once" in log.read_text()
+    assert f"the {hop} hop at " in log.read_text() and "is down: calls try once" in log.read_text()
     response = httpx.post(f"{server.url}/classify", json={"text": "nobody will read this"}, timeout=60)
     assert response.status_code == 503, response.text
     assert response.json()["error"]["code"] == code, response.text
