@@ -68,7 +68,9 @@ class OpenVINOEncoder:
             raise ValueError(f"the openvino backend runs fp32, bf16 or int8, not {precision}")
         self.manifest = EncoderManifest.read(export_dir)
         self.buckets = buckets
-        self.int8 = checked_int8(export_dir) if precision == "int8" else None
+        # The int8 build of record: none when the caller brings the graph (the int8 build measuring the
+        # model it has not written yet, or auto's shared fp32 graph).
+        self.int8 = checked_int8(export_dir) if precision == "int8" and model is None else None
         self._model = model or _graph(export_dir, self.int8)
         self._config: dict[str, Any] = {
             "PERFORMANCE_HINT": "LATENCY",  # one stream: the batcher runs one call at a time

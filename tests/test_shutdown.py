@@ -36,11 +36,11 @@ def held_embedding(encoder_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
 
 
 class Callers:
-    """`n` threads, each sending one request; their answers (status and error code) or exceptions."""
+    """A thread per body, each sending one request; their answers (status and error code) or exceptions."""
 
-    def __init__(self, url: str, body: dict[str, object], n: int) -> None:
+    def __init__(self, url: str, bodies: list[dict[str, object]]) -> None:
         self.outcomes: list[str] = []
-        self._threads = [threading.Thread(target=self._call, args=(url, body)) for _ in range(n)]
+        self._threads = [threading.Thread(target=self._call, args=(url, body)) for body in bodies]
         for thread in self._threads:
             thread.start()
 
@@ -71,7 +71,7 @@ def test_the_orchestrator_answers_503_to_calls_cut_off_and_exits_within_its_grac
     log = tmp_path / "orchestrator.log"
     orchestrating = running_orchestrator(held_embedding.url, head_server, log, graceful_shutdown_s=str(GRACE_S))
     with orchestrating as orchestrator, held_embedding.hold():
-        callers = Callers(f"{orchestrator.url}/classify", {"text": "stuck behind a hung encoder"}, 3)
+        callers = Callers(f"{orchestrator.url}/classify", [{"text": "stuck behind a hung encoder"}] * 3)
         held_embedding.wait_for_metric("embedding_batch_texts_count", 1, at_least=True)
         took_s = stop_and_time(orchestrator)
         outcomes = callers.join()
@@ -82,9 +82,12 @@ def test_the_orchestrator_answers_503_to_calls_cut_off_and_exits_within_its_grac
 def test_the_embedding_service_answers_503_to_a_hung_batch_and_exits_within_its_grace(
     held_embedding: GatedServer,
 ) -> None:
+    held_embedding.wait_for_metric("embedding_admitted_texts", 0)  # the earlier test's call answered
     with held_embedding.hold():
-        callers = Callers(f"{held_embedding.url}/v1/embeddings", {"input": "hung"}, 3)
+        callers = Callers(f"{held_embedding.url}/v1/embeddings", [{"input": f"hung {i}"} for i in range(3)])
         held_embedding.wait_for_metric("embedding_batch_texts_count", 1, at_least=True)
+        # Every caller in before the signal (three texts admitted): one still connecting would be refused.
+        held_embedding.wait_for_metric("embedding_admitted_texts", 3)
         took_s = stop_and_time(held_embedding)
         outcomes = callers.join()
     assert outcomes == ["503 shutting_down"] * 3
