@@ -1,6 +1,7 @@
 """What this machine offers an encoder, read without importing a backend: CPU cores within the container's
 limit, the CPU's model and its native reduced-precision instructions, and whether an NVIDIA GPU is visible."""
 
+import functools
 import math
 import os
 from pathlib import Path
@@ -33,9 +34,10 @@ def gpu_visible() -> bool:
     return gpus.is_dir() and any(gpus.iterdir())
 
 
+@functools.cache
 def cpu() -> tuple[str, frozenset[str]]:
     """The CPU's model name and flags, as Linux's /proc/cpuinfo gives them for its first processor (empty
-    where it cannot be read)."""
+    where it cannot be read); read once."""
     try:
         first = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").split("\n\n")[0]
     except OSError:

@@ -14,6 +14,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from embedding_service.host import cpu
+
 REPO = Path(__file__).resolve().parents[2]
 LIBRARIES = ("tensorflow", "openvino", "transformers", "tokenizers", "numpy", "fastapi", "uvicorn", "orjson", "grpcio")
 # The CPU features that decide how fast the encoder's kernels can go, at each precision.
@@ -60,13 +62,6 @@ def git(*args: str) -> str:
     return done.stdout.strip() if done.returncode == 0 else "unknown"
 
 
-def _cpuinfo(field: str) -> str:
-    for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-        if line.startswith(field):
-            return line.split(":", 1)[1].strip()
-    return ""
-
-
 def gpus() -> list[str]:
     """The machine's NVIDIA GPUs, by name (`nvidia-smi -L`); none where it is absent."""
     if shutil.which("nvidia-smi") is None:
@@ -83,13 +78,13 @@ def _version(name: str) -> str:
 
 
 def machine_info() -> dict[str, Any]:
-    flags = set(_cpuinfo("flags").split())
+    model_name, flags = cpu()
     found = gpus()
     return {
         "platform": platform.platform(),
         "python": platform.python_version(),
         "nproc": len(os.sched_getaffinity(0)),
-        "cpu_model": _cpuinfo("model name") or platform.processor() or "unknown",
+        "cpu_model": model_name or platform.processor() or "unknown",
         "cpu_flags": [flag for flag in CPU_FLAGS if flag in flags],
         "gpus": found,
         "tensorflow_device": "GPU" if found else "CPU",
