@@ -78,8 +78,9 @@ class Pipeline:
         """The encoder whose vectors `head` takes now. While no embedding service has named its encoder,
         they are asked first; a head not readable at the last look is looked at again (it may have
         loaded since); a head whose encoder may be that of a service not named yet is a 503, not a 502.
-        While the head is down, a 503 at once: no embedding is made for a head that cannot take it (the
-        readiness checks find it again)."""
+        While the head is down, a 503 at once: no embedding is made for a head that cannot take it (a
+        second after the last try that found it unreachable, a request tries it again, as the readiness
+        checks do)."""
         if (where := self.head.down) is not None:
             raise head_error("UNAVAILABLE", "its last calls could not reach it", where=where, timeout_s=0)
         encoders = await self.endpoints.learn(deadline)

@@ -73,8 +73,9 @@ class HeadClient(Protocol):
 
     @property
     def down(self) -> str | None:
-        """The head's address while it counts as down (a call failed unreached through all its retries, and
-        none has reached it since: orchestrator.retry); None otherwise."""
+        """The head's address while it counts as down (a call failed unreached through all its retries, none
+        has reached it since, and one found it unreachable within the last second: orchestrator.retry); None
+        otherwise."""
         ...
 
     async def predict(self, model: str, version: int, embeddings: np.ndarray, deadline: Deadline) -> np.ndarray:

@@ -5,6 +5,7 @@ from typing import Any
 
 import pytest
 
+from orchestrator import retry
 from orchestrator.retry import UnreachedRetries
 from orchestrator.settings import OrchestratorSettings
 from service_common.deadline import Deadline
@@ -83,3 +84,23 @@ async def test_a_deadline_that_cuts_the_retries_short_is_no_outage() -> None:
     with pytest.raises(Refused):
         await rule.call(Flaky([Refused()]), Deadline(0.0))
     assert not rule.down
+
+
+async def test_down_lapses_a_moment_after_the_last_failed_try_but_retries_wait_for_an_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A caller that skips a hop while it is down (the orchestrator, for a head) tries it again once
+    DOWN_S has passed, even with no readiness check to find it; until an answer, that try has no retries."""
+    monkeypatch.setattr(retry, "DOWN_S", 0.0)
+    rule = _rule(retries=2)
+    with pytest.raises(Refused):
+        await rule.call(Flaky([Refused()] * 3), Deadline(5.0))
+    assert not rule.down  # lapsed at once here
+    probe = Flaky([Refused()])
+    with pytest.raises(Refused):
+        await rule.call(probe, Deadline(5.0))
+    assert probe.calls == 1  # still failing: one try
+    monkeypatch.setattr(retry, "DOWN_S", 60.0)
+    with pytest.raises(Refused):
+        await rule.call(Flaky([Refused()]), Deadline(5.0))
+    assert rule.down  # each failed try makes it down again

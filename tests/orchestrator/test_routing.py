@@ -69,3 +69,17 @@ async def test_a_head_on_an_encoder_a_service_has_not_named_yet_is_a_503_not_a_m
     with pytest.raises(UnavailableError) as waiting:
         await routed.route("sentiment", "head", Deadline(5))
     assert waiting.value.code == "embedding_unavailable" and "http://new" in waiting.value.message
+
+
+async def test_a_head_down_is_a_503_before_any_embedding_service_is_asked(tmp_path: Path) -> None:
+    """No texts are embedded for a head that cannot take their vectors: the route fails first."""
+    serving = Serving({"sentiment": {1: "e1" * 8}})
+    service = Service("http://a", "e1" * 8)
+    routed = await pipeline(tmp_path, serving, service)
+    serving.down = "127.0.0.1:8500"
+    with pytest.raises(UnavailableError) as refused:
+        await routed.route("sentiment", "head", Deadline(1.0))
+    assert refused.value.code == "head_unavailable" and "127.0.0.1:8500" in refused.value.message
+    assert (service.checks, service.identity) == (0, None)  # not even asked for its encoder
+    serving.down = None
+    assert await routed.route("sentiment", "head", Deadline(1.0)) == "e1" * 8
